@@ -1,0 +1,225 @@
+using System.Text.Json;
+using Microsoft.Win32.SafeHandles;
+using Switchover.Interop;
+
+namespace Switchover.State;
+
+/// <summary>
+/// The state directory of one namespace: <c>STATE_DIR/NAMESPACE/{lock,state.json}</c>.
+/// Every read-modify-write happens under an exclusive flock on the lock file.
+/// </summary>
+public sealed class StateStore
+{
+    public const string DefaultRoot = "/run/switchover";
+
+    public StateStore(string root, NamespaceName name)
+    {
+        Root = root;
+        Name = name;
+        Directory = Path.Combine(root, name.Value);
+    }
+
+    public string Root { get; }
+
+    public NamespaceName Name { get; }
+
+    public string Directory { get; }
+
+    public string StatePath => Path.Combine(Directory, "state.json");
+
+    public string LockPath => Path.Combine(Directory, "lock");
+
+    /// <summary>True when the namespace has a state directory (it may still be empty).</summary>
+    public bool Exists => System.IO.Directory.Exists(Directory);
+
+    /// <summary>
+    /// Takes the namespace lock, creating the directory if needed. Waits up to <paramref name="timeout"/>:
+    /// overlapping deploys are serialized here.
+    /// </summary>
+    public async Task<StateLock> LockAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            CreateDirectory();
+            SafeFileHandle handle;
+            try
+            {
+                handle = File.OpenHandle(LockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+            }
+            catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+            {
+                throw new StateException($"Cannot open the lock file {LockPath}: {e.Message}. " +
+                    "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
+            }
+
+            if (Libc.Flock(handle, Libc.LOCK_EX | Libc.LOCK_NB) == 0)
+            {
+                // The last generation of a namespace deletes the directory; a lock taken on a file that was
+                // unlinked meanwhile protects nothing, so check that the path still names our inode.
+                if (StillLinked(handle))
+                {
+                    return new StateLock(this, handle);
+                }
+
+                handle.Dispose();
+                continue;
+            }
+
+            handle.Dispose();
+            if (DateTime.UtcNow >= deadline)
+            {
+                throw new StateException($"Timed out after {timeout.TotalSeconds:0.#} s waiting for the namespace lock {LockPath}. " +
+                    "Another deploy of this namespace is in progress; retry when it has finished.");
+            }
+
+            await Task.Delay(25, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Reads the state without the lock (for status display). Returns null when there is none.</summary>
+    public NamespaceState? ReadUnlocked() => ReadFile();
+
+    private void CreateDirectory()
+    {
+        try
+        {
+            System.IO.Directory.CreateDirectory(Directory);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            throw new StateException($"Cannot create the state directory {Directory}: {e.Message}. " +
+                "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
+        }
+    }
+
+    private bool StillLinked(SafeFileHandle handle)
+    {
+        var held = Libc.FileIdentity(handle);
+        var named = Libc.FileIdentity(LockPath);
+        return held is not null && held == named;
+    }
+
+    internal NamespaceState? ReadFile()
+    {
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(StatePath);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+
+        if (bytes.Length == 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            var state = JsonSerializer.Deserialize(bytes, StateJsonContext.Default.NamespaceState)
+                ?? throw new JsonException("the file holds null");
+            if (state.Version != NamespaceState.CurrentVersion || state.Namespace != Name.Value || state.Generations is null)
+            {
+                throw new JsonException($"version {state.Version} / namespace '{state.Namespace}' does not match version {NamespaceState.CurrentVersion} / '{Name.Value}'");
+            }
+
+            return state;
+        }
+        catch (JsonException e)
+        {
+            throw new StateException($"The state file {StatePath} is corrupt ({e.Message}). Nothing was changed. " +
+                $"Inspect it, then run 'switchover cleanup --namespace {Name.Value} --force' to start the namespace afresh.", e);
+        }
+    }
+
+    internal void WriteFile(NamespaceState state)
+    {
+        var temp = StatePath + ".tmp";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                JsonSerializer.Serialize(stream, state, StateJsonContext.Default.NamespaceState);
+                stream.Flush(flushToDisk: true);
+            }
+
+            File.Move(temp, StatePath, overwrite: true);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            TryDelete(temp);
+            throw new StateException($"Cannot write the state file {StatePath}: {e.Message}. " +
+                "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
+        }
+    }
+
+    internal void DeleteAll()
+    {
+        TryDelete(StatePath);
+        TryDelete(StatePath + ".tmp");
+        TryDelete(LockPath);
+        try
+        {
+            System.IO.Directory.Delete(Directory);
+        }
+        catch (IOException)
+        {
+            // Someone put a file there (or another process recreated it): leave the directory.
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Best effort on cleanup paths.
+        }
+    }
+}
+
+/// <summary>The held namespace lock. Read and write the state only through it.</summary>
+public sealed class StateLock : IDisposable
+{
+    private readonly StateStore _store;
+    private readonly SafeFileHandle _handle;
+
+    internal StateLock(StateStore store, SafeFileHandle handle)
+    {
+        _store = store;
+        _handle = handle;
+    }
+
+    public StateStore Store => _store;
+
+    /// <summary>Reads the state; an absent file reads as an empty namespace. A corrupt one throws <see cref="StateException"/>.</summary>
+    public NamespaceState Read() => _store.ReadFile() ?? NamespaceState.Empty(_store.Name);
+
+    /// <summary>Writes the state atomically (temporary file, fsync, rename).</summary>
+    public void Write(NamespaceState state) => _store.WriteFile(state);
+
+    /// <summary>Removes the state file, the lock file and the directory. The lock stays held until disposed.</summary>
+    public void DeleteNamespace() => _store.DeleteAll();
+
+    public void Dispose()
+    {
+        Libc.Flock(_handle, Libc.LOCK_UN);
+        _handle.Dispose();
+    }
+}
+
+/// <summary>The state directory or file cannot be used. The message says why and what to do.</summary>
+public sealed class StateException : Exception
+{
+    public StateException(string message, Exception? inner = null)
+        : base(message, inner)
+    {
+    }
+}

@@ -1,0 +1,185 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Switchover.Netfilter;
+using Switchover.Processes;
+using Switchover.State;
+
+namespace Switchover.Hosting;
+
+/// <summary>
+/// Drives this process through the generation lifecycle: once the host has started, register, wait until ready,
+/// take the public ports over; on shutdown, drain, let Kestrel stop, leave the namespace.
+/// </summary>
+internal sealed class HandoffService : IHostedLifecycleService, IDisposable
+{
+    private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(15);
+
+    private readonly SwitchoverOptions _options;
+    private readonly LocalGeneration _generation;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly IServiceProvider _services;
+    private readonly ILogger _logger;
+    private readonly NamespaceName _namespace;
+    private readonly CancellationTokenSource _stopping = new();
+    private Handoff? _handoff;
+    private Task _takeover = Task.CompletedTask;
+
+    public HandoffService(
+        IOptions<SwitchoverOptions> options,
+        LocalGeneration generation,
+        IHostApplicationLifetime lifetime,
+        IHostEnvironment environment,
+        IServiceProvider services,
+        ILogger<HandoffService> logger)
+    {
+        _options = options.Value;
+        _generation = generation;
+        _lifetime = lifetime;
+        _services = services;
+        _logger = logger;
+        _namespace = _options.Namespace is { } name ? NamespaceName.Parse(name) : NamespaceName.FromApplicationName(environment.ApplicationName);
+    }
+
+    private bool Enabled => _options.Mode == SwitchoverMode.Required;
+
+    public Task StartingAsync(CancellationToken cancellationToken)
+    {
+        if (!Enabled)
+        {
+            Log.Disabled(_logger);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken)
+    {
+        if (Enabled)
+        {
+            // Kestrel is bound by now; ApplicationStarted fires right after the last StartedAsync.
+            var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _lifetime.ApplicationStarted.Register(() => started.TrySetResult());
+            _takeover = Task.Run(() => TakeOverAsync(started.Task, _stopping.Token), CancellationToken.None);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public async Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        if (!Enabled)
+        {
+            return;
+        }
+
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _takeover.ConfigureAwait(false);
+        if (_generation.Record is { } record && _handoff is not null)
+        {
+            Log.DrainStarted(_logger, record.Id);
+            var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger);
+            var report = await drain.RunAsync(record.Ports, cancellationToken).ConfigureAwait(false);
+            Log.DrainFinished(_logger, record.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", report.OpenConnections);
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StoppedAsync(CancellationToken cancellationToken)
+    {
+        if (Enabled && _generation.Record is { } record && _handoff is not null)
+        {
+            await LeaveAsync(record).ConfigureAwait(false);
+        }
+    }
+
+    public void Dispose() => _stopping.Dispose();
+
+    private async Task TakeOverAsync(Task started, CancellationToken cancellationToken)
+    {
+        var launchedAt = Process.GetCurrentProcess().StartTime.ToUniversalTime();
+        try
+        {
+            await started.WaitAsync(cancellationToken).ConfigureAwait(false);
+            var handoff = Handoff.Create(_options.StateDirectory, _namespace, _options.LockTimeout, _options.NftPath);
+            await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
+            await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
+
+            var ports = _generation.BoundPorts();
+            _generation.Record = await handoff.RegisterAsync(ProcessIdentity.Current, ports, cancellationToken).ConfigureAwait(false);
+            _handoff = handoff;
+            var record = _generation.Record;
+            Log.Registered(_logger, record.Id, _namespace.Value, record.Pid, Describe(ports));
+
+            var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
+            await readiness.WaitAsync(ports, cancellationToken).ConfigureAwait(false);
+            Log.Ready(_logger, record.Id, (DateTime.UtcNow - launchedAt).TotalMilliseconds);
+
+            var result = await handoff.TakeOverAsync(record.Id, cancellationToken).ConfigureAwait(false);
+            _generation.Record = result.Generation;
+            if (result.StaleRemoved.Count > 0)
+            {
+                Log.StaleRemoved(_logger, result.StaleRemoved.Count, string.Join(", ", result.StaleRemoved.Select(g => $"{g.Id} (pid {g.Pid})")));
+            }
+
+            Log.TookOver(_logger, _namespace.Value,
+                result.Previous.Count == 0 ? "(none)" : string.Join(",", result.Previous.Select(g => g.Id)),
+                record.Id,
+                result.Previous.Count == 0 ? "(none)" : string.Join(",", result.Previous.Select(g => Describe(g.Ports))),
+                Describe(ports),
+                result.RuleTransaction.TotalMilliseconds,
+                (DateTime.UtcNow - launchedAt).TotalMilliseconds);
+            Log.Ruleset(_logger, result.Ruleset);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped before taking over; StoppedAsync leaves the namespace.
+        }
+        catch (SupersededException e)
+        {
+            Log.Superseded(_logger, _generation.Record?.Id ?? 0, e.Message);
+            await FailAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            Log.StartFailed(_logger, e.Message, e);
+            await FailAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task FailAsync()
+    {
+        if (_generation.Record is { } record && _handoff is not null)
+        {
+            await LeaveAsync(record).ConfigureAwait(false);
+            _generation.Record = null;
+        }
+
+        Environment.ExitCode = 1;
+        _lifetime.StopApplication();
+    }
+
+    private async Task LeaveAsync(GenerationRecord record)
+    {
+        // Cleanup runs even when the host's shutdown token has fired, with a timeout of its own.
+        using var timeout = new CancellationTokenSource(CleanupTimeout);
+        try
+        {
+            var last = await _handoff!.LeaveAsync(record.Id, timeout.Token).ConfigureAwait(false);
+            Log.Left(_logger, record.Id, _namespace.Value, last ? "; it was the last, so its table and state were removed" : string.Empty);
+        }
+        catch (Exception e)
+        {
+            Log.LeaveFailed(_logger, record.Id, e.Message, e);
+        }
+    }
+
+    private static string Describe(IEnumerable<PortMapping> ports) =>
+        string.Join(",", ports.Select(p => $"{p.PublicPort}->{p.PrivatePort}"));
+}

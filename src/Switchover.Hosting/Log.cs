@@ -1,0 +1,50 @@
+using Microsoft.Extensions.Logging;
+
+namespace Switchover.Hosting;
+
+/// <summary>Switchover's log messages. Event ids are stable; never reuse a removed one.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1, LogLevel.Information, "Switchover is disabled (Switchover:Mode=Disabled); the configured endpoints are bound directly.")]
+    public static partial void Disabled(ILogger logger);
+
+    [LoggerMessage(2, LogLevel.Information, "Generation {GenerationId} of namespace '{Namespace}' registered (pid {Pid}); private ports {Ports}; waiting until it is ready.")]
+    public static partial void Registered(ILogger logger, long generationId, string @namespace, int pid, string ports);
+
+    [LoggerMessage(3, LogLevel.Information, "Generation {GenerationId} is ready after {ReadyMs:0} ms.")]
+    public static partial void Ready(ILogger logger, long generationId, double readyMs);
+
+    [LoggerMessage(4, LogLevel.Information,
+        "Handoff in namespace '{Namespace}': generation {PreviousIds} -> {GenerationId}, {PreviousPorts} -> {Ports}; rule transaction {TransactionMs:0.0} ms, launch to serving {LaunchToServingMs:0} ms.")]
+    public static partial void TookOver(ILogger logger, string @namespace, string previousIds, long generationId, string previousPorts, string ports, double transactionMs, double launchToServingMs);
+
+    [LoggerMessage(5, LogLevel.Warning, "Generation {GenerationId} steps aside: {Reason}")]
+    public static partial void Superseded(ILogger logger, long generationId, string reason);
+
+    [LoggerMessage(6, LogLevel.Critical, "Switchover: this generation did not take over and exits; the previous generation keeps serving. {Reason}")]
+    public static partial void StartFailed(ILogger logger, string reason, Exception exception);
+
+    [LoggerMessage(7, LogLevel.Information, "Generation {GenerationId} drains: listeners stay open until accept queues and half-open flows are gone.")]
+    public static partial void DrainStarted(ILogger logger, long generationId);
+
+    [LoggerMessage(8, LogLevel.Information, "Generation {GenerationId} drained in {ElapsedMs:0} ms ({Outcome}); {Connections} connection(s) still open; stopping Kestrel.")]
+    public static partial void DrainFinished(ILogger logger, long generationId, double elapsedMs, string outcome, int connections);
+
+    [LoggerMessage(9, LogLevel.Information, "Generation {GenerationId} left namespace '{Namespace}'{Last}.")]
+    public static partial void Left(ILogger logger, long generationId, string @namespace, string last);
+
+    [LoggerMessage(10, LogLevel.Debug, "Applied ruleset:\n{Ruleset}")]
+    public static partial void Ruleset(ILogger logger, string ruleset);
+
+    [LoggerMessage(11, LogLevel.Warning, "Removed {Count} stale generation(s) whose process is gone: {Generations}")]
+    public static partial void StaleRemoved(ILogger logger, int count, string generations);
+
+    [LoggerMessage(12, LogLevel.Warning, "Could not read conntrack while draining; relying on the accept queues only: {Reason}")]
+    public static partial void ConntrackUnavailable(ILogger logger, string reason);
+
+    [LoggerMessage(13, LogLevel.Error, "Generation {GenerationId} could not remove itself from the namespace state: {Reason}")]
+    public static partial void LeaveFailed(ILogger logger, long generationId, string reason, Exception exception);
+
+    [LoggerMessage(14, LogLevel.Debug, "Not ready yet: {Reason}")]
+    public static partial void NotReady(ILogger logger, string reason);
+}

@@ -1,0 +1,66 @@
+namespace Switchover.Hosting;
+
+public enum SwitchoverMode
+{
+    /// <summary>Take over the public ports through nftables; fail at start when nftables or privileges are missing.</summary>
+    Required,
+
+    /// <summary>Bind the configured endpoints directly, as if Switchover were not there.</summary>
+    Disabled,
+}
+
+/// <summary>Options of <c>UseSwitchover()</c>, bound to the <c>Switchover</c> configuration section.</summary>
+public sealed class SwitchoverOptions
+{
+    /// <summary>Default: <see cref="SwitchoverMode.Required"/> on Linux, <see cref="SwitchoverMode.Disabled"/> elsewhere.</summary>
+    public SwitchoverMode Mode { get; set; } = OperatingSystem.IsLinux() ? SwitchoverMode.Required : SwitchoverMode.Disabled;
+
+    /// <summary>
+    /// The service's name on this host: it owns the nftables table <c>inet switchover_NAMESPACE</c> and the state
+    /// directory. Only [a-z0-9_-], at most 40 characters. Default: the application name, lower-cased.
+    /// </summary>
+    public string? Namespace { get; set; }
+
+    /// <summary>Where namespaces keep their state and lock. Default: /run/switchover.</summary>
+    public string StateDirectory { get; set; } = "/run/switchover";
+
+    /// <summary>
+    /// Public endpoints as <c>tcp/PORT</c>. Default: empty, meaning one per endpoint the app is configured with
+    /// (<c>--urls</c>, <c>ASPNETCORE_URLS</c>, <c>Kestrel:Endpoints</c>; Kestrel's default http://localhost:5000 otherwise).
+    /// </summary>
+    public IList<string> PublicEndpoints { get; } = [];
+
+    /// <summary>The path the new generation requests on its own private port before it takes over. Default: "/".</summary>
+    public string ReadinessPath { get; set; } = "/";
+
+    /// <summary>How long the new generation may take to become ready before it gives up. Default: 60 s.</summary>
+    public TimeSpan ReadinessTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long to wait for the namespace lock (another deploy in progress). Default: 30 s.</summary>
+    public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How a superseded generation drains.</summary>
+    public DrainOptions Drain { get; } = new();
+
+    /// <summary>The nft binary. Default: "nft" from PATH.</summary>
+    public string NftPath { get; set; } = "nft";
+
+    /// <summary>The conntrack binary. Default: "conntrack" from PATH.</summary>
+    public string ConntrackPath { get; set; } = "conntrack";
+}
+
+/// <summary>How a superseded generation drains before Kestrel stops.</summary>
+public sealed class DrainOptions
+{
+    /// <summary>
+    /// How long the accept queues must stay empty, with no half-open flow redirected to this generation and no
+    /// request received, before the listeners close. Default: 1 s.
+    /// </summary>
+    public TimeSpan QuietPeriod { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The upper bound of the drain; Kestrel then stops with the host's shutdown timeout. Default: 20 s.</summary>
+    public TimeSpan MaxDuration { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>How often the accept queues and conntrack are read. Default: 100 ms.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(100);
+}
