@@ -92,3 +92,29 @@ internal static partial class Libc
         return StatNative(path, buffer) == 0 ? (*(ulong*)buffer, *(ulong*)(buffer + 8)) : null;
     }
 }
+
+internal static partial class Libc
+{
+    private const int O_RDWR = 0x2;
+    private const int O_CREAT = 0x40;
+    private const int O_CLOEXEC = 0x80000;
+
+    [LibraryImport(Library, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int OpenNative(string path, int flags, uint mode);
+
+    /// <summary>
+    /// Opens (creating if needed) a file for flock. Not File.OpenHandle: .NET emulates FileShare with flock on Unix,
+    /// which would collide with the lock we take ourselves.
+    /// </summary>
+    public static Microsoft.Win32.SafeHandles.SafeFileHandle OpenLockFile(string path)
+    {
+        var fd = OpenNative(path, O_RDWR | O_CREAT | O_CLOEXEC, 0x180 /* 0600 */);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"open failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
+        }
+
+        return new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+    }
+}

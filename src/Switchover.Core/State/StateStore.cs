@@ -29,6 +29,9 @@ public sealed class StateStore
 
     public string LockPath => Path.Combine(Directory, "lock");
 
+    // internal for testing: runs between opening the lock file and locking it, where a concurrent delete can strike.
+    internal Action? LockFileOpenedForTesting { get; set; }
+
     /// <summary>True when the namespace has a state directory (it may still be empty).</summary>
     public bool Exists => System.IO.Directory.Exists(Directory);
 
@@ -46,7 +49,7 @@ public sealed class StateStore
             SafeFileHandle handle;
             try
             {
-                handle = File.OpenHandle(LockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                handle = Libc.OpenLockFile(LockPath);
             }
             catch (Exception e) when (e is UnauthorizedAccessException or IOException)
             {
@@ -54,6 +57,7 @@ public sealed class StateStore
                     "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
             }
 
+            LockFileOpenedForTesting?.Invoke();
             if (Libc.Flock(handle, Libc.LOCK_EX | Libc.LOCK_NB) == 0)
             {
                 // The last generation of a namespace deletes the directory; a lock taken on a file that was
