@@ -3,7 +3,6 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Options;
 using Switchover.Netfilter;
 using Switchover.Processes;
 using Switchover.State;
@@ -18,6 +17,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 {
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(15);
 
+    private readonly SwitchoverConfiguration _configuration;
     private readonly SwitchoverOptions _options;
     private readonly LocalGeneration _generation;
     private readonly IHostApplicationLifetime _lifetime;
@@ -29,26 +29,35 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private Task _takeover = Task.CompletedTask;
 
     public HandoffService(
-        IOptions<SwitchoverOptions> options,
+        SwitchoverConfiguration configuration,
         LocalGeneration generation,
         IHostApplicationLifetime lifetime,
         IHostEnvironment environment,
         IServiceProvider services,
         ILogger<HandoffService> logger)
     {
-        _options = options.Value;
+        _configuration = configuration;
+        _options = configuration.Options;
         _generation = generation;
         _lifetime = lifetime;
         _services = services;
         _logger = logger;
-        _namespace = _options.Namespace is { } name ? NamespaceName.Parse(name) : NamespaceName.FromApplicationName(environment.ApplicationName);
+        _namespace = !configuration.Enabled ? NamespaceName.Parse("disabled")
+            : _options.Namespace is { } name ? NamespaceName.Parse(name)
+            : NamespaceName.FromApplicationName(environment.ApplicationName);
     }
 
-    private bool Enabled => _options.Mode == SwitchoverMode.Required;
+    private bool Enabled => _configuration.Enabled;
 
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        if (!Enabled)
+        if (_configuration.Invalid)
+        {
+            Log.InvalidConfiguration(_logger, string.Join(Environment.NewLine, _configuration.Errors.Select(e => "  - " + e)));
+            Environment.ExitCode = 1;
+            _lifetime.StopApplication();
+        }
+        else if (!Enabled)
         {
             Log.Disabled(_logger);
         }

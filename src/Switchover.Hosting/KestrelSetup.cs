@@ -8,16 +8,17 @@ namespace Switchover.Hosting;
 /// Replaces the app's configured endpoints with one kernel-chosen private port per public endpoint, on all addresses
 /// (dual stack: REDIRECT rewrites the destination to the primary address of the incoming interface, not to loopback).
 /// </summary>
-internal sealed class KestrelSetup(IOptions<SwitchoverOptions> options, IConfiguration configuration, LocalGeneration generation)
+internal sealed class KestrelSetup(SwitchoverConfiguration switchover, IConfiguration configuration, LocalGeneration generation)
     : IPostConfigureOptions<KestrelServerOptions>
 {
     public void PostConfigure(string? name, KestrelServerOptions kestrel)
     {
-        var value = options.Value;
-        if (value.Mode == SwitchoverMode.Disabled)
+        if (!switchover.Enabled)
         {
             return;
         }
+
+        var value = switchover.Options;
 
         // Endpoints from the Kestrel configuration section would bind the public ports directly: drop them.
         kestrel.Configure(new ConfigurationBuilder().Build(), reloadOnChange: false);

@@ -45,6 +45,9 @@ internal static partial class Log
     [LoggerMessage(13, LogLevel.Error, "Generation {GenerationId} could not remove itself from the namespace state: {Reason}")]
     public static partial void LeaveFailed(ILogger logger, long generationId, string reason, Exception exception);
 
+    [LoggerMessage(15, LogLevel.Critical, "Switchover configuration is invalid; nothing was bound and nothing was changed. Fix these and start again:\n{Errors}")]
+    public static partial void InvalidConfiguration(ILogger logger, string errors);
+
     [LoggerMessage(14, LogLevel.Debug, "Not ready yet: {Reason}")]
     public static partial void NotReady(ILogger logger, string reason);
 }

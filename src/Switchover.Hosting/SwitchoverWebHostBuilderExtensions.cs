@@ -24,11 +24,11 @@ public static class SwitchoverWebHostBuilderExtensions
         ArgumentNullException.ThrowIfNull(configure);
         return builder.ConfigureServices((context, services) =>
         {
+            // Validated by SwitchoverConfiguration, not ValidateOnStart: see there why.
             services.AddOptions<SwitchoverOptions>()
                 .Bind(context.Configuration.GetSection("Switchover"))
-                .Configure(configure)
-                .ValidateOnStart();
-            services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SwitchoverOptions>, SwitchoverOptionsValidator>());
+                .Configure(configure);
+            services.TryAddSingleton<SwitchoverConfiguration>();
             services.TryAddSingleton<LocalGeneration>();
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<KestrelServerOptions>, KestrelSetup>());
             services.TryAddEnumerable(ServiceDescriptor.Transient<IStartupFilter, DrainStartupFilter>());
@@ -53,7 +53,7 @@ public static class SwitchoverWebHostBuilderExtensions
             { ImplementationType: { } type } => RegisterInner(services, type),
             _ => throw new InvalidOperationException("Unsupported IServer registration."),
         };
-        services.AddSingleton<IServer>(sp => new SwitchoverServer(inner(sp), sp.GetRequiredService<IOptions<SwitchoverOptions>>()));
+        services.AddSingleton<IServer>(sp => new SwitchoverServer(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>()));
     }
 
     private static Func<IServiceProvider, IServer> RegisterInner(IServiceCollection services, Type type)
