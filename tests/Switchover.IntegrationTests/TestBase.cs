@@ -1,0 +1,133 @@
+using System.Net;
+using System.Net.Sockets;
+using Switchover.Lab;
+
+namespace Switchover.IntegrationTests;
+
+/// <summary>Shared steps: a lab of two hosts, load at the public port from both paths, deploys, assertions.</summary>
+public abstract class TestBase(ITestOutputHelper output) : IAsyncLifetime
+{
+    protected const int PublicPort = 8080;
+    protected static readonly TimeSpan TakeoverTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly List<IAsyncDisposable> _cleanup = [];
+
+    protected ITestOutputHelper Output { get; } = output;
+
+    protected TwoHostLab Lab { get; private set; } = null!;
+
+    protected SwitchoverService Service { get; private set; } = null!;
+
+    /// <summary>Cancels every step of a test that runs away; each test also has its own xunit timeout.</summary>
+    protected CancellationToken Token => Timeout.Token;
+
+    private CancellationTokenSource Timeout { get; } = new(TimeSpan.FromMinutes(4));
+
+    public async Task InitializeAsync()
+    {
+        Prerequisites.Require();
+        Lab = await TwoHostLab.CreateAsync(Token);
+        Service = new SwitchoverService(Lab.Server, publicPort: PublicPort);
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var item in Enumerable.Reverse(_cleanup))
+        {
+            await item.DisposeAsync();
+        }
+
+        await Service.DisposeAsync();
+        await Lab.DisposeAsync();
+        Timeout.Dispose();
+    }
+
+    protected T Track<T>(T disposable)
+        where T : IAsyncDisposable
+    {
+        _cleanup.Add(disposable);
+        return disposable;
+    }
+
+    /// <summary>Clients on the network (the client namespace, over the veth, IPv4 and IPv6) and on the host itself (loopback).</summary>
+    protected IReadOnlyList<LoadTarget> AllPaths() =>
+    [
+        new(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "network-v4"),
+        new(Lab.Client, new IPEndPoint(Lab.ServerV6, PublicPort), "network-v6"),
+        new(Lab.Server, new IPEndPoint(IPAddress.Loopback, PublicPort), "localhost-v4"),
+        new(Lab.Server, new IPEndPoint(IPAddress.IPv6Loopback, PublicPort), "localhost-v6"),
+    ];
+
+    protected static LoadOptions Load(ConnectionMode mode, TimeSpan duration, int concurrency = 2) => new()
+    {
+        Mode = mode,
+        Concurrency = concurrency,
+        MaxDuration = duration,
+        MaxRequests = 50_000_000,
+        RequestTimeout = TimeSpan.FromSeconds(10),
+        BodyValidator = body => body.Length > 0,
+    };
+
+    /// <summary>Asserts that no request failed, printing the first failures if any did.</summary>
+    protected void AssertNoFailures(LoadResult result)
+    {
+        Output.WriteLine(result.ToString());
+        if (result.FailureCount > 0)
+        {
+            foreach (var failure in result.Failures.Take(30))
+            {
+                Output.WriteLine(failure.ToString());
+            }
+        }
+
+        Assert.True(result.TotalRequests > 0, "The load run sent no request.");
+        Assert.Equal(0, result.FailureCount);
+    }
+
+    /// <summary>Sends one GET from a namespace with its own fresh connection and returns status and body.</summary>
+    protected static async Task<(int Status, string Body)> GetAsync(NetworkNamespace from, IPEndPoint to, string path, CancellationToken cancellationToken)
+    {
+        using var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            PooledConnectionLifetime = TimeSpan.Zero,
+            ConnectCallback = async (_, ct) =>
+            {
+                var socket = from.CreateSocket(to.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                try
+                {
+                    await socket.ConnectAsync(to, ct);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        };
+        using var client = new HttpClient(handler) { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
+        var host = to.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{to.Address}]" : to.Address.ToString();
+        using var response = await client.GetAsync(new Uri($"http://{host}:{to.Port}{path}"), cancellationToken);
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync(cancellationToken));
+    }
+
+    /// <summary>The pid in an echo body "TEXT PID".</summary>
+    protected static int PidOf(string body) => int.Parse(body.Trim().Split(' ')[^1], System.Globalization.CultureInfo.InvariantCulture);
+
+    protected static string TextOf(string body) => body.Trim().Split(' ')[0];
+
+    /// <summary>Waits until the process exits on its own, failing with its output if it does not in time.</summary>
+    protected static async Task<int> ExitsWithinAsync(LabProcess process, TimeSpan timeout)
+    {
+        try
+        {
+            return await process.Exited.WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"{process} did not exit within {timeout.TotalSeconds} s.\n{process.Output}");
+            throw;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Switchover.State;
+
+namespace Switchover.Lab;
+
+/// <summary>A generation launched by <see cref="SwitchoverService"/>.</summary>
+public sealed record LaunchedGeneration(LabProcess Process, string Text, TimeSpan LaunchToServing);
+
+/// <summary>
+/// One Switchover namespace of a server app inside a network namespace: launches generations of it (each launch is
+/// a deploy), runs the CLI there, reads its state and ruleset, and leaves nothing behind.
+/// </summary>
+public sealed partial class SwitchoverService : IAsyncDisposable
+{
+    private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(40);
+    private readonly List<LabProcess> _processes = [];
+
+    public SwitchoverService(NetworkNamespace host, string? appPath = null, int publicPort = 8080, string? name = null)
+    {
+        Host = host;
+        AppPath = appPath ?? Artifacts.EchoServer;
+        PublicPort = publicPort;
+        Name = name ?? "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 5));
+    }
+
+    public NetworkNamespace Host { get; }
+
+    public string AppPath { get; }
+
+    public int PublicPort { get; }
+
+    /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
+    public string Name { get; }
+
+    public string StateDirectory => System.IO.Path.Combine(StateStore.DefaultRoot, Name);
+
+    public IReadOnlyList<LabProcess> Processes
+    {
+        get
+        {
+            lock (_processes)
+            {
+                return [.. _processes];
+            }
+        }
+    }
+
+    /// <summary>Starts a generation and returns at once.</summary>
+    public LabProcess Launch(string text, IEnumerable<string>? extraArguments = null, string? appPath = null, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var app = appPath ?? AppPath;
+        string[] arguments =
+        [
+            app,
+            "--urls", $"http://0.0.0.0:{PublicPort.ToString(CultureInfo.InvariantCulture)}",
+            $"--Switchover:Namespace={Name}",
+            $"--Text={text}",
+            "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
+            .. extraArguments ?? [],
+        ];
+        var process = Host.StartProcess("dotnet", arguments, environment);
+        lock (_processes)
+        {
+            _processes.Add(process);
+        }
+
+        return process;
+    }
+
+    /// <summary>Launches a generation and waits until it has taken over the public port.</summary>
+    public async Task<LaunchedGeneration> DeployAsync(string text, TimeSpan timeout, CancellationToken cancellationToken, IEnumerable<string>? extraArguments = null)
+    {
+        var process = Launch(text, extraArguments);
+        string line;
+        try
+        {
+            line = await process.WaitForOutputAsync("launch to serving", timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            throw new InvalidOperationException($"Generation '{text}' (pid {process.Pid}) did not take over: {e.Message}\n{process.Output}", e);
+        }
+
+        var match = LaunchToServing().Match(line);
+        var launchToServing = match.Success ? TimeSpan.FromMilliseconds(double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture)) : TimeSpan.Zero;
+        return new LaunchedGeneration(process, text, launchToServing);
+    }
+
+    /// <summary>Runs the switchover CLI inside the network namespace.</summary>
+    public Task<CommandOutput> CliAsync(CancellationToken cancellationToken, params string[] arguments) =>
+        Host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments], cancellationToken);
+
+    /// <summary>The namespace's state as the CLI and the generations see it, or null when there is none.</summary>
+    public NamespaceState? ReadState() => new StateStore(StateStore.DefaultRoot, NamespaceName.Parse(Name)).ReadUnlocked();
+
+    public async Task<string> RulesetAsync(CancellationToken cancellationToken) =>
+        (await Host.RunAsync("nft", ["list", "ruleset"], cancellationToken).ConfigureAwait(false)).StandardOutput;
+
+    /// <summary>Our table as nft lists it, or null when it does not exist.</summary>
+    public async Task<string?> TableAsync(CancellationToken cancellationToken)
+    {
+        var result = await Host.TryRunAsync("nft", ["list", "table", "inet", "switchover_" + Name], cancellationToken).ConfigureAwait(false);
+        return result.ExitCode == 0 ? result.StandardOutput : null;
+    }
+
+    /// <summary>Stops every generation still running (SIGTERM, then SIGKILL) and removes any state left.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var process in Processes.Where(p => !p.HasExited))
+        {
+            process.SendSignal(Signals.Terminate);
+        }
+
+        foreach (var process in Processes)
+        {
+            try
+            {
+                await process.Exited.WaitAsync(StopTimeout).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                await Console.Error.WriteLineAsync($"{process} did not stop within {StopTimeout.TotalSeconds} s of SIGTERM; killing it.").ConfigureAwait(false);
+            }
+
+            await process.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (Directory.Exists(StateDirectory))
+        {
+            Directory.Delete(StateDirectory, recursive: true);
+        }
+    }
+
+    [GeneratedRegex(@"launch to serving (\d+) ms")]
+    private static partial Regex LaunchToServing();
+}
