@@ -1,1 +1,3 @@
-Console.WriteLine("x");
+using Switchover.Cli;
+
+return await SwitchoverCli.RunAsync(args).ConfigureAwait(false);

@@ -1,0 +1,75 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+
+namespace Switchover.Cli;
+
+/// <summary>The command tree of the <c>switchover</c> tool, and the mapping of parse errors to exit code 2.</summary>
+internal static class SwitchoverCli
+{
+    public static RootCommand CreateRootCommand()
+    {
+        var tools = new ToolOptions();
+        var status = StatusCommand.Create(tools);
+        var cleanup = CleanupCommand.Create(tools);
+        var root = new RootCommand(
+            "Inspect and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
+            "/run/switchover/<namespace>/ that handoffs between generations of a server use.")
+        {
+            tools.Nft,
+            tools.Conntrack,
+            status,
+            cleanup,
+        };
+        HelpWithExitCodesAction.Install(root, new Dictionary<Command, ExitCodeHelp>
+        {
+            [root] = new([
+                (ExitCodes.Success, "success"),
+                (ExitCodes.Failure, "the command ran but failed or found a problem; see 'switchover COMMAND --help'"),
+                (ExitCodes.Usage, "the command line is wrong; nothing was touched"),
+            ]),
+            [status] = StatusCommand.ExitCodeHelp,
+            [cleanup] = CleanupCommand.ExitCodeHelp,
+        });
+        return root;
+    }
+
+    /// <summary>Parses and runs the command line. Parse errors print one line to stderr and return <see cref="ExitCodes.Usage"/>.</summary>
+    public static async Task<int> RunAsync(string[] args, InvocationConfiguration? configuration = null, CancellationToken cancellationToken = default)
+    {
+        configuration ??= new InvocationConfiguration();
+        var parseResult = CreateRootCommand().Parse(args);
+
+        // System.CommandLine exits 1 on parse errors and prints the whole help text; a usage error is exit code 2
+        // here, so that scripts can tell it from an operational failure, and it stays one line.
+        if (parseResult.Action is ParseErrorAction)
+        {
+            var command = parseResult.CommandResult.Command;
+            var help = command is RootCommand ? "switchover --help" : $"switchover {command.Name} --help";
+            var errors = string.Join(" ", parseResult.Errors.Select(e => e.Message));
+            await configuration.Error.WriteLineAsync($"switchover: {errors} See '{help}'.").ConfigureAwait(false);
+            return ExitCodes.Usage;
+        }
+
+        return await parseResult.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
+    }
+}
+
+/// <summary>Options every command takes: where the external tools are (tests point them at missing binaries).</summary>
+internal sealed class ToolOptions
+{
+    public Option<string> Nft { get; } = new("--nft")
+    {
+        Description = "The nft binary to run.",
+        HelpName = "PATH",
+        DefaultValueFactory = _ => "nft",
+        Recursive = true,
+    };
+
+    public Option<string> Conntrack { get; } = new("--conntrack")
+    {
+        Description = "The conntrack binary to run (status reads connection counts with it).",
+        HelpName = "PATH",
+        DefaultValueFactory = _ => "conntrack",
+        Recursive = true,
+    };
+}
