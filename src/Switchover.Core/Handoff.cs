@@ -14,6 +14,9 @@ public sealed record TakeoverResult(
     string Ruleset,
     TimeSpan RuleTransaction);
 
+/// <summary>A generation recorded in state Starting, and the generations found dead on the way.</summary>
+public sealed record Registration(GenerationRecord Generation, IReadOnlyList<GenerationRecord> StaleRemoved);
+
 /// <summary>A newer generation already holds the public ports; this one must not take them back.</summary>
 public sealed class SupersededException(GenerationRecord newer)
     : Exception($"Generation {newer.Id} (pid {newer.Pid}) is newer and already active; this generation steps aside.")
@@ -55,16 +58,16 @@ public sealed class Handoff
     /// Records a new generation in state Starting: its private ports are guarded from then on, but nothing is sent to it.
     /// Generation ids grow monotonically within a namespace.
     /// </summary>
-    public async Task<GenerationRecord> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
+    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
     {
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
-        var state = original.WithoutDead(_isAlive, out _);
+        var state = original.WithoutDead(_isAlive, out var stale);
         var generation = new GenerationRecord(state.LastGenerationId + 1, process.Pid, process.StartTime, GenerationState.Starting,
             DateTimeOffset.UtcNow, ports);
         await CommitAsync(held, original, state.With(generation) with { LastGenerationId = generation.Id }, cancellationToken)
             .ConfigureAwait(false);
-        return generation;
+        return new Registration(generation, stale);
     }
 
     /// <summary>

@@ -121,9 +121,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
 
             var ports = _generation.BoundPorts();
-            _generation.Record = await handoff.RegisterAsync(ProcessIdentity.Current, ports, cancellationToken).ConfigureAwait(false);
+            var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, cancellationToken).ConfigureAwait(false);
+            _generation.Record = registration.Generation;
             _handoff = handoff;
-            var record = _generation.Record;
+            var record = registration.Generation;
+            LogStale(registration.StaleRemoved);
             Log.Registered(_logger, record.Id, _namespace.Value, record.Pid, Describe(ports));
 
             var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
@@ -132,10 +134,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
             var result = await handoff.TakeOverAsync(record.Id, cancellationToken).ConfigureAwait(false);
             _generation.Record = result.Generation;
-            if (result.StaleRemoved.Count > 0)
-            {
-                Log.StaleRemoved(_logger, result.StaleRemoved.Count, string.Join(", ", result.StaleRemoved.Select(g => $"{g.Id} (pid {g.Pid})")));
-            }
+            LogStale(result.StaleRemoved);
 
             Log.TookOver(_logger, _namespace.Value,
                 result.Previous.Count == 0 ? "(none)" : string.Join(",", result.Previous.Select(g => g.Id)),
@@ -186,6 +185,14 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         catch (Exception e)
         {
             Log.LeaveFailed(_logger, record.Id, e.Message, e);
+        }
+    }
+
+    private void LogStale(IReadOnlyList<GenerationRecord> stale)
+    {
+        if (stale.Count > 0)
+        {
+            Log.StaleRemoved(_logger, stale.Count, string.Join(", ", stale.Select(g => $"{g.Id} (pid {g.Pid})")));
         }
     }
 

@@ -24,9 +24,9 @@ public sealed class HandoffTests : IDisposable
     public async Task Generations_get_growing_ids_and_the_newest_ready_one_is_active()
     {
         var handoff = NewHandoff();
-        var first = await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None);
+        var first = (await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None)).Generation;
         await handoff.TakeOverAsync(first.Id, CancellationToken.None);
-        var second = await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None);
+        var second = (await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None)).Generation;
 
         var result = await handoff.TakeOverAsync(second.Id, CancellationToken.None);
 
@@ -44,8 +44,8 @@ public sealed class HandoffTests : IDisposable
     public async Task An_older_generation_that_gets_ready_late_steps_aside_for_a_newer_active_one()
     {
         var handoff = NewHandoff();
-        var older = await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None);
-        var newer = await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None);
+        var older = (await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None)).Generation;
+        var newer = (await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None)).Generation;
         await handoff.TakeOverAsync(newer.Id, CancellationToken.None);
         var applied = _runner.Commands.Count;
 
@@ -60,13 +60,16 @@ public sealed class HandoffTests : IDisposable
     public async Task Dead_generations_are_dropped_and_the_last_to_leave_removes_table_and_state()
     {
         var handoff = NewHandoff();
-        var crashed = await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None);
+        var crashed = (await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None)).Generation;
         await handoff.TakeOverAsync(crashed.Id, CancellationToken.None);
         _dead.Add(101);
-        var next = await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None);
+        var registration = await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None);
+        var next = registration.Generation;
+        Assert.Equal([101], registration.StaleRemoved.Select(g => g.Pid));
 
         var result = await handoff.TakeOverAsync(next.Id, CancellationToken.None);
         Assert.Empty(result.Previous);
+        Assert.Equal(GenerationState.Starting, next.State);
         Assert.DoesNotContain("40001", _runner.Scripts.Last(), StringComparison.Ordinal);
 
         Assert.True(await handoff.LeaveAsync(next.Id, CancellationToken.None));
@@ -78,7 +81,7 @@ public sealed class HandoffTests : IDisposable
     public async Task When_nft_fails_the_state_is_unchanged()
     {
         var handoff = NewHandoff();
-        var first = await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None);
+        var first = (await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None)).Generation;
         await handoff.TakeOverAsync(first.Id, CancellationToken.None);
         var before = File.ReadAllText(handoff.Store.StatePath);
         _runner.Answer = _ => new CommandResult(1, string.Empty, "Error: Could not process rule: Operation not permitted", TimeSpan.Zero);
@@ -108,7 +111,7 @@ public sealed class HandoffTests : IDisposable
     public async Task Cleanup_refuses_while_generations_live_unless_forced()
     {
         var handoff = NewHandoff();
-        var live = await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None);
+        var live = (await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None)).Generation;
         await handoff.TakeOverAsync(live.Id, CancellationToken.None);
         var applied = _runner.Commands.Count;
 
