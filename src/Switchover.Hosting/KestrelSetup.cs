@@ -25,8 +25,14 @@ internal sealed class KestrelSetup(SwitchoverConfiguration switchover, IConfigur
         var errors = new List<string>();
         foreach (var endpoint in PublicEndpointResolver.Resolve(value.PublicEndpoints, configuration, errors))
         {
+            var protocols = ProtocolsFor(endpoint);
             kestrel.ListenAnyIP(0, listen =>
             {
+                if (protocols is { } configured)
+                {
+                    listen.Protocols = configured;
+                }
+
                 generation.AddBinding(endpoint, listen);
                 listen.Use(next => async connection =>
                 {
@@ -42,5 +48,18 @@ internal sealed class KestrelSetup(SwitchoverConfiguration switchover, IConfigur
                 });
             });
         }
+    }
+
+    /// <summary>
+    /// The Kestrel configuration loader was replaced above, so carry over what it would have applied to the endpoint:
+    /// its <c>Protocols</c>, or <c>Kestrel:EndpointDefaults:Protocols</c>.
+    /// </summary>
+    private HttpProtocols? ProtocolsFor(PublicEndpoint endpoint)
+    {
+        var errors = new List<string>();
+        var own = configuration.GetSection("Kestrel:Endpoints").GetChildren()
+            .FirstOrDefault(e => e["Url"] is { } url && PublicEndpointResolver.FromUrl(url, errors)?.Port == endpoint.Port)?["Protocols"];
+        var text = own ?? configuration["Kestrel:EndpointDefaults:Protocols"];
+        return Enum.TryParse<HttpProtocols>(text, ignoreCase: true, out var protocols) ? protocols : null;
     }
 }
