@@ -58,6 +58,22 @@ public sealed class RecoveryAndBadInputTests(ITestOutputHelper output) : TestBas
         Assert.Equal(200, (await slow).Status);
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task Disabled_mode_binds_the_configured_endpoint_directly_and_changes_no_rule()
+    {
+        var before = await Service.RulesetAsync(Token);
+        var app = Service.Launch("direct", ["--Switchover:Mode=Disabled"]);
+        await app.WaitForOutputAsync("Now listening on: http://0.0.0.0:8080", TimeSpan.FromSeconds(30), Token);
+
+        var (status, body) = await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token);
+
+        Assert.Equal(200, status);
+        Assert.Equal($"direct {app.Pid}", body.Trim());
+        Assert.Contains("Switchover is disabled", app.Output, StringComparison.Ordinal);
+        Assert.Equal(before, await Service.RulesetAsync(Token));
+        Assert.False(Directory.Exists(Service.StateDirectory));
+    }
+
     [Fact(Timeout = 240_000)]
     public async Task Bad_input_gives_a_clear_error_and_changes_nothing()
     {
