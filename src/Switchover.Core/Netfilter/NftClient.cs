@@ -10,6 +10,14 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
     public Task ApplyAsync(NatRedirectTable table, CancellationToken cancellationToken) =>
         RunScriptAsync(table.Render(), check: false, cancellationToken);
 
+    /// <summary>Applies an nft script as one transaction (all or nothing).</summary>
+    public Task ApplyScriptAsync(string script, CancellationToken cancellationToken) =>
+        RunScriptAsync(script, check: false, cancellationToken);
+
+    /// <summary>Checks an nft script without applying it.</summary>
+    public Task CheckScriptAsync(string script, CancellationToken cancellationToken) =>
+        RunScriptAsync(script, check: true, cancellationToken);
+
     public Task DeleteTableAsync(NamespaceName name, CancellationToken cancellationToken) =>
         RunScriptAsync(NatRedirectTable.RenderDelete(name), check: false, cancellationToken);
 
@@ -18,9 +26,13 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
         RunScriptAsync(NatRedirectTable.RenderProbe(name), check: true, cancellationToken);
 
     /// <summary>The table as nft lists it, or null when it does not exist.</summary>
-    public async Task<string?> ListTableAsync(NamespaceName name, CancellationToken cancellationToken)
+    public Task<string?> ListTableAsync(NamespaceName name, CancellationToken cancellationToken) =>
+        ListTableAsync("inet", name.TableName, cancellationToken);
+
+    /// <summary>A table as nft lists it, or null when it does not exist.</summary>
+    public async Task<string?> ListTableAsync(string family, string table, CancellationToken cancellationToken)
     {
-        var result = await Run(runner.TryRunAsync, Command.Create(nftPath, "list", "table", "inet", name.TableName) with { Timeout = Timeout }, cancellationToken)
+        var result = await Run(runner.TryRunAsync, Command.Create(nftPath, "list", "table", family, table) with { Timeout = Timeout }, cancellationToken)
             .ConfigureAwait(false);
         if (result.ExitCode == 0)
         {
@@ -32,7 +44,7 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
             return null;
         }
 
-        throw Explain(new CommandException($"{nftPath} list table inet {name.TableName}", result.ExitCode, result.StandardError.Trim(),
+        throw Explain(new CommandException($"{nftPath} list table {family} {table}", result.ExitCode, result.StandardError.Trim(),
             $"nft list table failed: {result.StandardError.Trim()}"));
     }
 

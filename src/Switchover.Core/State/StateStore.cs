@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Microsoft.Win32.SafeHandles;
 using Switchover.Interop;
 
@@ -12,12 +13,16 @@ public sealed class StateStore
 {
     public const string DefaultRoot = "/run/switchover";
 
-    public StateStore(string root, NamespaceName name)
+    /// <param name="recovery">What to tell the user to do about a corrupt file. Default: the hosting namespace's cleanup.</param>
+    public StateStore(string root, NamespaceName name, string? recovery = null)
     {
+        _recovery = recovery ?? $"run 'switchover cleanup --namespace {name.Value} --force' to start the namespace afresh";
         Root = root;
         Name = name;
         Directory = Path.Combine(root, name.Value);
     }
+
+    private readonly string _recovery;
 
     public string Root { get; }
 
@@ -107,10 +112,25 @@ public sealed class StateStore
 
     internal NamespaceState? ReadFile()
     {
+        var state = ReadJson(StatePath, StateJsonContext.Default.NamespaceState);
+        if (state is not null && (state.Version != NamespaceState.CurrentVersion || state.Namespace != Name.Value || state.Generations is null))
+        {
+            throw Corrupt(StatePath, $"version {state.Version} / namespace '{state.Namespace}' does not match version {NamespaceState.CurrentVersion} / '{Name.Value}'", null);
+        }
+
+        return state;
+    }
+
+    internal void WriteFile(NamespaceState state) => WriteJson(StatePath, state, StateJsonContext.Default.NamespaceState);
+
+    /// <summary>Reads a JSON file of this namespace's directory; null when it is absent or empty, <see cref="StateException"/> when corrupt.</summary>
+    internal T? ReadJson<T>(string path, JsonTypeInfo<T> typeInfo)
+        where T : class
+    {
         byte[] bytes;
         try
         {
-            bytes = File.ReadAllBytes(StatePath);
+            bytes = File.ReadAllBytes(path);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
@@ -124,47 +144,48 @@ public sealed class StateStore
 
         try
         {
-            var state = JsonSerializer.Deserialize(bytes, StateJsonContext.Default.NamespaceState)
-                ?? throw new JsonException("the file holds null");
-            if (state.Version != NamespaceState.CurrentVersion || state.Namespace != Name.Value || state.Generations is null)
-            {
-                throw new JsonException($"version {state.Version} / namespace '{state.Namespace}' does not match version {NamespaceState.CurrentVersion} / '{Name.Value}'");
-            }
-
-            return state;
+            return JsonSerializer.Deserialize(bytes, typeInfo) ?? throw new JsonException("the file holds null");
         }
         catch (JsonException e)
         {
-            throw new StateException($"The state file {StatePath} is corrupt ({e.Message}). Nothing was changed. " +
-                $"Inspect it, then run 'switchover cleanup --namespace {Name.Value} --force' to start the namespace afresh.", e);
+            throw Corrupt(path, e.Message, e);
         }
     }
 
-    internal void WriteFile(NamespaceState state)
+    /// <summary>Replaces a JSON file atomically: temporary file, fsync, rename.</summary>
+    internal static void WriteJson<T>(string path, T value, JsonTypeInfo<T> typeInfo)
     {
-        var temp = StatePath + ".tmp";
+        var temp = path + ".tmp";
         try
         {
             using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
             {
-                JsonSerializer.Serialize(stream, state, StateJsonContext.Default.NamespaceState);
+                JsonSerializer.Serialize(stream, value, typeInfo);
                 stream.Flush(flushToDisk: true);
             }
 
-            File.Move(temp, StatePath, overwrite: true);
+            File.Move(temp, path, overwrite: true);
         }
         catch (Exception e) when (e is UnauthorizedAccessException or IOException)
         {
             TryDelete(temp);
-            throw new StateException($"Cannot write the state file {StatePath}: {e.Message}. " +
+            throw new StateException($"Cannot write the state file {path}: {e.Message}. " +
                 "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
         }
     }
 
+    private StateException Corrupt(string path, string reason, Exception? inner) =>
+        new($"The state file {path} is corrupt ({reason}). Nothing was changed. " +
+            $"Inspect it, then {_recovery}.", inner);
+
     internal void DeleteAll()
     {
-        TryDelete(StatePath);
-        TryDelete(StatePath + ".tmp");
+        var files = System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory) : [];
+        foreach (var file in files.Where(f => f != LockPath))
+        {
+            TryDelete(file);
+        }
+
         TryDelete(LockPath);
         try
         {
@@ -208,6 +229,14 @@ public sealed class StateLock : IDisposable
 
     /// <summary>Writes the state atomically (temporary file, fsync, rename).</summary>
     public void Write(NamespaceState state) => _store.WriteFile(state);
+
+    /// <summary>Reads another JSON file of the namespace directory (null when absent).</summary>
+    public T? ReadJson<T>(string fileName, JsonTypeInfo<T> typeInfo)
+        where T : class => _store.ReadJson(Path.Combine(_store.Directory, fileName), typeInfo);
+
+    /// <summary>Writes another JSON file of the namespace directory atomically.</summary>
+    public void WriteJson<T>(string fileName, T value, JsonTypeInfo<T> typeInfo) =>
+        StateStore.WriteJson(Path.Combine(_store.Directory, fileName), value, typeInfo);
 
     /// <summary>Removes the state file, the lock file and the directory. The lock stays held until disposed.</summary>
     public void DeleteNamespace() => _store.DeleteAll();

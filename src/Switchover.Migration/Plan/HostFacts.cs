@@ -1,0 +1,156 @@
+using System.Net;
+using System.Text.Json;
+using Switchover.Processes;
+
+namespace Switchover.Migration.Plan;
+
+/// <summary>A policy-routing rule as `ip -j rule show` reports it.</summary>
+public sealed record RuleFact(bool IPv6, int Priority, string Table, IReadOnlyDictionary<string, string> Selectors)
+{
+    public bool IsLocalTable => Table == "local" && Selectors.Count == 0;
+}
+
+/// <summary>What the planner needs to know about a host before it plans: read once, then planning is pure.</summary>
+public sealed record HostFacts(
+    IReadOnlyList<IPAddress> LocalAddresses,
+    IReadOnlyList<RuleFact> Rules,
+    IReadOnlyDictionary<string, string> Sysctls,
+    string? Uplink,
+    bool TunnelDeviceExists,
+    bool HasIPv6,
+    IReadOnlyList<(bool IPv6, string Table, string Device)> DefaultRoutes)
+{
+    public bool Owns(IPAddress address) => LocalAddresses.Contains(address);
+
+    public string? Sysctl(string key) => Sysctls.TryGetValue(key, out var value) ? value : null;
+
+    /// <summary>Reads the facts of the host this process runs in (its network namespace).</summary>
+    internal static async Task<HostFacts> ReadAsync(ICommandRunner runner, string tunnelDevice, IPAddress remoteOuter, IEnumerable<string> sysctlKeys, CancellationToken cancellationToken)
+    {
+        var addresses = ParseAddresses((await Ip(runner, cancellationToken, "-j", "addr", "show").ConfigureAwait(false)).StandardOutput);
+        var hasIPv6 = Directory.Exists("/proc/sys/net/ipv6");
+        var rules = ParseRules((await Ip(runner, cancellationToken, "-j", "-4", "rule", "show").ConfigureAwait(false)).StandardOutput, ipv6: false).ToList();
+        if (hasIPv6)
+        {
+            rules.AddRange(ParseRules((await Ip(runner, cancellationToken, "-j", "-6", "rule", "show").ConfigureAwait(false)).StandardOutput, ipv6: true));
+        }
+
+        var route = await runner.TryRunAsync(Command.Create("ip", "-j", "route", "get", remoteOuter.ToString()), cancellationToken).ConfigureAwait(false);
+        var uplink = route.ExitCode == 0 ? ParseRouteDevice(route.StandardOutput) : null;
+        var link = await runner.TryRunAsync(Command.Create("ip", "link", "show", "dev", tunnelDevice), cancellationToken).ConfigureAwait(false);
+
+        var defaultRoutes = new List<(bool, string, string)>();
+        foreach (var ipv6 in hasIPv6 ? new[] { false, true } : [false])
+        {
+            var routes = await runner.TryRunAsync(Command.Create("ip", "-j", ipv6 ? "-6" : "-4", "route", "show", "table", "all", "default"), cancellationToken)
+                .ConfigureAwait(false);
+            if (routes.ExitCode == 0)
+            {
+                defaultRoutes.AddRange(ParseDefaultRoutes(routes.StandardOutput).Select(r => (ipv6, r.Table, r.Device)));
+            }
+        }
+
+        var sysctls = new Dictionary<string, string>();
+        foreach (var key in sysctlKeys.Distinct())
+        {
+            var result = await runner.TryRunAsync(Command.Create("sysctl", "-n", key), cancellationToken).ConfigureAwait(false);
+            if (result.ExitCode == 0)
+            {
+                sysctls[key] = result.StandardOutput.Trim();
+            }
+        }
+
+        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes);
+    }
+
+    internal static IReadOnlyList<IPAddress> ParseAddresses(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var addresses = new List<IPAddress>();
+        foreach (var link in document.RootElement.EnumerateArray())
+        {
+            if (!link.TryGetProperty("addr_info", out var infos))
+            {
+                continue;
+            }
+
+            foreach (var info in infos.EnumerateArray())
+            {
+                if (info.TryGetProperty("local", out var local) && IPAddress.TryParse(local.GetString(), out var address))
+                {
+                    addresses.Add(address);
+                }
+            }
+        }
+
+        return addresses;
+    }
+
+    internal static IEnumerable<RuleFact> ParseRules(string json, bool ipv6)
+    {
+        using var document = JsonDocument.Parse(json);
+        var rules = new List<RuleFact>();
+        foreach (var rule in document.RootElement.EnumerateArray())
+        {
+            var selectors = new Dictionary<string, string>();
+            int priority = 0;
+            var table = string.Empty;
+            foreach (var property in rule.EnumerateObject())
+            {
+                var value = property.Value.ValueKind == JsonValueKind.String ? property.Value.GetString()! : property.Value.GetRawText();
+                switch (property.Name)
+                {
+                    case "priority":
+                        priority = property.Value.GetInt32();
+                        break;
+                    case "table":
+                        table = value;
+                        break;
+                    case "src" or "dst" when value == "all":
+                    case "flags" or "protocol" or "srclen" or "dstlen":
+                        break;
+                    default:
+                        selectors[property.Name] = value;
+                        break;
+                }
+            }
+
+            rules.Add(new RuleFact(ipv6, priority, table, selectors));
+        }
+
+        return rules;
+    }
+
+    internal static IEnumerable<(string Table, string Device)> ParseDefaultRoutes(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var routes = new List<(string, string)>();
+        foreach (var route in document.RootElement.EnumerateArray())
+        {
+            if (route.TryGetProperty("dev", out var dev))
+            {
+                var table = route.TryGetProperty("table", out var t) ? (t.ValueKind == JsonValueKind.String ? t.GetString()! : t.GetRawText()) : "main";
+                routes.Add((table, dev.GetString()!));
+            }
+        }
+
+        return routes;
+    }
+
+    internal static string? ParseRouteDevice(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        foreach (var route in document.RootElement.EnumerateArray())
+        {
+            if (route.TryGetProperty("dev", out var dev))
+            {
+                return dev.GetString();
+            }
+        }
+
+        return null;
+    }
+
+    private static Task<CommandResult> Ip(ICommandRunner runner, CancellationToken cancellationToken, params string[] arguments) =>
+        runner.RunAsync(Command.Create("ip", arguments), cancellationToken);
+}

@@ -1,0 +1,317 @@
+using System.Globalization;
+using Switchover.Migration.Model;
+using Switchover.Netfilter;
+using Switchover.Processes;
+using Switchover.State;
+
+namespace Switchover.Migration.Plan;
+
+/// <summary>What a command did or would do: the changes, in order.</summary>
+public sealed record MigrationOutcome(IReadOnlyList<HostChange> Changes, bool DryRun, string? Note = null);
+
+/// <summary>
+/// Applies a migration to the host this process runs on, keeps the journal of what it changed, and undoes it.
+/// Every command takes the migration's lock, so two commands on one migration never interleave.
+/// </summary>
+public sealed class MigrationHost
+{
+    /// <summary>Migrations keep their journals apart from hosting namespaces ('.' is not a namespace character).</summary>
+    public const string Directory = ".migrations";
+
+    private static readonly TimeSpan LockTimeout = TimeSpan.FromSeconds(30);
+    private readonly ICommandRunner _runner;
+    private readonly string _stateRoot;
+
+    internal MigrationHost(ICommandRunner runner, string stateRoot)
+    {
+        _runner = runner;
+        _stateRoot = Path.Combine(stateRoot, Directory);
+    }
+
+    public static MigrationHost Create(string stateRoot = StateStore.DefaultRoot) => new(CommandRunner.Instance, stateRoot);
+
+    /// <summary>Sets up this host's side (idempotent). Validates everything first; on a failure midway, undoes what it did.</summary>
+    public async Task<MigrationOutcome> SetupAsync(MigrationSpec spec, bool createKernelTunnel, bool dryRun, CancellationToken cancellationToken)
+    {
+        if (spec.Validate() is { Count: > 0 } specErrors)
+        {
+            throw new MigrationException(specErrors);
+        }
+
+        using var held = await Store(spec.Name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
+        var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal);
+        if (journal is not null && journal.ToSpec().Settings != spec.Settings)
+        {
+            throw new MigrationException([$"Migration '{spec.Name}' is set up on this host as '{journal.ToSpec().Settings}', not '{spec.Settings}'. " +
+                $"Run 'switchover migrate teardown --name {spec.Name}' first to change its settings."]);
+        }
+
+        var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
+        var errors = MigrationPlanner.ValidateOnHost(spec, facts, OtherTuples(spec.Name));
+        if (!facts.TunnelDeviceExists && !createKernelTunnel)
+        {
+            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +
+                $"(switchover tunnel run --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu}, e.g. as a systemd service)."];
+        }
+
+        if (errors.Count > 0)
+        {
+            if (journal is null)
+            {
+                held.DeleteNamespace();
+            }
+
+            throw new MigrationException(errors);
+        }
+
+        var plan = MigrationPlanner.Plan(spec, facts, createKernelTunnel && !facts.TunnelDeviceExists);
+        if (dryRun)
+        {
+            if (journal is null)
+            {
+                held.DeleteNamespace();
+            }
+
+            return new MigrationOutcome(plan, DryRun: true);
+        }
+
+        var applied = new List<HostChange>(journal?.Applied ?? []);
+        var appliedNow = new List<HostChange>();
+        var tuples = (journal?.ToSpec().Tuples ?? []).Union(spec.Tuples).ToList();
+        try
+        {
+            foreach (var change in plan)
+            {
+                await RunAsync(change.Apply, cancellationToken).ConfigureAwait(false);
+                appliedNow.Add(change);
+                applied.Add(change);
+                held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied), MigrationJsonContext.Default.MigrationJournal);
+            }
+        }
+        catch (Exception e) when (e is CommandException or StateException)
+        {
+            using var rollback = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            var undoErrors = await UndoAsync(appliedNow, rollback.Token).ConfigureAwait(false);
+            var remaining = applied.Except(appliedNow).ToList();
+            if (remaining.Count == 0)
+            {
+                held.DeleteNamespace();
+            }
+            else
+            {
+                held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(journal!.ToSpec(), remaining), MigrationJsonContext.Default.MigrationJournal);
+            }
+
+            throw new MigrationException([$"Setup failed and was undone: {e.Message}", .. undoErrors]);
+        }
+
+        held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied), MigrationJsonContext.Default.MigrationJournal);
+        return new MigrationOutcome(plan, DryRun: false, plan.Count == 0 ? "already set up: nothing to change" : null);
+    }
+
+    /// <summary>Moves a tuple (old host): new flows for it go into the tunnel; flows already open stay here.</summary>
+    public Task<MigrationOutcome> MoveAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, CancellationToken cancellationToken) =>
+        ChangeTuplesAsync(name, tuple, move: true, dryRun, cancellationToken);
+
+    /// <summary>Returns a tuple (old host): new flows stay here again (rollback); moved flows finish on the new host.</summary>
+    public Task<MigrationOutcome> ReturnAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, CancellationToken cancellationToken) =>
+        ChangeTuplesAsync(name, tuple, move: false, dryRun, cancellationToken);
+
+    /// <summary>Undoes everything the migration changed on this host, in reverse order, and forgets it.</summary>
+    public async Task<MigrationOutcome> TeardownAsync(NamespaceName name, bool dryRun, CancellationToken cancellationToken)
+    {
+        using var held = await Store(name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
+        var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal);
+        if (journal is null)
+        {
+            if (!dryRun)
+            {
+                held.DeleteNamespace();
+            }
+
+            return new MigrationOutcome([], dryRun, $"migration '{name}' is not set up on this host: nothing to tear down");
+        }
+
+        var undo = journal.Applied.Reverse().ToList();
+        if (dryRun)
+        {
+            return new MigrationOutcome(undo, DryRun: true);
+        }
+
+        var errors = await UndoAsync(journal.Applied, cancellationToken).ConfigureAwait(false);
+        if (errors.Count > 0)
+        {
+            throw new MigrationException(["Teardown could not undo everything; the journal is kept so that it can be run again.", .. errors]);
+        }
+
+        held.DeleteNamespace();
+        return new MigrationOutcome(undo, DryRun: false);
+    }
+
+    /// <summary>The live status, or null when the migration is not set up here.</summary>
+    public async Task<MigrationStatus?> StatusAsync(NamespaceName name, CancellationToken cancellationToken)
+    {
+        var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false);
+        return journal is null ? null : await new MigrationStatusReader(_runner).ReadAsync(journal, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The new host serves the moved addresses directly (the provider routes them here now): retire the tunnel's part
+    /// of this host's side, keep the addresses. Refuses unless packets arrived directly, or when forced.
+    /// </summary>
+    public async Task<MigrationOutcome> FinalizeAsync(NamespaceName name, bool force, bool dryRun, CancellationToken cancellationToken)
+    {
+        using var held = await Store(name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
+        var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal)
+            ?? throw new MigrationException([$"Migration '{name}' is not set up on this host."]);
+        if (journal.Side != MigrationSide.New)
+        {
+            throw new MigrationException(["finalize runs on the new host. On the old host, run 'switchover migrate teardown' once the new host has finalized."]);
+        }
+
+        var status = await new MigrationStatusReader(_runner).ReadAsync(journal, cancellationToken).ConfigureAwait(false);
+        if (status.DirectPackets is not > 0 && !force)
+        {
+            throw new MigrationException([$"No packet for the moved addresses has arrived here directly yet: the provider still routes them to the old host. " +
+                "Finalize after the IP has been moved (or pass --force)."]);
+        }
+
+        // Everything but the moved addresses on lo: they stay, and are no longer the migration's to remove.
+        var retire = journal.Applied.Where(c => !c.Id.StartsWith("addr:lo:", StringComparison.Ordinal)).ToList();
+        if (dryRun)
+        {
+            return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: true);
+        }
+
+        var errors = await UndoAsync(retire, cancellationToken).ConfigureAwait(false);
+        if (errors.Count > 0)
+        {
+            throw new MigrationException(["Finalize could not undo everything; the journal is kept.", .. errors]);
+        }
+
+        held.DeleteNamespace();
+        return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: false,
+            $"the moved addresses stay on lo and are served directly; tear down the old host's side with 'switchover migrate teardown --name {name}'");
+    }
+
+    public async Task<MigrationJournal?> ReadAsync(NamespaceName name, CancellationToken cancellationToken)
+    {
+        var store = Store(name);
+        if (!store.Exists)
+        {
+            return null;
+        }
+
+        using var held = await store.LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
+        return held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal);
+    }
+
+    private async Task<MigrationOutcome> ChangeTuplesAsync(NamespaceName name, SteeredTuple tuple, bool move, bool dryRun, CancellationToken cancellationToken)
+    {
+        using var held = await Store(name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
+        var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal)
+            ?? throw new MigrationException([$"Migration '{name}' is not set up on this host. Run 'switchover migrate setup' first."]);
+        var spec = journal.ToSpec();
+        if (spec.Side != MigrationSide.Old)
+        {
+            throw new MigrationException([$"Tuples are moved and returned on the old host; this host is the new side of '{name}'."]);
+        }
+
+        var moved = spec.Tuples.Contains(tuple);
+        if (move == moved)
+        {
+            return new MigrationOutcome([], dryRun, move ? $"{tuple} is already moved" : $"{tuple} is not moved");
+        }
+
+        var tuples = move ? [.. spec.Tuples, tuple] : spec.Tuples.Where(t => t != tuple).ToList();
+        if (move)
+        {
+            var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
+            var errors = MigrationPlanner.ValidateOnHost(spec with { Tuples = tuples }, facts, OtherTuples(name));
+            if (errors.Count > 0)
+            {
+                throw new MigrationException(errors);
+            }
+        }
+
+        var steering = new SteeringTable(name.Value, OldSide: true, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses);
+        var script = move ? steering.RenderMove(tuple) : steering.RenderReturn(tuple);
+        var change = new HostChange($"tuple:{tuple}", move ? $"move {tuple}: its new flows go to the new host" : $"return {tuple}: its new flows stay here",
+            [new HostCommand(["nft", "-f", "-"], script)], []);
+        if (!dryRun)
+        {
+            await RunAsync(change.Apply, cancellationToken).ConfigureAwait(false);
+            held.WriteJson(MigrationJournal.FileName, journal with { Tuples = tuples.Select(t => t.ToString()).ToList() }, MigrationJsonContext.Default.MigrationJournal);
+        }
+
+        return new MigrationOutcome([change], dryRun);
+    }
+
+    private async Task<HostFacts> ReadFactsAsync(MigrationSpec spec, CancellationToken cancellationToken)
+    {
+        var probe = await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, [], cancellationToken).ConfigureAwait(false);
+        return await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, MigrationPlanner.SysctlKeys(spec, probe.Uplink), cancellationToken)
+            .ConfigureAwait(false);
+    }
+
+    private List<SteeredTuple> OtherTuples(NamespaceName name)
+    {
+        if (!System.IO.Directory.Exists(_stateRoot))
+        {
+            return [];
+        }
+
+        var tuples = new List<SteeredTuple>();
+        foreach (var directory in System.IO.Directory.GetDirectories(_stateRoot))
+        {
+            var other = Path.GetFileName(directory);
+            if (other == name.Value || NamespaceName.Validate(other) is not null)
+            {
+                continue;
+            }
+
+            var store = Store(NamespaceName.Parse(other));
+            var journal = store.ReadJson(Path.Combine(store.Directory, MigrationJournal.FileName), MigrationJsonContext.Default.MigrationJournal);
+            tuples.AddRange(journal?.ToSpec().Tuples ?? []);
+        }
+
+        return tuples;
+    }
+
+    private async Task RunAsync(IEnumerable<HostCommand> commands, CancellationToken cancellationToken)
+    {
+        foreach (var command in commands)
+        {
+            await _runner.RunAsync(new Command(command.Arguments[0], command.Arguments.Skip(1).ToList()) { StandardInput = command.Input }, cancellationToken)
+                .ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Undoes changes in reverse order; keeps going past a failure and reports every one.</summary>
+    private async Task<IReadOnlyList<string>> UndoAsync(IEnumerable<HostChange> changes, CancellationToken cancellationToken)
+    {
+        var errors = new List<string>();
+        foreach (var change in changes.Reverse())
+        {
+            try
+            {
+                await RunAsync(change.Undo, cancellationToken).ConfigureAwait(false);
+            }
+            catch (CommandException e)
+            {
+                errors.Add(string.Create(CultureInfo.InvariantCulture, $"undo of '{change.Description}' failed: {e.Message}"));
+            }
+        }
+
+        return errors;
+    }
+
+    private StateStore Store(NamespaceName name) =>
+        new(_stateRoot, name, $"run 'switchover migrate teardown --name {name.Value}' or remove {Path.Combine(_stateRoot, name.Value)}");
+}
+
+/// <summary>A migration command was refused or failed. Every problem is listed; the message says what to do.</summary>
+public sealed class MigrationException(IReadOnlyList<string> problems) : Exception(string.Join(Environment.NewLine, problems))
+{
+    public IReadOnlyList<string> Problems { get; } = problems;
+}

@@ -1,0 +1,37 @@
+using System.Net;
+using System.Text.Json.Serialization;
+using Switchover.Migration.Model;
+using Switchover.Netfilter;
+
+namespace Switchover.Migration.Plan;
+
+/// <summary>What a migration changed on this host, in order, with how to undo each change; and its moved tuples.</summary>
+public sealed record MigrationJournal(
+    int Version,
+    string Name,
+    MigrationSide Side,
+    string TunnelDevice,
+    string LocalOuter,
+    string RemoteOuter,
+    uint? Key,
+    int Mtu,
+    uint Mark,
+    int RouteTable,
+    IReadOnlyList<string> Tuples,
+    IReadOnlyList<HostChange> Applied)
+{
+    public const int CurrentVersion = 1;
+    public const string FileName = "migration.json";
+
+    public static MigrationJournal From(MigrationSpec spec, IReadOnlyList<HostChange> applied) => new(
+        CurrentVersion, spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
+        spec.Key, spec.Mtu, spec.Mark, spec.RouteTable, spec.Tuples.Select(t => t.ToString()).ToList(), applied);
+
+    public MigrationSpec ToSpec() => new(
+        NamespaceName.Parse(Name), Side, TunnelDevice, IPAddress.Parse(LocalOuter), IPAddress.Parse(RemoteOuter), Key, Mtu, Mark, RouteTable,
+        Tuples.Select(SteeredTuple.Parse).ToList());
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UseStringEnumConverter = true)]
+[JsonSerializable(typeof(MigrationJournal))]
+internal sealed partial class MigrationJsonContext : JsonSerializerContext;

@@ -1,0 +1,219 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Switchover.Migration.Model;
+using Switchover.Netfilter;
+
+namespace Switchover.Migration.Plan;
+
+/// <summary>
+/// Turns a migration spec and the facts of one host into the changes that host needs (the recipe of
+/// gre-migration.md). Pure: the same spec and facts give the same plan, and what is already in place is left out,
+/// so applying twice changes nothing the second time.
+/// </summary>
+public static class MigrationPlanner
+{
+    /// <summary>The sysctls the plan may change, so that their values can be read first.</summary>
+    public static IEnumerable<string> SysctlKeys(MigrationSpec spec, string? uplink)
+    {
+        yield return "net.ipv4.conf.all.rp_filter";
+        yield return $"net.ipv4.conf.{spec.TunnelDevice}.rp_filter";
+        if (spec.Side == MigrationSide.Old)
+        {
+            yield return "net.ipv4.ip_forward";
+            yield return "net.ipv6.conf.all.forwarding";
+            yield return $"net.ipv4.conf.{spec.TunnelDevice}.accept_local";
+        }
+        else if (uplink is not null)
+        {
+            yield return $"net.ipv4.conf.{uplink}.accept_local";
+        }
+    }
+
+    /// <summary>Problems that only the host can reveal (addresses it owns, a tunnel to itself); empty when the plan may go ahead.</summary>
+    public static IReadOnlyList<string> ValidateOnHost(MigrationSpec spec, HostFacts facts, IEnumerable<SteeredTuple> tuplesOfOtherMigrations)
+    {
+        var errors = new List<string>(spec.Validate());
+        if (facts.Owns(spec.RemoteOuter))
+        {
+            errors.Add($"The tunnel's remote end {spec.RemoteOuter} is an address of this host: a tunnel to itself. --remote must be the other host's address.");
+        }
+
+        if (!facts.Owns(spec.LocalOuter) && !(spec.Side == MigrationSide.New && spec.MovedAddresses.Contains(spec.LocalOuter)))
+        {
+            errors.Add($"The tunnel's local end {spec.LocalOuter} is not an address of this host. --local must be one of: {string.Join(", ", facts.LocalAddresses)}.");
+        }
+
+        if (spec.Side == MigrationSide.Old)
+        {
+            foreach (var tuple in spec.Tuples.Where(t => !facts.Owns(t.Address)))
+            {
+                errors.Add($"Tuple {tuple}: {tuple.Address} is not an address of this host. The old host can only move tuples of addresses it owns.");
+            }
+        }
+
+        if (facts.Uplink is null)
+        {
+            errors.Add($"This host has no route to the tunnel's remote end {spec.RemoteOuter}.");
+        }
+
+        foreach (var tuple in spec.Tuples.Intersect(tuplesOfOtherMigrations))
+        {
+            errors.Add($"Overlapping tuples: {tuple} is already moved by another migration on this host.");
+        }
+
+        if (spec.Tuples.Any(t => t.IsIPv6) && !facts.HasIPv6)
+        {
+            errors.Add("IPv6 tuples need IPv6, which is disabled on this host.");
+        }
+
+        return errors;
+    }
+
+    public static IReadOnlyList<HostChange> Plan(MigrationSpec spec, HostFacts facts, bool createKernelTunnel)
+    {
+        var changes = new List<HostChange>();
+        var tun = spec.TunnelDevice;
+        var table = spec.RouteTable.ToString(CultureInfo.InvariantCulture);
+        var families = facts.HasIPv6 ? new[] { false, true } : [false];
+
+        if (createKernelTunnel)
+        {
+            var kind = spec.HasIPv6Outer ? "ip6gre" : "gre";
+            changes.Add(new HostChange($"link:{tun}", $"create kernel {kind} tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}",
+                [
+                    HostCommand.Of("ip", "link", "add", tun, "type", kind, "local", spec.LocalOuter.ToString(), "remote", spec.RemoteOuter.ToString(),
+                        "ttl", "64", "key", spec.Key!.Value.ToString(CultureInfo.InvariantCulture)),
+                    HostCommand.Of("ip", "link", "set", tun, "mtu", spec.Mtu.ToString(CultureInfo.InvariantCulture), "up"),
+                ],
+                [HostCommand.Of("ip", "link", "del", tun)]));
+        }
+
+        var linkAddress = IPAddress.Parse(spec.LinkAddress.Split('/')[0]);
+        if (!facts.Owns(linkAddress))
+        {
+            changes.Add(new HostChange($"addr:{tun}:{spec.LinkAddress}", $"give the tunnel its link address {spec.LinkAddress}",
+            [HostCommand.Of("ip", "addr", "add", spec.LinkAddress, "dev", tun)],
+            [HostCommand.Of("ip", "addr", "del", spec.LinkAddress, "dev", tun)]));
+        }
+
+        if (spec.Side == MigrationSide.Old)
+        {
+            Sysctl(changes, facts, "net.ipv4.ip_forward", "1", "forward the moved flows into the tunnel");
+            if (facts.HasIPv6)
+            {
+                Sysctl(changes, facts, "net.ipv6.conf.all.forwarding", "1", "forward moved IPv6 flows into the tunnel");
+            }
+
+            Sysctl(changes, facts, $"net.ipv4.conf.{tun}.accept_local", "1", "accept packets from the tunnel whose source is this host's own (moved) address");
+        }
+        else
+        {
+            foreach (var address in spec.MovedAddresses)
+            {
+                var prefix = address.AddressFamily == AddressFamily.InterNetworkV6 ? "/128" : "/32";
+                if (!facts.Owns(address))
+                {
+                    changes.Add(new HostChange($"addr:lo:{address}", $"hold the moved address {address} on lo, so services can bind it",
+                        [HostCommand.Of("ip", "addr", "add", address + prefix, "dev", "lo")],
+                        [HostCommand.Of("ip", "addr", "del", address + prefix, "dev", "lo")]));
+                }
+            }
+
+            if (facts.Uplink is { } uplink)
+            {
+                Sysctl(changes, facts, $"net.ipv4.conf.{uplink}.accept_local", "1", "accept outer GRE packets whose source is the moved address, now also ours");
+            }
+        }
+
+        Sysctl(changes, facts, "net.ipv4.conf.all.rp_filter", "0", "no reverse-path filter across the tunnel (the effective value is the larger of all and the device's)");
+        Sysctl(changes, facts, $"net.ipv4.conf.{tun}.rp_filter", "0", "no reverse-path filter on the tunnel");
+
+        foreach (var ipv6 in families)
+        {
+            var ip = ipv6 ? new[] { "ip", "-6" } : ["ip", "-4"];
+            if (!facts.DefaultRoutes.Contains((ipv6, table, tun)))
+            {
+                changes.Add(new HostChange($"route:{(ipv6 ? 6 : 4)}:{table}", $"table {table}: everything into the tunnel (IPv{(ipv6 ? 6 : 4)})",
+                [HostCommand.Of([.. ip, "route", "add", "default", "dev", tun, "table", table])],
+                [HostCommand.Of([.. ip, "route", "del", "default", "dev", tun, "table", table])]));
+            }
+
+            if (spec.Side == MigrationSide.Old)
+            {
+                var mark = "0x" + spec.Mark.ToString("x", CultureInfo.InvariantCulture);
+                Rule(changes, facts, ipv6, MigrationSpec.MarkRulePriority, table, new() { ["fwmark"] = mark }, ["fwmark", mark],
+                    "packets of moved flows (fwmark) go into the tunnel");
+            }
+            else
+            {
+                foreach (var address in spec.MovedAddresses.Where(a => (a.AddressFamily == AddressFamily.InterNetworkV6) == ipv6))
+                {
+                    Rule(changes, facts, ipv6, MigrationSpec.SourceRulePriority, table, new() { ["src"] = address.ToString(), ["iif"] = "lo" },
+                        ["from", address.ToString(), "iif", "lo"], $"what the services send from {address} goes into the tunnel");
+                }
+
+                if ((spec.RemoteOuter.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(spec.RemoteOuter))
+                {
+                    // The old host's outer address is now local here too: our own outer GRE packets must still leave.
+                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", new() { ["dst"] = spec.RemoteOuter.ToString(), ["ipproto"] = "gre" },
+                        ["to", spec.RemoteOuter.ToString(), "ipproto", "gre"], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
+                }
+            }
+
+            MoveLocalRule(changes, facts, ipv6);
+        }
+
+        var steering = new SteeringTable(spec.Name.Value, spec.Side == MigrationSide.Old, tun, spec.Mark, spec.Tuples, spec.MovedAddresses);
+        changes.Add(new HostChange($"nft:{steering.TableName}", $"nftables table inet {steering.TableName}",
+            [new HostCommand(["nft", "-f", "-"], steering.Render())],
+            [new HostCommand(["nft", "-f", "-"], SteeringTable.RenderDelete(steering.TableName))]));
+        return changes;
+    }
+
+    private static void Sysctl(List<HostChange> changes, HostFacts facts, string key, string value, string why)
+    {
+        var current = facts.Sysctl(key);
+        if (current == value)
+        {
+            return;
+        }
+
+        changes.Add(new HostChange($"sysctl:{key}", $"{key} {current ?? "?"} -> {value}: {why}",
+            [HostCommand.Of("sysctl", "-q", "-w", $"{key}={value}")],
+            current is null ? [] : [HostCommand.Of("sysctl", "-q", "-w", $"{key}={current}")]));
+    }
+
+    private static void Rule(List<HostChange> changes, HostFacts facts, bool ipv6, int priority, string table, Dictionary<string, string> selectors, string[] selectorArguments, string why)
+    {
+        var exists = facts.Rules.Any(r => r.IPv6 == ipv6 && r.Priority == priority && r.Table == table
+            && r.Selectors.Count == selectors.Count && selectors.All(s => r.Selectors.TryGetValue(s.Key, out var v) && v == s.Value));
+        if (exists)
+        {
+            return;
+        }
+
+        string[] ip = ipv6 ? ["ip", "-6"] : ["ip", "-4"];
+        var pref = priority.ToString(CultureInfo.InvariantCulture);
+        changes.Add(new HostChange($"rule:{(ipv6 ? 6 : 4)}:{pref}:{string.Join(' ', selectorArguments)}", $"rule {pref} {string.Join(' ', selectorArguments)} lookup {table}: {why}",
+            [HostCommand.Of([.. ip, "rule", "add", "pref", pref, .. selectorArguments, "lookup", table])],
+            [HostCommand.Of([.. ip, "rule", "del", "pref", pref, .. selectorArguments, "lookup", table])]));
+    }
+
+    /// <summary>The local table's rule must come after ours; add the new one first, then delete the old: no window without it.</summary>
+    private static void MoveLocalRule(List<HostChange> changes, HostFacts facts, bool ipv6)
+    {
+        var local = facts.Rules.Where(r => r.IPv6 == ipv6 && r.IsLocalTable).ToList();
+        if (local.Count == 0 || local.All(r => r.Priority > MigrationSpec.MarkRulePriority))
+        {
+            return;
+        }
+
+        string[] ip = ipv6 ? ["ip", "-6"] : ["ip", "-4"];
+        var from = local.Min(r => r.Priority).ToString(CultureInfo.InvariantCulture);
+        var to = MigrationSpec.LocalRulePriority.ToString(CultureInfo.InvariantCulture);
+        changes.Add(new HostChange($"local-rule:{(ipv6 ? 6 : 4)}", $"move the local table's rule (IPv{(ipv6 ? 6 : 4)}) from {from} to {to}, after the tunnel's rules",
+            [HostCommand.Of([.. ip, "rule", "add", "pref", to, "lookup", "local"]), HostCommand.Of([.. ip, "rule", "del", "pref", from, "lookup", "local"])],
+            [HostCommand.Of([.. ip, "rule", "add", "pref", from, "lookup", "local"]), HostCommand.Of([.. ip, "rule", "del", "pref", to, "lookup", "local"])]));
+    }
+}

@@ -1,0 +1,111 @@
+using System.Globalization;
+using System.Text.Json;
+using Switchover.Migration.Model;
+using Switchover.Netfilter;
+using Switchover.Processes;
+
+namespace Switchover.Migration.Plan;
+
+/// <summary>Flows of one moved tuple: through the tunnel (marked) and still on this host.</summary>
+public sealed record TupleStatus(string Tuple, int TunnelledFlows, int LocalFlows);
+
+public sealed record MigrationStatus(
+    string Name,
+    MigrationSide Side,
+    string TunnelDevice,
+    string LocalOuter,
+    string RemoteOuter,
+    bool TunnelUp,
+    long TunnelRxPackets,
+    long TunnelTxPackets,
+    IReadOnlyList<TupleStatus> Tuples,
+    long? DirectPackets,
+    IReadOnlyList<string> Warnings);
+
+/// <summary>Reads a migration's live state on this host: flows per tuple, tunnel counters, direct arrivals, drift.</summary>
+internal sealed class MigrationStatusReader(ICommandRunner runner)
+{
+    public async Task<MigrationStatus> ReadAsync(MigrationJournal journal, CancellationToken cancellationToken)
+    {
+        var spec = journal.ToSpec();
+        var warnings = new List<string>();
+        var tuples = new List<TupleStatus>();
+        foreach (var tuple in spec.Tuples)
+        {
+            var (tunnelled, local) = await CountFlowsAsync(tuple, spec.Mark, cancellationToken).ConfigureAwait(false);
+            tuples.Add(new TupleStatus(tuple.ToString(), tunnelled, local));
+        }
+
+        var link = await runner.TryRunAsync(Command.Create("ip", "-s", "-j", "link", "show", "dev", spec.TunnelDevice), cancellationToken).ConfigureAwait(false);
+        var (up, rx, tx) = link.ExitCode == 0 ? ParseLink(link.StandardOutput) : (false, 0L, 0L);
+        if (link.ExitCode != 0)
+        {
+            warnings.Add($"The tunnel device {spec.TunnelDevice} is gone: is the tunnel agent running?");
+        }
+
+        foreach (var ipv6 in new[] { false, true })
+        {
+            var rules = await runner.TryRunAsync(Command.Create("ip", "-j", ipv6 ? "-6" : "-4", "rule", "show"), cancellationToken).ConfigureAwait(false);
+            if (rules.ExitCode == 0 && HostFacts.ParseRules(rules.StandardOutput, ipv6).Any(r => r.IsLocalTable && r.Priority < MigrationSpec.MarkRulePriority)
+                && journal.Applied.Any(c => c.Id == $"local-rule:{(ipv6 ? 6 : 4)}"))
+            {
+                warnings.Add($"The local table's IPv{(ipv6 ? 6 : 4)} rule is back before the tunnel's rules (a network manager may have restored it): " +
+                    "moved flows are not steered. Run 'switchover migrate setup' again with the same arguments.");
+            }
+        }
+
+        long? direct = null;
+        if (spec.Side == MigrationSide.New)
+        {
+            var table = new SteeringTable(spec.Name.Value, OldSide: false, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses).TableName;
+            var counter = await runner.TryRunAsync(Command.Create("nft", "-j", "list", "counter", "inet", table, "direct"), cancellationToken).ConfigureAwait(false);
+            direct = counter.ExitCode == 0 ? ParseCounter(counter.StandardOutput) : null;
+            if (direct > 0)
+            {
+                warnings.Add($"{direct} packets for the moved addresses arrived here directly, not through the tunnel: the provider routes them to this host now. " +
+                    $"Run 'switchover migrate finalize --name {spec.Name}' here, then tear down the old host's side.");
+            }
+        }
+
+        return new MigrationStatus(spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
+            up, rx, tx, tuples, direct, warnings);
+    }
+
+    private async Task<(int Tunnelled, int Local)> CountFlowsAsync(SteeredTuple tuple, uint mark, CancellationToken cancellationToken)
+    {
+        var result = await runner.TryRunAsync(Command.Create("conntrack", "-L", "-f", tuple.IsIPv6 ? "ipv6" : "ipv4", "-p", tuple.ProtocolName,
+            "--orig-dst", tuple.Address.ToString(), "--dport", tuple.Port.ToString(CultureInfo.InvariantCulture)), cancellationToken).ConfigureAwait(false);
+        if (result.ExitCode != 0)
+        {
+            return (0, 0);
+        }
+
+        var marked = "mark=" + mark.ToString(CultureInfo.InvariantCulture);
+        var lines = result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var tunnelled = lines.Count(l => l.Contains(marked, StringComparison.Ordinal));
+        return (tunnelled, lines.Length - tunnelled);
+    }
+
+    internal static (bool Up, long Rx, long Tx) ParseLink(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var link = document.RootElement[0];
+        var up = link.TryGetProperty("operstate", out var state) && state.GetString() is "UP" or "UNKNOWN";
+        var stats = link.GetProperty("stats64");
+        return (up, stats.GetProperty("rx").GetProperty("packets").GetInt64(), stats.GetProperty("tx").GetProperty("packets").GetInt64());
+    }
+
+    internal static long? ParseCounter(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        foreach (var item in document.RootElement.GetProperty("nftables").EnumerateArray())
+        {
+            if (item.TryGetProperty("counter", out var counter))
+            {
+                return counter.GetProperty("packets").GetInt64();
+            }
+        }
+
+        return null;
+    }
+}
