@@ -25,7 +25,7 @@ internal static class CommonOptions
     /// The name ends up in an nft table name and a path, so it is validated while parsing: an invalid one is a
     /// usage error (exit code 2) and no command runs.
     /// </summary>
-    private static NamespaceName? ParseNamespace(System.CommandLine.Parsing.ArgumentResult result)
+    internal static NamespaceName? ParseNamespace(System.CommandLine.Parsing.ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
         var error = text.Length == 0

@@ -75,6 +75,7 @@ internal enum GenerationStatusKind
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
 [JsonSerializable(typeof(StatusReport))]
+[JsonSerializable(typeof(Switchover.Migration.Plan.MigrationStatus))]
 internal sealed partial class StatusJsonContext : JsonSerializerContext;
 
 /// <summary>Writes the document that <c>switchover status --json</c> prints.</summary>

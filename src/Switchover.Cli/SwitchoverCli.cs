@@ -11,6 +11,7 @@ internal static class SwitchoverCli
         var tools = new ToolOptions();
         var status = StatusCommand.Create(tools);
         var cleanup = CleanupCommand.Create(tools);
+        var migrate = MigrateCommand.Create();
         var root = new RootCommand(
             "Inspect and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
             "/run/switchover/<namespace>/ that handoffs between generations of a server use.")
@@ -19,6 +20,7 @@ internal static class SwitchoverCli
             tools.Conntrack,
             status,
             cleanup,
+            migrate,
         };
         HelpWithExitCodesAction.Install(root, new Dictionary<Command, ExitCodeHelp>
         {
@@ -29,6 +31,7 @@ internal static class SwitchoverCli
             ]),
             [status] = StatusCommand.ExitCodeHelp,
             [cleanup] = CleanupCommand.ExitCodeHelp,
+            [migrate] = MigrateCommand.ExitCodeHelp,
         });
         return root;
     }

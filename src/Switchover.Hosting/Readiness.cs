@@ -58,6 +58,20 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
 
         foreach (var port in ports)
         {
+            if (options.ReadinessProbe == ReadinessProbe.Tcp)
+            {
+                using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                try
+                {
+                    await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port.PrivatePort), cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+                catch (System.Net.Sockets.SocketException e)
+                {
+                    return $"connecting to 127.0.0.1:{port.PrivatePort} failed: {e.Message}";
+                }
+            }
+
             var uri = new Uri($"http://{IPAddress.Loopback}:{port.PrivatePort}{options.ReadinessPath}");
             try
             {

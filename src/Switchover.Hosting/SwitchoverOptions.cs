@@ -9,6 +9,16 @@ public enum SwitchoverMode
     Disabled,
 }
 
+/// <summary>How a new generation proves it serves before it takes over.</summary>
+public enum ReadinessProbe
+{
+    /// <summary>GET <see cref="SwitchoverOptions.ReadinessPath"/> on each private port; any answer below 500 counts.</summary>
+    Http,
+
+    /// <summary>A TCP connection to each private port is accepted (for servers that do not speak HTTP).</summary>
+    Tcp,
+}
+
 /// <summary>Options of <c>UseSwitchover()</c>, bound to the <c>Switchover</c> configuration section.</summary>
 public sealed class SwitchoverOptions
 {
@@ -29,6 +39,9 @@ public sealed class SwitchoverOptions
     /// (<c>--urls</c>, <c>ASPNETCORE_URLS</c>, <c>Kestrel:Endpoints</c>; Kestrel's default http://localhost:5000 otherwise).
     /// </summary>
     public IList<string> PublicEndpoints { get; } = [];
+
+    /// <summary>How readiness is checked on the private ports, after the health checks. Default: <see cref="ReadinessProbe.Http"/>.</summary>
+    public ReadinessProbe ReadinessProbe { get; set; } = ReadinessProbe.Http;
 
     /// <summary>The path the new generation requests on its own private port before it takes over. Default: "/".</summary>
     public string ReadinessPath { get; set; } = "/";

@@ -5,6 +5,7 @@ using Switchover.Netfilter;
 
 namespace Switchover.Migration.Model;
 
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<MigrationSide>))]
 public enum MigrationSide
 {
     /// <summary>The host that holds the public IP and steers moved tuples into the tunnel.</summary>

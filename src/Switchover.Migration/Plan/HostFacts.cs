@@ -18,7 +18,8 @@ public sealed record HostFacts(
     string? Uplink,
     bool TunnelDeviceExists,
     bool HasIPv6,
-    IReadOnlyList<(bool IPv6, string Table, string Device)> DefaultRoutes)
+    IReadOnlyList<(bool IPv6, string Table, string Device)> DefaultRoutes,
+    IReadOnlyList<string> NftTables)
 {
     public bool Owns(IPAddress address) => LocalAddresses.Contains(address);
 
@@ -50,6 +51,11 @@ public sealed record HostFacts(
             }
         }
 
+        var tables = await runner.TryRunAsync(Command.Create("nft", "list", "tables"), cancellationToken).ConfigureAwait(false);
+        var nftTables = tables.ExitCode == 0
+            ? tables.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(l => l.Replace("table ", string.Empty, StringComparison.Ordinal)).ToList()
+            : [];
+
         var sysctls = new Dictionary<string, string>();
         foreach (var key in sysctlKeys.Distinct())
         {
@@ -60,7 +66,7 @@ public sealed record HostFacts(
             }
         }
 
-        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes);
+        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes, nftTables);
     }
 
     internal static IReadOnlyList<IPAddress> ParseAddresses(string json)

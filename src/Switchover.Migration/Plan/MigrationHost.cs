@@ -58,7 +58,7 @@ public sealed class MigrationHost
         {
             if (journal is null)
             {
-                held.DeleteNamespace();
+                Forget(held);
             }
 
             throw new MigrationException(errors);
@@ -69,7 +69,7 @@ public sealed class MigrationHost
         {
             if (journal is null)
             {
-                held.DeleteNamespace();
+                Forget(held);
             }
 
             return new MigrationOutcome(plan, DryRun: true);
@@ -95,7 +95,7 @@ public sealed class MigrationHost
             var remaining = applied.Except(appliedNow).ToList();
             if (remaining.Count == 0)
             {
-                held.DeleteNamespace();
+                Forget(held);
             }
             else
             {
@@ -105,8 +105,20 @@ public sealed class MigrationHost
             throw new MigrationException([$"Setup failed and was undone: {e.Message}", .. undoErrors]);
         }
 
+        var added = new List<HostChange>();
+        if (journal is not null && spec.Side == MigrationSide.Old)
+        {
+            var steering = new SteeringTable(spec.Name.Value, OldSide: true, spec.TunnelDevice, spec.Mark, tuples, spec.MovedAddresses);
+            foreach (var tuple in spec.Tuples.Except(journal.ToSpec().Tuples))
+            {
+                var move = MoveChange(steering, tuple, move: true);
+                await RunAsync(move.Apply, cancellationToken).ConfigureAwait(false);
+                added.Add(move);
+            }
+        }
+
         held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied), MigrationJsonContext.Default.MigrationJournal);
-        return new MigrationOutcome(plan, DryRun: false, plan.Count == 0 ? "already set up: nothing to change" : null);
+        return new MigrationOutcome([.. plan, .. added], DryRun: false, plan.Count + added.Count == 0 ? "already set up: nothing to change" : null);
     }
 
     /// <summary>Moves a tuple (old host): new flows for it go into the tunnel; flows already open stay here.</summary>
@@ -126,7 +138,7 @@ public sealed class MigrationHost
         {
             if (!dryRun)
             {
-                held.DeleteNamespace();
+                Forget(held);
             }
 
             return new MigrationOutcome([], dryRun, $"migration '{name}' is not set up on this host: nothing to tear down");
@@ -144,7 +156,7 @@ public sealed class MigrationHost
             throw new MigrationException(["Teardown could not undo everything; the journal is kept so that it can be run again.", .. errors]);
         }
 
-        held.DeleteNamespace();
+        Forget(held);
         return new MigrationOutcome(undo, DryRun: false);
     }
 
@@ -189,7 +201,7 @@ public sealed class MigrationHost
             throw new MigrationException(["Finalize could not undo everything; the journal is kept.", .. errors]);
         }
 
-        held.DeleteNamespace();
+        Forget(held);
         return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: false,
             $"the moved addresses stay on lo and are served directly; tear down the old host's side with 'switchover migrate teardown --name {name}'");
     }
@@ -235,9 +247,7 @@ public sealed class MigrationHost
         }
 
         var steering = new SteeringTable(name.Value, OldSide: true, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses);
-        var script = move ? steering.RenderMove(tuple) : steering.RenderReturn(tuple);
-        var change = new HostChange($"tuple:{tuple}", move ? $"move {tuple}: its new flows go to the new host" : $"return {tuple}: its new flows stay here",
-            [new HostCommand(["nft", "-f", "-"], script)], []);
+        var change = MoveChange(steering, tuple, move);
         if (!dryRun)
         {
             await RunAsync(change.Apply, cancellationToken).ConfigureAwait(false);
@@ -245,6 +255,24 @@ public sealed class MigrationHost
         }
 
         return new MigrationOutcome([change], dryRun);
+    }
+
+    private static HostChange MoveChange(SteeringTable steering, SteeredTuple tuple, bool move) =>
+        new($"tuple:{tuple}", move ? $"move {tuple}: its new flows go to the new host" : $"return {tuple}: its new flows stay here",
+            [new HostCommand(["nft", "-f", "-"], move ? steering.RenderMove(tuple) : steering.RenderReturn(tuple))], []);
+
+    /// <summary>Forgets a migration: its directory, and the migrations directory when it was the last.</summary>
+    private void Forget(StateLock held)
+    {
+        Forget(held);
+        try
+        {
+            System.IO.Directory.Delete(_stateRoot);
+        }
+        catch (IOException)
+        {
+            // Other migrations remain (or one is being set up right now).
+        }
     }
 
     private async Task<HostFacts> ReadFactsAsync(MigrationSpec spec, CancellationToken cancellationToken)

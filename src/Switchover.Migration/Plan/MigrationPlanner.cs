@@ -165,6 +165,12 @@ public static class MigrationPlanner
         }
 
         var steering = new SteeringTable(spec.Name.Value, spec.Side == MigrationSide.Old, tun, spec.Mark, spec.Tuples, spec.MovedAddresses);
+        if (facts.NftTables.Contains("inet " + steering.TableName))
+        {
+            // Set up already: its tuples change only through move and return, never by replacing the table.
+            return changes;
+        }
+
         changes.Add(new HostChange($"nft:{steering.TableName}", $"nftables table inet {steering.TableName}",
             [new HostCommand(["nft", "-f", "-"], steering.Render())],
             [new HostCommand(["nft", "-f", "-"], SteeringTable.RenderDelete(steering.TableName))]));

@@ -1,0 +1,250 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Switchover.Migration.Model;
+using Switchover.Migration.Plan;
+using Switchover.Netfilter;
+using Switchover.State;
+
+namespace Switchover.Cli;
+
+/// <summary>
+/// <c>switchover migrate</c>: move IP:port tuples from an old host to a new one over GRE. Each command says what it
+/// changes; <c>--dry-run</c> prints the plan and changes nothing.
+/// </summary>
+internal static class MigrateCommand
+{
+    public static ExitCodeHelp ExitCodeHelp { get; } = new([
+        (ExitCodes.Success, "done (or, with --dry-run, planned)"),
+        (ExitCodes.Failure, "refused or failed; every problem is listed and nothing was changed (a failed setup is undone)"),
+        (ExitCodes.Usage, "the command line is wrong; nothing was touched"),
+    ]);
+
+    public static Command Create()
+    {
+        var command = new Command("migrate", "Move IP:port services from an old host to a new one over GRE, one tuple at a time, while both run.")
+        {
+            Setup(), Move(move: true), Move(move: false), Status(), Teardown(), Finalize(),
+        };
+        return command;
+    }
+
+    private static Option<NamespaceName> Name() => new("--name")
+    {
+        Description = "The migration's name on this host ([a-z0-9_-]).",
+        HelpName = "NAME",
+        Required = true,
+        CustomParser = CommonOptions.ParseNamespace,
+    };
+
+    private static Option<bool> DryRun() => new("--dry-run") { Description = "Print the plan; change nothing." };
+
+    private static Option<string> StateDir() => CommonOptions.StateDirectory();
+
+    private static Command Setup()
+    {
+        var name = Name();
+        var side = new Option<MigrationSide>("--side") { Description = "old: the host that holds the IP; new: the host that takes the services over.", Required = true };
+        var tunnel = new Option<string>("--tunnel") { Description = "The tunnel device name.", HelpName = "DEV", DefaultValueFactory = _ => "gre-sw" };
+        var local = new Option<IPAddress>("--local") { Description = "This host's tunnel (outer) address.", Required = true, CustomParser = ParseAddress };
+        var remote = new Option<IPAddress>("--remote") { Description = "The other host's tunnel (outer) address.", Required = true, CustomParser = ParseAddress };
+        var key = new Option<uint?>("--key") { Description = "The GRE key (RFC 2890), the same on both hosts. Required." };
+        var mtu = new Option<int>("--mtu") { Description = "Tunnel MTU.", DefaultValueFactory = _ => MigrationSpec.DefaultMtu };
+        var mark = new Option<uint>("--mark") { Description = "fwmark/connmark of moved flows.", DefaultValueFactory = _ => MigrationSpec.DefaultMark, CustomParser = ParseNumber };
+        var table = new Option<int>("--table") { Description = "Routing table for the tunnel.", DefaultValueFactory = _ => MigrationSpec.DefaultRouteTable };
+        var tuples = new Option<SteeredTuple[]>("--tuple")
+        {
+            Description = "A moved tuple, tcp/IP:PORT or udp/IP:PORT (repeat). On the new host: the tuples it will serve (their addresses are added to lo).",
+            AllowMultipleArgumentsPerToken = true,
+            CustomParser = ParseTuples,
+        };
+        var kernel = new Option<bool>("--kernel-gre") { Description = "Create a kernel GRE device instead of using a running userspace tunnel (switchover tunnel run)." };
+        var dryRun = DryRun();
+        var stateDir = StateDir();
+        var command = new Command("setup", "Set up this host's side: sysctls, addresses, policy routing, the steering table. Idempotent.")
+        {
+            name, side, tunnel, local, remote, key, mtu, mark, table, tuples, kernel, dryRun, stateDir,
+        };
+        command.SetAction((p, ct) => RunAsync(p, async host =>
+        {
+            var spec = new MigrationSpec(p.GetValue(name)!, p.GetValue(side), p.GetValue(tunnel)!, p.GetValue(local)!, p.GetValue(remote)!,
+                p.GetValue(key), p.GetValue(mtu), p.GetValue(mark), p.GetValue(table), p.GetValue(tuples) ?? []);
+            return await host.SetupAsync(spec, p.GetValue(kernel), p.GetValue(dryRun), ct).ConfigureAwait(false);
+        }, stateDir));
+        return command;
+    }
+
+    private static Command Move(bool move)
+    {
+        var name = Name();
+        var tuple = new Argument<SteeredTuple>("tuple") { Description = "tcp/IP:PORT or udp/IP:PORT", CustomParser = r => ParseTuple(r, r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty) };
+        var dryRun = DryRun();
+        var stateDir = StateDir();
+        var command = new Command(move ? "move" : "return", move
+            ? "On the old host: send the tuple's new flows to the new host. Flows already open stay here."
+            : "On the old host: keep the tuple's new flows here again (rollback). Flows already moved finish on the new host.")
+        {
+            name, tuple, dryRun, stateDir,
+        };
+        command.SetAction((p, ct) => RunAsync(p, host => move
+            ? host.MoveAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), ct)
+            : host.ReturnAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), ct), stateDir));
+        return command;
+    }
+
+    private static Command Teardown()
+    {
+        var name = Name();
+        var dryRun = DryRun();
+        var stateDir = StateDir();
+        var command = new Command("teardown", "Undo everything the migration changed on this host, exactly, in reverse order.") { name, dryRun, stateDir };
+        command.SetAction((p, ct) => RunAsync(p, host => host.TeardownAsync(p.GetValue(name)!, p.GetValue(dryRun), ct), stateDir));
+        return command;
+    }
+
+    private static Command Finalize()
+    {
+        var name = Name();
+        var dryRun = DryRun();
+        var force = new Option<bool>("--force") { Description = "Finalize even though no packet has arrived directly yet." };
+        var stateDir = StateDir();
+        var command = new Command("finalize", "On the new host, once the provider routes the moved IPs to it: serve them directly and retire the tunnel's part.")
+        {
+            name, force, dryRun, stateDir,
+        };
+        command.SetAction((p, ct) => RunAsync(p, host => host.FinalizeAsync(p.GetValue(name)!, p.GetValue(force), p.GetValue(dryRun), ct), stateDir));
+        return command;
+    }
+
+    private static Command Status()
+    {
+        var name = Name();
+        var json = new Option<bool>("--json") { Description = "Print JSON." };
+        var stateDir = StateDir();
+        var command = new Command("status", "Tuples, flows per tuple (through the tunnel / still here), tunnel counters, and what needs attention.") { name, json, stateDir };
+        command.SetAction(async (p, ct) =>
+        {
+            var output = p.InvocationConfiguration.Output;
+            var error = p.InvocationConfiguration.Error;
+            var status = await MigrationHost.Create(p.GetValue(stateDir)!).StatusAsync(p.GetValue(name)!, ct).ConfigureAwait(false);
+            if (status is null)
+            {
+                await error.WriteLineAsync($"switchover: migration '{p.GetValue(name)}' is not set up on this host.").ConfigureAwait(false);
+                return ExitCodes.Failure;
+            }
+
+            await output.WriteLineAsync(p.GetValue(json) ? JsonSerializer.Serialize(status, StatusJsonContext.Default.MigrationStatus) : Render(status))
+                .ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    internal static string Render(MigrationStatus status)
+    {
+        var lines = new List<string>
+        {
+            $"migration {status.Name} ({status.Side.ToString().ToLowerInvariant()} side)",
+            string.Create(CultureInfo.InvariantCulture,
+                $"  tunnel  {status.TunnelDevice} {status.LocalOuter} -> {status.RemoteOuter}, {(status.TunnelUp ? "up" : "DOWN")}, rx {status.TunnelRxPackets} tx {status.TunnelTxPackets} packets"),
+        };
+        if (status.DirectPackets is { } direct)
+        {
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"  direct  {direct} packets for the moved addresses arrived without the tunnel"));
+        }
+
+        lines.Add("  TUPLE                          TUNNELLED  HERE");
+        lines.AddRange(status.Tuples.Select(t => string.Create(CultureInfo.InvariantCulture, $"  {t.Tuple,-30} {t.TunnelledFlows,9} {t.LocalFlows,5}")));
+        lines.AddRange(status.Warnings.Select(w => "  ! " + w));
+        return string.Join('\n', lines);
+    }
+
+    private static async Task<int> RunAsync(ParseResult parseResult, Func<MigrationHost, Task<MigrationOutcome>> run, Option<string> stateDir)
+    {
+        var output = parseResult.InvocationConfiguration.Output;
+        var error = parseResult.InvocationConfiguration.Error;
+        MigrationOutcome outcome;
+        try
+        {
+            outcome = await run(MigrationHost.Create(parseResult.GetValue(stateDir)!)).ConfigureAwait(false);
+        }
+        catch (MigrationException e)
+        {
+            foreach (var problem in e.Problems)
+            {
+                await error.WriteLineAsync("switchover: " + ToolErrors.OneLine(problem)).ConfigureAwait(false);
+            }
+
+            return ExitCodes.Failure;
+        }
+        catch (Exception e) when (e is StateException or Processes.CommandException)
+        {
+            await error.WriteLineAsync("switchover: " + ToolErrors.OneLine(e.Message)).ConfigureAwait(false);
+            return ExitCodes.Failure;
+        }
+
+        var verb = outcome.DryRun ? "would" : "did";
+        foreach (var change in outcome.Changes)
+        {
+            await output.WriteLineAsync($"{verb}: {change.Description}").ConfigureAwait(false);
+            if (outcome.DryRun)
+            {
+                foreach (var command in change.Apply)
+                {
+                    await output.WriteLineAsync("    " + command.ToString().Replace("\n", "\n    ", StringComparison.Ordinal)).ConfigureAwait(false);
+                }
+            }
+        }
+
+        if (outcome.Note is not null)
+        {
+            await output.WriteLineAsync(outcome.Note).ConfigureAwait(false);
+        }
+
+        return ExitCodes.Success;
+    }
+
+    private static IPAddress? ParseAddress(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        if (IPAddress.TryParse(text, out var address))
+        {
+            return address;
+        }
+
+        result.AddError($"'{text}' is not an IP address.");
+        return null;
+    }
+
+    private static uint ParseNumber(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        var ok = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? uint.TryParse(text[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var value)
+            : uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+        if (!ok)
+        {
+            result.AddError($"'{text}' is not a number (decimal or 0x hex).");
+        }
+
+        return value;
+    }
+
+    private static SteeredTuple[] ParseTuples(ArgumentResult result) =>
+        result.Tokens.Select(t => ParseTuple(result, t.Value)).OfType<SteeredTuple>().ToArray();
+
+    private static SteeredTuple? ParseTuple(ArgumentResult result, string text)
+    {
+        try
+        {
+            return SteeredTuple.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            result.AddError(e.Message);
+            return null;
+        }
+    }
+}
