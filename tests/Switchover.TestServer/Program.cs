@@ -1,11 +1,22 @@
-// The echo app of samples/EchoServer with knobs that make a generation misbehave, for the integration tests:
+// The echo app of samples/EchoServer with knobs that make a generation misbehave, for the integration tests, and
+// that give the load suite its baselines:
 //   --FailHealth=true     a registered health check reports Unhealthy (the generation never gets ready)
 //   --CrashAfterMs=N      the process kills itself with SIGKILL N ms after the host started
+//   --ReusePort=true      listening sockets are bound with SO_REUSEPORT, so a new process can bind the same port while
+//                         the old one still listens (the overlap baseline; use with --Switchover:Mode=Disabled)
 using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.WebHost.UseSwitchover();
+if (builder.Configuration.GetValue<bool>("ReusePort"))
+{
+    builder.WebHost.UseSockets(options => options.CreateBoundListenSocket = BindWithReusePort);
+}
+
 builder.Services.AddHealthChecks().AddCheck("knob", () =>
     builder.Configuration.GetValue<bool>("FailHealth")
         ? HealthCheckResult.Unhealthy("FailHealth is set")
@@ -29,3 +40,31 @@ if (app.Configuration.GetValue<int?>("CrashAfterMs") is { } crashAfter)
 }
 
 app.Run();
+
+// Kestrel's default listen socket, plus SO_REUSEPORT set before bind (it has to be: the kernel checks it at bind).
+static Socket BindWithReusePort(EndPoint endpoint)
+{
+    if (endpoint is not IPEndPoint ip)
+    {
+        return SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
+    }
+
+    var socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+    try
+    {
+        if (ip.Address.Equals(IPAddress.IPv6Any))
+        {
+            socket.DualMode = true;
+        }
+
+        const int SolSocket = 1, SoReusePort = 15; // <asm-generic/socket.h>, the same on every Linux architecture .NET runs on
+        socket.SetRawSocketOption(SolSocket, SoReusePort, BitConverter.GetBytes(1));
+        socket.Bind(ip);
+        return socket;
+    }
+    catch
+    {
+        socket.Dispose();
+        throw;
+    }
+}
