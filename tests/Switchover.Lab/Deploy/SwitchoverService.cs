@@ -5,7 +5,15 @@ using Switchover.State;
 namespace Switchover.Lab;
 
 /// <summary>A generation launched by <see cref="SwitchoverService"/>.</summary>
-public sealed record LaunchedGeneration(LabProcess Process, string Text, TimeSpan LaunchToServing);
+/// <param name="LaunchToServing">As the generation logged it: from its process start to its takeover.</param>
+public sealed record LaunchedGeneration(LabProcess Process, string Text, TimeSpan LaunchToServing)
+{
+    /// <summary>How long the generation's nft transaction took, as it logged it; null when the log line did not say.</summary>
+    public TimeSpan? RuleTransaction { get; init; }
+
+    /// <summary>The generation's log line that announced the takeover.</summary>
+    public string? TakeoverLine { get; init; }
+}
 
 /// <summary>
 /// One Switchover namespace of a server app inside a network namespace: launches generations of it (each launch is
@@ -84,7 +92,14 @@ public sealed partial class SwitchoverService : IAsyncDisposable
 
         var match = LaunchToServing().Match(line);
         var launchToServing = match.Success ? TimeSpan.FromMilliseconds(double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture)) : TimeSpan.Zero;
-        return new LaunchedGeneration(process, text, launchToServing);
+        var transaction = RuleTransaction().Match(line);
+        return new LaunchedGeneration(process, text, launchToServing)
+        {
+            RuleTransaction = transaction.Success
+                ? TimeSpan.FromMilliseconds(double.Parse(transaction.Groups[1].Value, CultureInfo.InvariantCulture))
+                : null,
+            TakeoverLine = line,
+        };
     }
 
     /// <summary>Runs the switchover CLI inside the network namespace.</summary>
@@ -134,4 +149,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
 
     [GeneratedRegex(@"launch to serving (\d+) ms")]
     private static partial Regex LaunchToServing();
+
+    [GeneratedRegex(@"rule transaction (\d+(?:\.\d+)?) ms")]
+    private static partial Regex RuleTransaction();
 }

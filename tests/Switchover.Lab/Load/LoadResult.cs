@@ -109,6 +109,25 @@ public sealed class LoadResult
 
     public double RequestsPerSecond => Duration > TimeSpan.Zero ? TotalRequests / Duration.TotalSeconds : 0;
 
+    /// <summary>The latency histogram behind <see cref="Latency"/>; null for results built without one.</summary>
+    internal LatencyHistogram? Histogram { get; init; }
+
+    /// <summary>
+    /// The latency of the OK requests of several runs together, from their merged histograms: percentiles of the
+    /// union, never an average of percentiles.
+    /// </summary>
+    public static LatencySummary CombineLatency(IEnumerable<LoadResult> results)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        var merged = new LatencyHistogram();
+        foreach (var result in results)
+        {
+            merged.Add(result.Histogram ?? throw new ArgumentException("A result without a latency histogram cannot be combined.", nameof(results)));
+        }
+
+        return LatencySummary.From(merged);
+    }
+
     public long Count(RequestOutcome outcome) => CountsByOutcome.TryGetValue(outcome, out var count) ? count : 0;
 
     /// <summary>One paragraph: what ran, how it ended, outcomes, latency, bodies, and the first failures.</summary>

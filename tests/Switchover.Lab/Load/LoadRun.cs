@@ -302,6 +302,9 @@ public sealed class LoadRun : IAsyncDisposable
         return new LoadResult(
             _targets.Select(t => t.ToString()).ToArray(), _options.Mode, _options.Concurrency, StartedUtc, duration, reason, byOutcome, failures,
             Interlocked.Read(ref _failed) - failures.Length,
-            _bodies.Tallies(), _bodies.Untallied, _bodies.Recent(), LatencySummary.From(latency), timeline, connections, stale, abandoned);
+            _bodies.Tallies(), _bodies.Untallied, _bodies.Recent(), LatencySummary.From(latency), timeline, connections, stale, abandoned)
+        {
+            Histogram = latency,
+        };
     }
 }
