@@ -1,0 +1,183 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using Switchover.Lab;
+using Switchover.Load.Clients;
+using Switchover.Load.Contenders;
+using Switchover.Load.Suite;
+
+namespace Switchover.Load.Scenarios;
+
+/// <summary>
+/// Rolling deploys under load: v1 serves, load starts, then a new version is handed the port at a fixed interval, and
+/// load continues a while after the last handoff. Each contender runs in a lab of its own, one after the other, under
+/// the same client, connection mode, concurrency and handoff schedule. Switchover runs first: its run is the reference,
+/// and the baselines replay its number of handoffs.
+/// </summary>
+internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
+{
+    internal const int Port = 8080;
+    private const int MaxHandoffs = 10_000;
+    private static readonly TimeSpan RetireTimeout = TimeSpan.FromSeconds(40);
+
+    public async Task<IReadOnlyList<RollingRun>> RunAsync(CancellationToken cancellationToken)
+    {
+        var runs = new List<RollingRun>();
+        var order = settings.Contenders.OrderBy(c => c == ContenderKind.Switchover ? 0 : 1).ToList();
+        foreach (var client in settings.Clients)
+        {
+            foreach (var mode in settings.Modes)
+            {
+                // wrk runs for a fixed time, so it replays the handoff count our driver's Switchover run reached.
+                int? replay = client == ClientKind.Wrk
+                    ? runs.FirstOrDefault(r => r.Client == ClientKind.Driver && r.Mode == mode && r.Contender == ContenderKind.Switchover)?.Handoffs.Count
+                      ?? settings.Handoffs
+                    : null;
+                foreach (var kind in order)
+                {
+                    var run = await RunOneAsync(kind, client, mode, replay, cancellationToken);
+                    runs.Add(run);
+                    if (kind == ContenderKind.Switchover)
+                    {
+                        replay ??= Math.Max(1, run.Handoffs.Count);
+                    }
+                }
+            }
+        }
+
+        return runs;
+    }
+
+    private static bool ValidBody(string body) => body.Length > 3 && body[0] == 'v' && body[^1] == '\n';
+
+    private async Task<RollingRun> RunOneAsync(ContenderKind kind, ClientKind client, ConnectionMode mode, int? replay, CancellationToken cancellationToken)
+    {
+        await using var lab = await Labs.CreateAsync(cancellationToken);
+        await using var contender = Contender.Create(kind, lab, Port);
+        progress.Line($"rolling: {kind} / {client} / {Modes.Name(mode)}: lab {lab.Server.Name} <-> {lab.Client.Name}, starting v1");
+        await contender.StartAsync(cancellationToken);
+
+        var problems = new List<string>();
+        var notes = new List<string>();
+        LoadRun? driver = null;
+        LabProcess? wrk = null;
+        TimeSpan maxLoad;
+        DateTime loadStarted;
+        if (client == ClientKind.Driver)
+        {
+            maxLoad = replay is { } n ? Planned(n) : settings.MaxRunDuration;
+            var perTarget = Math.Max(1, settings.Concurrency / 2);
+            driver = HttpLoad.Start(
+                [
+                    new LoadTarget(lab.Client, new IPEndPoint(lab.ServerV4, Port), "net-v4"),
+                    new LoadTarget(lab.Client, new IPEndPoint(lab.ServerV6, Port), "net-v6"),
+                ],
+                new LoadOptions
+                {
+                    Mode = mode,
+                    Concurrency = perTarget,
+                    MaxDuration = maxLoad + TimeSpan.FromMinutes(1),
+                    MaxRequests = long.MaxValue,
+                    RequestsPerSecond = settings.Rate,
+                    BodyValidator = ValidBody,
+                },
+                cancellationToken);
+            loadStarted = driver.StartedUtc;
+        }
+        else
+        {
+            var seconds = (int)Math.Ceiling(Planned(replay ?? settings.Handoffs).TotalSeconds);
+            maxLoad = TimeSpan.FromSeconds(seconds);
+            loadStarted = DateTime.UtcNow;
+            wrk = Wrk.Start(lab.Client, new IPEndPoint(lab.ServerV4, Port), settings.Concurrency, seconds, mode == ConnectionMode.NewConnectionPerRequest);
+        }
+
+        await using var driverLifetime = driver;
+        var clock = Stopwatch.StartNew();
+        var handoffs = new List<HandoffRecord>();
+        for (var i = 0; i < MaxHandoffs; i++)
+        {
+            var requests = driver is null ? 0 : driver.OkRequests + driver.FailedRequests;
+            var enough = replay is { } exact ? i >= exact : i >= settings.Handoffs && requests >= settings.MinRequests;
+            var due = settings.Lead + (settings.Interval * i);
+            if (enough)
+            {
+                break;
+            }
+
+            // A handoff slower than the interval delays the next ones; the load (wrk's in particular) does not wait.
+            if ((due > clock.Elapsed ? due : clock.Elapsed) + settings.Tail > maxLoad || wrk is { HasExited: true })
+            {
+                var note = $"only {i} handoffs fit in the {maxLoad.TotalSeconds:0} s of load (handoffs slower than the {settings.Interval.TotalSeconds:0.##} s interval)";
+                (kind == ContenderKind.Switchover ? problems : notes).Add(note);
+                break;
+            }
+
+            if (due > clock.Elapsed)
+            {
+                await Task.Delay(due - clock.Elapsed, cancellationToken);
+            }
+
+            try
+            {
+                var handoff = await contender.HandOffAsync(i + 2, cancellationToken);
+                handoffs.Add(handoff);
+                progress.Handoff(handoff, driver);
+            }
+            catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+            {
+                problems.Add($"handoff to v{i + 2} failed: {e.Message.Split('\n')[0]}");
+                break;
+            }
+        }
+
+        progress.EndHandoffs();
+        LoadResult? driverResult = null;
+        WrkResult? wrkResult = null;
+        if (driver is not null)
+        {
+            await Task.Delay(settings.Tail, cancellationToken);
+            driverResult = await driver.StopAsync(cancellationToken);
+        }
+        else
+        {
+            try
+            {
+                await wrk!.Exited.WaitAsync(maxLoad - clock.Elapsed + TimeSpan.FromSeconds(30), cancellationToken);
+                wrkResult = WrkResult.Parse(wrk.Output);
+            }
+            catch (Exception e) when (e is TimeoutException or FormatException)
+            {
+                problems.Add($"wrk gave no result: {e.Message}");
+            }
+        }
+
+        var (exited, total) = await contender.WaitForRetiredAsync(RetireTimeout, cancellationToken);
+        if (kind == ContenderKind.Switchover)
+        {
+            if (exited < total)
+            {
+                problems.Add($"{total - exited} of {total} superseded generations had not exited {RetireTimeout.TotalSeconds:0} s after the load stopped");
+            }
+
+            foreach (var process in contender.Processes.Where(p => p.HasExited && p.Exited.Result != 0))
+            {
+                problems.Add($"generation pid {process.Pid} exited with code {process.Exited.Result}");
+            }
+        }
+
+        var run = new RollingRun(kind, contender.Description, client, mode, loadStarted, handoffs, driverResult, wrkResult, exited, total, problems)
+        {
+            Notes = notes,
+        };
+        var remarks = string.Concat(
+            problems.Count > 0 ? "; problems: " + string.Join("; ", problems) : string.Empty,
+            notes.Count > 0 ? "; " + string.Join("; ", notes) : string.Empty);
+        progress.Line(string.Create(CultureInfo.InvariantCulture,
+            $"  {run.Label}: {run.Requests:N0} requests ({run.RequestsPerSecond:N0}/s), {run.Failures:N0} failed, {handoffs.Count} handoffs{remarks}"));
+        return run;
+    }
+
+    /// <summary>How long the load of a run with <paramref name="handoffs"/> on schedule lasts.</summary>
+    private TimeSpan Planned(int handoffs) => settings.Lead + (settings.Interval * handoffs) + settings.Tail;
+}

@@ -1,0 +1,98 @@
+using Switchover.Lab;
+
+namespace Switchover.Load.Suite;
+
+/// <summary>Which rolling-deploy contender: the two baselines a user would otherwise use, and Switchover.</summary>
+internal enum ContenderKind
+{
+    /// <summary>Stop the old process (SIGTERM, wait for it to exit), then start the new one on the public port.</summary>
+    Naive,
+
+    /// <summary>Start the new process on the same port with SO_REUSEPORT, then SIGTERM the old one.</summary>
+    ReusePort,
+
+    /// <summary>Launch the new generation; it takes the port over through the nftables redirect.</summary>
+    Switchover,
+}
+
+/// <summary>Who generates the load: our raw-socket driver (Switchover.Lab) or wrk.</summary>
+internal enum ClientKind
+{
+    Driver,
+    Wrk,
+}
+
+/// <summary>Everything the suite does, with the defaults of the full and the quick suite. Read once at start.</summary>
+internal sealed record SuiteSettings
+{
+    public bool Quick { get; init; }
+
+    public bool RunRolling { get; init; } = true;
+
+    public bool RunOverhead { get; init; } = true;
+
+    public bool RunTiming { get; init; } = true;
+
+    public IReadOnlyList<ConnectionMode> Modes { get; init; } = [ConnectionMode.KeepAlive, ConnectionMode.NewConnectionPerRequest];
+
+    public IReadOnlyList<ContenderKind> Contenders { get; init; } = [ContenderKind.Switchover, ContenderKind.Naive, ContenderKind.ReusePort];
+
+    public IReadOnlyList<ClientKind> Clients { get; init; } = [ClientKind.Driver, ClientKind.Wrk];
+
+    /// <summary>Connections (workers) over all targets of one rolling run, and of wrk (-c).</summary>
+    public int Concurrency { get; init; } = 32;
+
+    /// <summary>An optional cap on the request rate of our driver; null: as fast as the server answers.</summary>
+    public double? Rate { get; init; }
+
+    /// <summary>Handoffs of the reference (Switchover) run at least; the baselines replay its count.</summary>
+    public int Handoffs { get; init; } = 10;
+
+    /// <summary>Requests the reference (Switchover, our driver) run of each mode must see at least; handoffs go on until then.</summary>
+    public long MinRequests { get; init; }
+
+    /// <summary>From the start of one handoff to the start of the next (a slower handoff delays the next one).</summary>
+    public TimeSpan Interval { get; init; } = TimeSpan.FromSeconds(1.5);
+
+    /// <summary>Load before the first handoff.</summary>
+    public TimeSpan Lead { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Load after the last handoff: the last superseded generation drains under load.</summary>
+    public TimeSpan Tail { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>No rolling run's load lasts longer than this, whatever MinRequests asks.</summary>
+    public TimeSpan MaxRunDuration { get; init; } = TimeSpan.FromMinutes(20);
+
+    public int OverheadRounds { get; init; } = 3;
+
+    public TimeSpan OverheadRoundDuration { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>Handoffs without load but a light probe, for rule-transaction and launch-to-serving percentiles.</summary>
+    public int TimingSwaps { get; init; } = 20;
+
+    /// <summary>Idle connections held open on the old generation during each of the <see cref="IdleSwaps"/>.</summary>
+    public int IdleConnections { get; init; } = 10_000;
+
+    public int IdleSwaps { get; init; } = 5;
+
+    /// <summary>The whole suite is aborted (and reported as an error) after this long.</summary>
+    public TimeSpan MaxSuiteDuration { get; init; } = TimeSpan.FromMinutes(30);
+
+    public string? OutputDirectory { get; init; }
+
+    public static SuiteSettings Full { get; } = new();
+
+    public static SuiteSettings QuickSuite { get; } = new()
+    {
+        Quick = true,
+        Handoffs = 3,
+        Interval = TimeSpan.FromSeconds(1.2),
+        Lead = TimeSpan.FromSeconds(1),
+        Tail = TimeSpan.FromSeconds(2),
+        OverheadRounds = 2,
+        OverheadRoundDuration = TimeSpan.FromSeconds(1.5),
+        TimingSwaps = 6,
+        IdleSwaps = 2,
+        MaxSuiteDuration = TimeSpan.FromMinutes(10),
+    };
+}
