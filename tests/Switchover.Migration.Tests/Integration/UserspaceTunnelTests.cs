@@ -1,0 +1,160 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Switchover.Migration.Gre;
+
+namespace Switchover.Migration.Tests.Integration;
+
+[Collection(GreLabGroup.Name)]
+public sealed class UserspaceTunnelTests
+{
+    private const uint Key = 0x5A5A;
+
+    [Theory(Timeout = 90_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task Tcp_and_udp_cross_the_tunnel_both_ways_with_IPv4_and_IPv6_inside(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        foreach (var (innerA, innerB) in new[] { (GreLab.InnerA4, GreLab.InnerB4), (GreLab.InnerA6, GreLab.InnerB6) })
+        {
+            Assert.Equal(innerA, await Traffic.TcpEchoAsync(lab.B, innerB, lab.A, 10_000));
+            Assert.Equal(innerB, await Traffic.TcpEchoAsync(lab.A, innerA, lab.B, 10_000));
+            Assert.Equal(innerA, await Traffic.UdpRoundTripAsync(lab.B, innerB, lab.A));
+            Assert.Equal(innerB, await Traffic.UdpRoundTripAsync(lab.A, innerA, lab.B));
+        }
+
+        foreach (var tunnel in new[] { lab.TunnelA!, lab.TunnelB! })
+        {
+            var counters = tunnel.Counters;
+            Assert.True(counters.TxPackets > 20 && counters.RxPackets > 20 && counters.TxBytes > 40_000 && counters.RxBytes > 40_000, counters.ToString());
+            Assert.True(counters is { RxDropped: 0, RxErrors: 0, TxErrors: 0 }, counters.ToString());
+        }
+    }
+
+    [Theory(Timeout = 120_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task A_bulk_transfer_far_larger_than_the_MTU_arrives_intact_both_ways(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        Assert.Equal(outer == AddressFamily.InterNetwork ? 1472 : 1452, lab.TunnelA!.Options.EffectiveMtu);
+        await Traffic.TcpBulkAsync(lab.B, GreLab.InnerB4, lab.A, 16 << 20);
+        await Traffic.TcpBulkAsync(lab.A, GreLab.InnerA6, lab.B, 4 << 20);
+
+        // Datagrams larger than the tunnel MTU are fragmented inside, and the fragments cross separately.
+        Assert.Equal(GreLab.InnerA4, await Traffic.UdpRoundTripAsync(lab.B, GreLab.InnerB4, lab.A, size: 8000));
+        Assert.Equal(GreLab.InnerA6, await Traffic.UdpRoundTripAsync(lab.B, GreLab.InnerB6, lab.A, size: 8000));
+
+        var counters = lab.TunnelB!.Counters;
+        Assert.True(counters.RxBytes > 16 << 20, counters.ToString());
+        Assert.True(counters is { RxDropped: 0, RxErrors: 0, TxErrors: 0 }, counters.ToString());
+    }
+
+    [Theory(Timeout = 60_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task Gre_with_a_wrong_key_no_key_or_a_bad_checksum_is_dropped_and_counted(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        using var receiver = lab.A.CreateSocket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        receiver.Bind(new IPEndPoint(GreLab.InnerA4, 0));
+        var port = ((IPEndPoint)receiver.LocalEndPoint!).Port;
+        using var sender = await RawGreSocket.OpenAsync(lab.B, lab.OuterB);
+        var inner = Traffic.Udp4Packet(GreLab.InnerB4, GreLab.InnerA4, port, Encoding.ASCII.GetBytes("crafted"));
+
+        // Control: the same crafted packet with the right key is delivered, so the drops below are the key's doing.
+        Send(sender, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4, Key), inner);
+        Assert.True(await Traffic.ReceivesAsync(receiver, TimeSpan.FromSeconds(5)), "a crafted packet with the right key was not delivered");
+
+        Send(sender, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4, Key + 1), inner);
+        Send(sender, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4), inner);
+        await GreLab.WaitForCountersAsync(lab.TunnelA!, c => c.RxWrongKey == 2, "two wrong-key drops");
+
+        var corrupt = new byte[new GreHeader(GreCodec.ProtocolIPv4, Key, HasChecksum: true).Length + inner.Length];
+        GreCodec.Encode(new GreHeader(GreCodec.ProtocolIPv4, Key, HasChecksum: true), inner, corrupt);
+        corrupt[^1] ^= 0x01;
+        sender.Send(lab.OuterA, corrupt);
+        Send(sender, lab.OuterA, new GreHeader(0x6558, Key), inner); // Ethernet inside: not ours
+        var counters = await GreLab.WaitForCountersAsync(lab.TunnelA!, c => c.RxMalformed == 2, "two malformed drops");
+
+        Assert.False(await Traffic.ReceivesAsync(receiver, TimeSpan.FromMilliseconds(500)), "a dropped packet was delivered");
+        Assert.Equal(0, counters.RxStray);
+    }
+
+    [Theory(Timeout = 60_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task Gre_from_a_source_other_than_the_remote_is_dropped_and_counted_as_stray(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        using var receiver = lab.A.CreateSocket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        receiver.Bind(new IPEndPoint(GreLab.InnerA4, 0));
+        var port = ((IPEndPoint)receiver.LocalEndPoint!).Port;
+        var inner = Traffic.Udp4Packet(GreLab.InnerB4, GreLab.InnerA4, port, Encoding.ASCII.GetBytes("stray"));
+
+        using var stray = await RawGreSocket.OpenAsync(lab.B, lab.StrayB);
+        for (var i = 0; i < 3; i++)
+        {
+            Send(stray, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4, Key), inner);
+        }
+
+        var counters = await GreLab.WaitForCountersAsync(lab.TunnelA!, c => c.RxStray == 3, "three stray drops");
+        Assert.False(await Traffic.ReceivesAsync(receiver, TimeSpan.FromMilliseconds(500)), "stray GRE was delivered");
+        Assert.Equal(0, counters.RxWrongKey + counters.RxMalformed);
+
+        // Control: from the remote's address the same packet is delivered.
+        using var remote = await RawGreSocket.OpenAsync(lab.B, lab.OuterB);
+        Send(remote, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4, Key), inner);
+        Assert.True(await Traffic.ReceivesAsync(receiver, TimeSpan.FromSeconds(5)), "the same packet from the remote was not delivered");
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Packets_for_an_interface_that_is_down_are_counted_as_errors_not_lost_silently()
+    {
+        await using var lab = await GreLab.CreateAsync(AddressFamily.InterNetwork, Key, CancellationToken.None);
+        using var sender = await RawGreSocket.OpenAsync(lab.B, lab.OuterB);
+        await GreLab.IpAsync(lab.A, CancellationToken.None, "link", "set", GreLab.TunnelName, "down");
+        var before = lab.TunnelA!.Counters;
+
+        // Writing to a TUN device that is down fails with EIO. (B's kernel may send its own IPv6 chatter meanwhile.)
+        Send(sender, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4, Key), Traffic.Udp4Packet(GreLab.InnerB4, GreLab.InnerA4, 9, [1]));
+        var counters = await GreLab.WaitForCountersAsync(lab.TunnelA!, c => c.RxErrors > before.RxErrors, "a receive error");
+        Assert.Equal(before.RxPackets, counters.RxPackets);
+        Assert.False(lab.TunnelA!.Completion.IsCompleted, "a down interface must not stop the tunnel");
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Disposing_removes_the_interface_and_deleting_it_under_the_tunnel_faults_the_tunnel()
+    {
+        await using var lab = await GreLab.CreateAsync(AddressFamily.InterNetwork, Key, CancellationToken.None);
+        await lab.TunnelB!.DisposeAsync();
+        await lab.TunnelB.Completion;
+        var show = await lab.B.TryRunAsync("ip", ["link", "show", "dev", GreLab.TunnelName], CancellationToken.None);
+        Assert.NotEqual(0, show.ExitCode);
+
+        await GreLab.IpAsync(lab.A, CancellationToken.None, "link", "del", GreLab.TunnelName);
+        var failure = await Assert.ThrowsAnyAsync<TunnelException>(() => lab.TunnelA!.Completion.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Contains(GreLab.TunnelName, failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_local_address_the_host_does_not_have_is_refused_with_what_to_do()
+    {
+        await using var lab = await GreLab.CreateAsync(AddressFamily.InterNetwork, Key, CancellationToken.None, startTunnels: false);
+        var options = lab.OptionsFor(lab.A, Key) with { Local = IPAddress.Parse("192.0.2.77") };
+        var error = await Assert.ThrowsAsync<TunnelException>(() => UserspaceGreTunnel.StartAsync(options, CancellationToken.None));
+        Assert.Contains("192.0.2.77 is not an address of this host", error.Message, StringComparison.Ordinal);
+
+        // Nothing is left behind: the TUN device went with its descriptor.
+        var show = await lab.A.TryRunAsync("ip", ["link", "show", "dev", GreLab.TunnelName], CancellationToken.None);
+        Assert.NotEqual(0, show.ExitCode);
+    }
+
+    private static void Send(RawGreSocket socket, IPAddress destination, GreHeader header, byte[] inner)
+    {
+        var packet = new byte[header.Length + inner.Length];
+        GreCodec.Encode(header, inner, packet);
+        socket.Send(destination, packet);
+    }
+}
