@@ -1,0 +1,179 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text.Json;
+using Switchover.Processes;
+
+namespace Switchover.Migration.Gre;
+
+/// <summary>
+/// The kernel's GRE: `ip link add NAME type gre` (IPv4 outer) or `type ip6gre` (IPv6 outer), deleted on dispose. Once
+/// created it needs no process; this object only owns its lifetime. Wire-compatible with <see cref="UserspaceGreTunnel"/>:
+/// the same key (ikey = okey), checksums and sequence numbers sent only when asked (ocsum, oseq), and for ip6gre no
+/// encapsulation limit option, so that both dataplanes have the same overhead and MTU.
+/// </summary>
+public sealed class KernelGreDataplane : ITunnelDataplane
+{
+    private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly ICommandRunner _runner;
+    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private bool _created;
+
+    public KernelGreDataplane(TunnelOptions options)
+        : this(options, CommandRunner.Instance)
+    {
+    }
+
+    internal KernelGreDataplane(TunnelOptions options, ICommandRunner runner)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Options = options;
+        _runner = runner;
+    }
+
+    public TunnelOptions Options { get; }
+
+    public GreDataplaneKind Kind => GreDataplaneKind.Kernel;
+
+    public Task Completion => _completion.Task;
+
+    /// <summary>`ip link add NAME type gre|ip6gre local A remote B ttl T [key K] [ocsum] [oseq] [fwmark M] [encaplimit none]`.</summary>
+    internal static Command AddCommand(TunnelOptions options)
+    {
+        var v6 = options.OuterFamily == AddressFamily.InterNetworkV6;
+        var arguments = new List<string>
+        {
+            "link", "add", options.Name, "type", v6 ? "ip6gre" : "gre",
+            "local", options.Local.ToString(), "remote", options.Remote.ToString(),
+            "ttl", options.Ttl.ToString(CultureInfo.InvariantCulture),
+        };
+        if (options.Key is { } key)
+        {
+            arguments.AddRange(["key", key.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (options.SendChecksum)
+        {
+            arguments.Add("ocsum");
+        }
+
+        if (options.SendSequenceNumbers)
+        {
+            arguments.Add("oseq");
+        }
+
+        if (options.FirewallMark is { } mark)
+        {
+            arguments.AddRange(["fwmark", "0x" + mark.ToString("x", CultureInfo.InvariantCulture)]);
+        }
+
+        if (v6)
+        {
+            // ip6gre adds an 8-byte destination option by default; the userspace dataplane does not.
+            arguments.AddRange(["encaplimit", "none"]);
+        }
+
+        return UserspaceGreTunnel.IpCommand(options, [.. arguments]);
+    }
+
+    internal static Command UpCommand(TunnelOptions options) =>
+        UserspaceGreTunnel.IpCommand(options, "link", "set", "dev", options.Name,
+            "mtu", options.EffectiveMtu.ToString(CultureInfo.InvariantCulture), "up");
+
+    internal static Command DeleteCommand(TunnelOptions options) =>
+        UserspaceGreTunnel.IpCommand(options, "link", "del", "dev", options.Name);
+
+    internal static Command StatisticsCommand(TunnelOptions options) =>
+        UserspaceGreTunnel.IpCommand(options, "-s", "-j", "link", "show", "dev", options.Name);
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        Options.ThrowIfInvalid();
+        if (_created)
+        {
+            throw new InvalidOperationException($"Tunnel {Options.Name} is already started.");
+        }
+
+        try
+        {
+            await _runner.RunAsync(AddCommand(Options), cancellationToken).ConfigureAwait(false);
+        }
+        catch (CommandException e)
+        {
+            var kind = Options.OuterFamily == AddressFamily.InterNetworkV6 ? "ip6gre" : "gre";
+            throw new TunnelException(e.StandardError.Contains("Unknown device type", StringComparison.Ordinal)
+                ? $"This kernel has no {kind} support ({e.StandardError}): use the userspace dataplane, or load the module (modprobe {(kind == "gre" ? "ip_gre" : "ip6_gre")})."
+                : $"Could not create {kind} link {Options.Name}: {e.Message}", e);
+        }
+
+        _created = true;
+        try
+        {
+            await _runner.RunAsync(UpCommand(Options), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is CommandException or OperationCanceledException)
+        {
+            await DeleteAsync().ConfigureAwait(false);
+            if (e is OperationCanceledException)
+            {
+                throw;
+            }
+
+            throw new TunnelException($"Could not set MTU {Options.EffectiveMtu} on {Options.Name} and bring it up: {e.Message}. The link was deleted again.", e);
+        }
+    }
+
+    public async Task<TunnelCounters> GetCountersAsync(CancellationToken cancellationToken)
+    {
+        if (!_created)
+        {
+            return new TunnelCounters();
+        }
+
+        var result = await _runner.RunAsync(StatisticsCommand(Options), cancellationToken).ConfigureAwait(false);
+        return ParseStatistics(result.StandardOutput);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_created)
+        {
+            await DeleteAsync().ConfigureAwait(false);
+        }
+
+        _completion.TrySetResult();
+    }
+
+    /// <summary>The stats64 of `ip -s -j link show`. Errors and drops of the kernel have no finer split.</summary>
+    internal static TunnelCounters ParseStatistics(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var stats = document.RootElement[0].GetProperty("stats64");
+        var rx = stats.GetProperty("rx");
+        var tx = stats.GetProperty("tx");
+        return new TunnelCounters
+        {
+            RxPackets = rx.GetProperty("packets").GetInt64(),
+            RxBytes = rx.GetProperty("bytes").GetInt64(),
+            RxErrors = rx.GetProperty("errors").GetInt64() + rx.GetProperty("dropped").GetInt64(),
+            TxPackets = tx.GetProperty("packets").GetInt64(),
+            TxBytes = tx.GetProperty("bytes").GetInt64(),
+            TxErrors = tx.GetProperty("errors").GetInt64(),
+            TxDropped = tx.GetProperty("dropped").GetInt64(),
+        };
+    }
+
+    private async Task DeleteAsync()
+    {
+        // Cleanup gets its own budget, so it runs even when the caller's token has fired.
+        using var timeout = new CancellationTokenSource(CleanupTimeout);
+        var result = await _runner.TryRunAsync(DeleteCommand(Options), timeout.Token).ConfigureAwait(false);
+        if (result.ExitCode != 0 && !result.StandardError.Contains("Cannot find device", StringComparison.Ordinal))
+        {
+            throw new TunnelException($"Could not delete link {Options.Name} ('{DeleteCommand(Options)}' exited with {result.ExitCode}: " +
+                $"{result.StandardError.Trim()}). Delete it by hand: {DeleteCommand(Options)}");
+        }
+
+        _created = false;
+    }
+}

@@ -1,0 +1,78 @@
+using System.Net.Sockets;
+using Switchover.Migration.Gre;
+using Switchover.Migration.Tests.Integration;
+
+namespace Switchover.Migration.Tests.Gre;
+
+public sealed class GreSupportTests
+{
+    [Fact]
+    public async Task A_kernel_with_gre_is_detected_in_a_throwaway_namespace_that_is_deleted_afterwards()
+    {
+        var runner = new RecordingRunner();
+        var support = await GreSupport.DetectAsync(runner, CancellationToken.None);
+        Assert.True(support.Gre);
+        Assert.True(support.Ip6Gre);
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetworkV6));
+
+        var lines = runner.Lines.ToList();
+        var ns = runner.Commands[0].Arguments[2];
+        Assert.StartsWith("so-greprobe-", ns, StringComparison.Ordinal);
+        Assert.Equal($"ip netns add {ns}", lines[0]);
+        Assert.Contains($"ip -n {ns} link add so-probe type gre local 192.0.2.1 remote 192.0.2.2", lines);
+        Assert.Contains($"ip -n {ns} link add so-probe type ip6gre local 2001:db8::1 remote 2001:db8::2", lines);
+        Assert.Equal($"ip netns del {ns}", lines[^1]);
+        Assert.All(lines.Skip(1).SkipLast(1), l => Assert.StartsWith($"ip -n {ns} ", l, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Without_root_the_answer_is_userspace_and_says_why()
+    {
+        var runner = new RecordingRunner { Answer = _ => RecordingRunner.Fail("mount --make-shared /run/netns failed: Operation not permitted", 1) };
+        var support = await GreSupport.DetectAsync(runner, CancellationToken.None);
+        Assert.False(support.Gre || support.Ip6Gre);
+        Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetwork));
+        Assert.Contains("Run as root", support.Detail, StringComparison.Ordinal);
+        Assert.Single(runner.Commands);
+    }
+
+    [Fact]
+    public async Task The_probe_namespace_is_deleted_even_when_the_caller_gives_up()
+    {
+        using var cancelled = new CancellationTokenSource();
+        var runner = new RecordingRunner();
+        runner.Answer = c =>
+        {
+            if (c.Arguments.Contains("link"))
+            {
+                cancelled.Cancel();
+                throw new OperationCanceledException(cancelled.Token);
+            }
+
+            return RecordingRunner.Ok();
+        };
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => GreSupport.DetectAsync(runner, cancelled.Token));
+        Assert.StartsWith("ip netns del so-greprobe-", runner.Lines.Last(), StringComparison.Ordinal);
+    }
+
+    /// <summary>This machine's kernel has no ip_gre: the real probe must say so and leave no namespace behind.</summary>
+    [Fact(Timeout = 30_000)]
+    public async Task On_this_kernel_without_gre_modules_detection_falls_back_to_userspace_for_real()
+    {
+        Root.Require();
+        var before = await NamespacesAsync();
+        var support = await GreSupport.DetectAsync(CancellationToken.None);
+        Assert.False(support.Gre, support.Detail);
+        Assert.False(support.Ip6Gre, support.Detail);
+        Assert.Contains("Unknown device type", support.Detail, StringComparison.Ordinal);
+        Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetwork));
+        Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetworkV6));
+        Assert.DoesNotContain(await NamespacesAsync(), n => n.StartsWith("so-greprobe-", StringComparison.Ordinal) && !before.Contains(n));
+    }
+
+    private static async Task<string[]> NamespacesAsync()
+    {
+        var result = await Switchover.Processes.CommandRunner.Instance.RunAsync(Switchover.Processes.Command.Create("ip", "netns", "list"), CancellationToken.None);
+        return [.. result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[0])];
+    }
+}

@@ -1,0 +1,120 @@
+using System.Net;
+using Switchover.Migration.Gre;
+
+namespace Switchover.Migration.Tests.Gre;
+
+public sealed class KernelGreDataplaneTests
+{
+    private static readonly TunnelOptions V4 = new()
+    {
+        Name = "gre0",
+        Local = IPAddress.Parse("192.0.2.1"),
+        Remote = IPAddress.Parse("203.0.113.1"),
+        Key = 42,
+    };
+
+    private static readonly TunnelOptions V6 = V4 with { Local = IPAddress.Parse("2001:db8::1"), Remote = IPAddress.Parse("2001:db8::2") };
+
+    [Fact]
+    public async Task IPv4_outer_creates_a_gre_link_with_key_and_ttl_then_sets_the_MTU_and_brings_it_up()
+    {
+        var runner = new RecordingRunner();
+        await using (var dataplane = new KernelGreDataplane(V4, runner))
+        {
+            await dataplane.StartAsync(CancellationToken.None);
+            Assert.Equal(
+            [
+                "ip link add gre0 type gre local 192.0.2.1 remote 203.0.113.1 ttl 64 key 42",
+                "ip link set dev gre0 mtu 1472 up",
+            ], runner.Lines);
+        }
+
+        Assert.Equal("ip link del dev gre0", runner.Lines.Last());
+    }
+
+    [Fact]
+    public async Task IPv6_outer_creates_an_ip6gre_link_without_the_encapsulation_limit_so_the_MTU_matches_userspace()
+    {
+        var runner = new RecordingRunner();
+        await using var dataplane = new KernelGreDataplane(V6, runner);
+        await dataplane.StartAsync(CancellationToken.None);
+        Assert.Equal(
+        [
+            "ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encaplimit none",
+            "ip link set dev gre0 mtu 1452 up",
+        ], runner.Lines);
+    }
+
+    [Fact]
+    public void Mark_checksum_sequence_numbers_ttl_MTU_and_namespace_reach_the_command_line()
+    {
+        var options = V4 with
+        {
+            Key = null,
+            FirewallMark = 0x1f,
+            SendChecksum = true,
+            SendSequenceNumbers = true,
+            Ttl = 32,
+            Mtu = 1400,
+            NetworkNamespace = "so-old",
+        };
+        Assert.Equal("ip -n so-old link add gre0 type gre local 192.0.2.1 remote 203.0.113.1 ttl 32 ocsum oseq fwmark 0x1f",
+            KernelGreDataplane.AddCommand(options).ToString());
+        Assert.Equal("ip -n so-old link set dev gre0 mtu 1400 up", KernelGreDataplane.UpCommand(options).ToString());
+        Assert.Equal("ip -n so-old link del dev gre0", KernelGreDataplane.DeleteCommand(options).ToString());
+    }
+
+    [Fact]
+    public async Task A_kernel_without_gre_is_reported_with_the_way_out()
+    {
+        var runner = new RecordingRunner { Answer = _ => RecordingRunner.Fail("Error: Unknown device type.") };
+        await using var dataplane = new KernelGreDataplane(V4, runner);
+        var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
+        Assert.Contains("no gre support", error.Message, StringComparison.Ordinal);
+        Assert.Contains("use the userspace dataplane", error.Message, StringComparison.Ordinal);
+        Assert.Single(runner.Commands);
+    }
+
+    [Fact]
+    public async Task When_bringing_the_link_up_fails_the_link_is_deleted_again()
+    {
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.Arguments.Contains("set") ? RecordingRunner.Fail("Error: mtu greater than device maximum.") : RecordingRunner.Ok(),
+        };
+        await using var dataplane = new KernelGreDataplane(V4, runner);
+        var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
+        Assert.Contains("deleted again", error.Message, StringComparison.Ordinal);
+        Assert.Equal("ip link del dev gre0", runner.Lines.Last());
+    }
+
+    [Fact]
+    public async Task Counters_come_from_the_links_stats64()
+    {
+        const string json = """
+            [{"ifindex":5,"ifname":"gre0","stats64":{"rx":{"bytes":1000,"packets":10,"errors":1,"dropped":2,"over_errors":0,"multicast":0},
+              "tx":{"bytes":2000,"packets":20,"errors":3,"dropped":4,"carrier_errors":0,"collisions":0}}}]
+            """;
+        var runner = new RecordingRunner { Answer = c => RecordingRunner.Ok(c.Arguments.Contains("-j") ? json : "") };
+        await using var dataplane = new KernelGreDataplane(V4, runner);
+        await dataplane.StartAsync(CancellationToken.None);
+        var counters = await dataplane.GetCountersAsync(CancellationToken.None);
+        Assert.Equal("ip -s -j link show dev gre0", runner.Lines.Last());
+        Assert.Equal(new TunnelCounters { RxPackets = 10, RxBytes = 1000, RxErrors = 3, TxPackets = 20, TxBytes = 2000, TxErrors = 3, TxDropped = 4 }, counters);
+    }
+
+    [Fact]
+    public async Task A_link_already_gone_at_dispose_is_not_an_error_and_dispose_completes_the_dataplane()
+    {
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.Arguments.Contains("del") ? RecordingRunner.Fail("Cannot find device \"gre0\"", 1) : RecordingRunner.Ok(),
+        };
+        var dataplane = new KernelGreDataplane(V4, runner);
+        await dataplane.StartAsync(CancellationToken.None);
+        Assert.False(dataplane.Completion.IsCompleted);
+        await dataplane.DisposeAsync();
+        await dataplane.Completion;
+        Assert.Equal(GreDataplaneKind.Kernel, dataplane.Kind);
+    }
+}
