@@ -1,8 +1,9 @@
 namespace Switchover.Lab;
 
 /// <summary>
-/// Drives HTTP/1.1 GET load at one or more targets over raw sockets and classifies every outcome. Unlike HttpClient it
-/// never retries: a request that fails on a stale connection is counted as the failure it was.
+/// Drives HTTP/1.1 GET load (or raw TCP request/response load, see <see cref="LoadProtocol.RawTcp"/>) at one or more
+/// targets over raw sockets and classifies every outcome. Unlike HttpClient it never retries: a request that fails on a
+/// stale connection is counted as the failure it was.
 /// </summary>
 public static class HttpLoad
 {

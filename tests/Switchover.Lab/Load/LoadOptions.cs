@@ -10,6 +10,20 @@ public enum ConnectionMode
     NewConnectionPerRequest,
 }
 
+/// <summary>What one request is.</summary>
+public enum LoadProtocol
+{
+    /// <summary>An HTTP/1.1 GET of <see cref="LoadOptions.Path"/>, judged by its status and body.</summary>
+    Http,
+
+    /// <summary>
+    /// Raw TCP request/response, for servers that do not speak HTTP: <see cref="LoadOptions.RawRequest"/> is sent as is,
+    /// and the response is everything up to the next <see cref="LoadOptions.RawTerminator"/> (a line, by default). With
+    /// <see cref="ConnectionMode.NewConnectionPerRequest"/> the client closes the connection after the response.
+    /// </summary>
+    RawTcp,
+}
+
 /// <summary>
 /// Options of one load run. A run stops at whichever comes first: <see cref="MaxDuration"/>, <see cref="MaxRequests"/>,
 /// <see cref="LoadRun.StopAsync"/>, or the caller's cancellation token. The values are read once, when the run starts.
@@ -18,6 +32,21 @@ public sealed class LoadOptions
 {
     /// <summary>Default: <see cref="ConnectionMode.KeepAlive"/>.</summary>
     public ConnectionMode Mode { get; set; } = ConnectionMode.KeepAlive;
+
+    /// <summary>Default: <see cref="LoadProtocol.Http"/>.</summary>
+    public LoadProtocol Protocol { get; set; } = LoadProtocol.Http;
+
+    /// <summary>RawTcp: the bytes of one request. Default: "ping\n".</summary>
+    public ReadOnlyMemory<byte> RawRequest { get; set; } = "ping\n"u8.ToArray();
+
+    /// <summary>RawTcp: the byte that ends a response. Default: '\n' (a '\r' before it is dropped from the response too).</summary>
+    public byte RawTerminator { get; set; } = (byte)'\n';
+
+    /// <summary>
+    /// RawTcp: responses the server sends unasked on each new connection (a greeting, as SMTP's 220 line), read before
+    /// the first request on it; a connection that ends during them fails that request. Default: 0.
+    /// </summary>
+    public int RawGreetingResponses { get; set; }
 
     /// <summary>Workers per target, each with at most one request in flight. Default: 4; 1 to 4096.</summary>
     public int Concurrency { get; set; } = 4;
@@ -28,7 +57,7 @@ public sealed class LoadOptions
     /// <summary>No more requests than this are started, over all targets. Default: 1,000,000.</summary>
     public long MaxRequests { get; set; } = 1_000_000;
 
-    /// <summary>The request target, starting with '/'. Default: "/".</summary>
+    /// <summary>The request target, starting with '/'. Default: "/". Not used for <see cref="LoadProtocol.RawTcp"/>.</summary>
     public string Path { get; set; } = "/";
 
     /// <summary>How long a connection attempt may take before it counts as <see cref="RequestOutcome.Timeout"/>. Default: 5 s.</summary>
@@ -44,7 +73,7 @@ public sealed class LoadOptions
     public double? RequestsPerSecond { get; set; }
 
     /// <summary>
-    /// Judges the body of every 2xx response; false (or an exception) makes the request <see cref="RequestOutcome.BadBody"/>.
+    /// Judges the body of every 2xx response (RawTcp: every response); false (or an exception) makes the request <see cref="RequestOutcome.BadBody"/>.
     /// Default: null, every body is fine. Called concurrently from many workers.
     /// </summary>
     public Func<string, bool>? BodyValidator { get; set; }
@@ -90,6 +119,21 @@ public sealed class LoadOptions
         if (RequestsPerSecond is { } rate && !(rate > 0 && double.IsFinite(rate)))
         {
             errors.Add($"{nameof(RequestsPerSecond)} must be positive or null (was {rate})");
+        }
+
+        if (!Enum.IsDefined(Protocol))
+        {
+            errors.Add($"{nameof(Protocol)} {Protocol} is not a {nameof(LoadProtocol)}");
+        }
+
+        if (Protocol == LoadProtocol.RawTcp && RawRequest.IsEmpty)
+        {
+            errors.Add($"{nameof(RawRequest)} must not be empty for {nameof(LoadProtocol.RawTcp)}");
+        }
+
+        if (RawGreetingResponses is < 0 or > 100)
+        {
+            errors.Add($"{nameof(RawGreetingResponses)} must be 0 to 100 (was {RawGreetingResponses})");
         }
 
         if (MaxRecordedFailures < 0)

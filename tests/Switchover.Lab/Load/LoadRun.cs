@@ -179,6 +179,11 @@ public sealed class LoadRun : IAsyncDisposable
 
     private static byte[] BuildRequest(LoadTarget target, LoadOptions options)
     {
+        if (options.Protocol == LoadProtocol.RawTcp)
+        {
+            return options.RawRequest.ToArray();
+        }
+
         // IPEndPoint prints IPv6 as [addr]:port, which is what a Host header needs.
         var builder = new StringBuilder()
             .Append("GET ").Append(options.Path).Append(" HTTP/1.1\r\n")

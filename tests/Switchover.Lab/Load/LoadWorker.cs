@@ -20,6 +20,10 @@ internal sealed class LoadWorker : IDisposable
     private readonly Func<string, bool>? _validator;
     private readonly byte[] _request;
     private readonly HttpResponseReader _reader = new();
+    private readonly RawResponseReader _raw = new();
+    private readonly bool _rawTcp;
+    private readonly byte _rawTerminator;
+    private readonly int _rawGreetings;
     private readonly BodyCache _bodies = new();
     private readonly byte[] _closeBuffer = new byte[256];
     private CancellationTokenSource _timeout;
@@ -36,12 +40,16 @@ internal sealed class LoadWorker : IDisposable
         _requestTimeout = options.RequestTimeout;
         _validator = options.BodyValidator;
         _request = request;
+        _rawTcp = options.Protocol == LoadProtocol.RawTcp;
+        _rawTerminator = options.RawTerminator;
+        _rawGreetings = options.RawGreetingResponses;
         _timeout = CancellationTokenSource.CreateLinkedTokenSource(run.AbortToken);
     }
 
     private enum Phase
     {
         Connect,
+        Greeting,
         Send,
         Receive,
     }
@@ -97,6 +105,7 @@ internal sealed class LoadWorker : IDisposable
     {
         CloseSocket();
         _reader.Dispose();
+        _raw.Dispose();
         _timeout.Dispose();
     }
 
@@ -113,6 +122,7 @@ internal sealed class LoadWorker : IDisposable
     private static string Describe(Phase phase) => phase switch
     {
         Phase.Connect => "connecting",
+        Phase.Greeting => "awaiting the greeting",
         Phase.Send => "sending the request",
         _ => "awaiting the response",
     };
@@ -139,14 +149,37 @@ internal sealed class LoadWorker : IDisposable
                     .ConfigureAwait(false);
                 _socket.NoDelay = true;
                 _reader.Reset();
+                _raw.Reset();
                 await _socket.ConnectAsync(_target.EndPoint, _timeout.Token).ConfigureAwait(false);
                 ConnectionsOpened++;
+                if (_rawTcp && _rawGreetings > 0)
+                {
+                    phase = Phase.Greeting;
+                    _timeout.CancelAfter(_requestTimeout);
+                    for (var i = 0; i < _rawGreetings; i++)
+                    {
+                        await _raw.ReadAsync(_socket, _rawTerminator, _timeout.Token).ConfigureAwait(false);
+                    }
+                }
             }
 
             phase = Phase.Send;
             _timeout.CancelAfter(_requestTimeout);
             await _socket.SendAsync(_request, SocketFlags.None, _timeout.Token).ConfigureAwait(false);
             phase = Phase.Receive;
+            if (_rawTcp)
+            {
+                await _raw.ReadAsync(_socket, _rawTerminator, _timeout.Token).ConfigureAwait(false);
+                var response = JudgeBody(_raw.Response);
+                if (_mode == ConnectionMode.NewConnectionPerRequest)
+                {
+                    // A raw protocol has no way to ask the server to close first; the client does, and keeps the TIME_WAIT.
+                    CloseSocket();
+                }
+
+                return response;
+            }
+
             await _reader.ReadAsync(_socket, _timeout.Token).ConfigureAwait(false);
             var attempt = Judge();
             if (_mode == ConnectionMode.NewConnectionPerRequest || _reader.ConnectionClose)
@@ -208,7 +241,12 @@ internal sealed class LoadWorker : IDisposable
             return Attempt.Failed(RequestOutcome.BadStatus, $"HTTP {status}");
         }
 
-        var body = _bodies.GetString(_reader.Body);
+        return JudgeBody(_reader.Body);
+    }
+
+    private Attempt JudgeBody(ReadOnlySpan<byte> bytes)
+    {
+        var body = _bodies.GetString(bytes);
         if (_validator is null)
         {
             return Attempt.Ok(body);

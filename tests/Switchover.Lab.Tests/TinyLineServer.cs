@@ -1,0 +1,181 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Switchover.Lab.Tests;
+
+/// <summary>What <see cref="TinyLineServer"/> does with each request line.</summary>
+public enum LineServerBehavior
+{
+    /// <summary>Answers "echo: LINE\r\n", written one byte at a time so the response arrives in pieces.</summary>
+    Echo,
+
+    /// <summary>Answers "wrong\r\n".</summary>
+    WrongAnswer,
+
+    /// <summary>Answers with half a line, then closes (FIN).</summary>
+    CloseMidResponse,
+
+    /// <summary>Reads the line, then resets the connection.</summary>
+    Reset,
+
+    /// <summary>Reads the line and never answers.</summary>
+    NeverRespond,
+
+    /// <summary>Echoes, and closes after every second answer.</summary>
+    CloseEverySecondResponse,
+}
+
+/// <summary>
+/// A line-oriented TCP server for the raw-TCP tests, on [::]:0 inside a namespace (dual stack). It may greet each
+/// connection with a line first, as SMTP does.
+/// </summary>
+internal sealed class TinyLineServer : IAsyncDisposable
+{
+    private readonly Socket _listener;
+    private readonly LineServerBehavior _behavior;
+    private readonly string? _greeting;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _acceptLoop;
+    private readonly List<Socket> _held = [];
+    private long _requests;
+    private long _connections;
+
+    private TinyLineServer(NetworkNamespace ns, LineServerBehavior behavior, string? greeting)
+    {
+        _behavior = behavior;
+        _greeting = greeting;
+        _listener = ns.CreateSocket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+        _listener.DualMode = true;
+        _listener.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
+        _listener.Listen(1024);
+        Port = ((IPEndPoint)_listener.LocalEndPoint!).Port;
+        _acceptLoop = Task.Run(AcceptLoopAsync);
+    }
+
+    public int Port { get; }
+
+    public long Requests => Interlocked.Read(ref _requests);
+
+    public long Connections => Interlocked.Read(ref _connections);
+
+    public static TinyLineServer Start(NetworkNamespace ns, LineServerBehavior behavior = LineServerBehavior.Echo, string? greeting = null) =>
+        new(ns, behavior, greeting);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Dispose();
+        await _acceptLoop;
+        lock (_held)
+        {
+            foreach (var socket in _held)
+            {
+                socket.Dispose();
+            }
+        }
+
+        _stop.Dispose();
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket connection;
+            try
+            {
+                connection = await _listener.AcceptAsync(_stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+
+            Interlocked.Increment(ref _connections);
+            _ = Task.Run(() => ServeAsync(connection));
+        }
+    }
+
+    private async Task ServeAsync(Socket connection)
+    {
+        var buffer = new byte[4096];
+        var length = 0;
+        var served = 0;
+        var keep = false;
+        try
+        {
+            if (_greeting is not null)
+            {
+                await connection.SendAsync(Encoding.ASCII.GetBytes(_greeting + "\r\n"), SocketFlags.None);
+            }
+
+            while (!_stop.IsCancellationRequested)
+            {
+                var end = buffer.AsSpan(0, length).IndexOf((byte)'\n');
+                if (end < 0)
+                {
+                    var received = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, _stop.Token);
+                    if (received == 0)
+                    {
+                        return;
+                    }
+
+                    length += received;
+                    continue;
+                }
+
+                var line = Encoding.ASCII.GetString(buffer, 0, end).TrimEnd('\r');
+                buffer.AsSpan(end + 1, length - end - 1).CopyTo(buffer);
+                length -= end + 1;
+                Interlocked.Increment(ref _requests);
+                served++;
+                switch (_behavior)
+                {
+                    case LineServerBehavior.WrongAnswer:
+                        await connection.SendAsync("wrong\r\n"u8.ToArray(), SocketFlags.None);
+                        break;
+                    case LineServerBehavior.CloseMidResponse:
+                        await connection.SendAsync("echo: "u8.ToArray(), SocketFlags.None);
+                        connection.Shutdown(SocketShutdown.Both);
+                        return;
+                    case LineServerBehavior.Reset:
+                        connection.LingerState = new LingerOption(true, 0);
+                        return;
+                    case LineServerBehavior.NeverRespond:
+                        keep = true;
+                        lock (_held)
+                        {
+                            _held.Add(connection);
+                        }
+
+                        return;
+                    default:
+                        foreach (var b in Encoding.ASCII.GetBytes($"echo: {line}\r\n"))
+                        {
+                            await connection.SendAsync(new[] { b }, SocketFlags.None);
+                        }
+
+                        if (_behavior == LineServerBehavior.CloseEverySecondResponse && served % 2 == 0)
+                        {
+                            connection.Shutdown(SocketShutdown.Send);
+                            return;
+                        }
+
+                        break;
+                }
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+        {
+            // The client went away or the server is stopping.
+        }
+        finally
+        {
+            if (!keep)
+            {
+                connection.Dispose();
+            }
+        }
+    }
+}
