@@ -264,7 +264,7 @@ public sealed class MigrationHost
     /// <summary>Forgets a migration: its directory, and the migrations directory when it was the last.</summary>
     private void Forget(StateLock held)
     {
-        Forget(held);
+        held.DeleteNamespace();
         try
         {
             System.IO.Directory.Delete(_stateRoot);

@@ -139,13 +139,10 @@ public static class MigrationPlanner
                 [HostCommand.Of([.. ip, "route", "del", "default", "dev", tun, "table", table])]));
             }
 
-            if (spec.Side == MigrationSide.Old)
-            {
-                var mark = "0x" + spec.Mark.ToString("x", CultureInfo.InvariantCulture);
-                Rule(changes, facts, ipv6, MigrationSpec.MarkRulePriority, table, new() { ["fwmark"] = mark }, ["fwmark", mark],
-                    "packets of moved flows (fwmark) go into the tunnel");
-            }
-            else
+            var mark = "0x" + spec.Mark.ToString("x", CultureInfo.InvariantCulture);
+            Rule(changes, facts, ipv6, MigrationSpec.MarkRulePriority, table, new() { ["fwmark"] = mark }, ["fwmark", mark],
+                spec.Side == MigrationSide.Old ? "packets of moved flows (fwmark) go into the tunnel" : "replies of flows that came through the tunnel go back through it");
+            if (spec.Side == MigrationSide.New)
             {
                 foreach (var address in spec.MovedAddresses.Where(a => (a.AddressFamily == AddressFamily.InterNetworkV6) == ipv6))
                 {

@@ -1,0 +1,216 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Switchover.Lab;
+using Switchover.Migration.Gre;
+
+namespace Switchover.IntegrationTests.Migration;
+
+public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, IDisposable
+{
+    private const uint Key = 4242;
+    private const string Tunnel = "gre-sw";
+    private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(4));
+    private readonly string _name = "m" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 4));
+    private FourHostLab _lab = null!;
+
+    private CancellationToken Token => _timeout.Token;
+
+    public async Task InitializeAsync()
+    {
+        Prerequisites.Require();
+        _lab = await FourHostLab.CreateAsync(Token);
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var host in _lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
+        {
+            Directory.Delete(StateDirectory(host), recursive: true);
+        }
+
+        await _lab.DisposeAsync();
+    }
+
+    public void Dispose() => _timeout.Dispose();
+
+    [Fact(Timeout = 240_000)]
+    public async Task A_moved_tuple_reaches_the_new_host_with_the_real_client_address_and_teardown_restores_both_hosts_exactly()
+    {
+        var oldBefore = await SnapshotAsync(_lab.Old);
+        var newBefore = await SnapshotAsync(_lab.New);
+        using var oldWeb = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 80), "old-80");
+        using var oldMail = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 25), "old-25");
+        using var peerServer = new GreeterServer(_lab.Peer, new IPEndPoint(_lab.PeerV4, 7000), "peer-7000");
+
+        await using (var tunnels = await StartTunnelsAsync())
+        await using (var mail = new SwitchoverService(_lab.New, Artifacts.Path("GreetingServer", "GreetingServer.dll"), publicPort: 25))
+        {
+            await mail.DeployAsync("new-25", TimeSpan.FromSeconds(60), Token);
+            await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}");
+            await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
+                "--tuple", "tcp/192.0.2.1:25");
+
+            using var before = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token);
+            Assert.StartsWith("old-25 sees 198.51.100.10:", await before.ReadLineAsync(Token), StringComparison.Ordinal);
+
+            var dryRun = await MigrateAsync(_lab.Old, "move", "tcp/192.0.2.1:25", "--dry-run");
+            Assert.Contains("add element", dryRun, StringComparison.Ordinal);
+            await MigrateAsync(_lab.Old, "move", "tcp/192.0.2.1:25");
+
+            // 1. The moved service answers on the old IP and sees the peer's real address; port 80 stays.
+            LineClient moved;
+            try
+            {
+                moved = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token);
+            }
+            catch (SocketException)
+            {
+                output.WriteLine(tunnels.Describe());
+                foreach (var host in new[] { _lab.Old, _lab.New })
+                {
+                    output.WriteLine($"--- {host}\n" + (await host.TryRunAsync("conntrack", ["-L"], Token)).StandardOutput);
+                    output.WriteLine((await host.TryRunAsync("nft", ["list", "ruleset"], Token)).StandardOutput);
+                    output.WriteLine((await host.TryRunAsync("ip", ["rule"], Token)).StandardOutput);
+                    output.WriteLine((await host.TryRunAsync("ip", ["addr"], Token)).StandardOutput);
+                }
+
+                throw;
+            }
+
+            using (moved)
+            {
+                Assert.StartsWith("220 new-25 ready, you are 198.51.100.10:", await moved.ReadLineAsync(Token), StringComparison.Ordinal);
+                Assert.Equal("250 hello", await moved.AskAsync("ECHO hello", Token));
+
+                // 3. An outbound connection from the new host, from the old IP, leaves from the old host.
+                var outbound = await moved.AskAsync("CONNECT 198.51.100.10 7000 from 192.0.2.1", Token);
+                Assert.StartsWith("250 connected from 192.0.2.1:", outbound, StringComparison.Ordinal);
+                Assert.Contains("peer-7000 sees 192.0.2.1:", outbound, StringComparison.Ordinal);
+
+                // 7. More than the MTU, many times over, through the moved service.
+                Assert.Equal(4_000_000, await moved.AskBulkAsync(4_000_000, Token));
+            }
+
+            using (var web = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 80), Token))
+            {
+                Assert.StartsWith("old-80 sees 198.51.100.10:", await web.ReadLineAsync(Token), StringComparison.Ordinal);
+            }
+
+            // 2. The connection opened before the move still works, on the old host.
+            Assert.Equal("old-25: still here", await before.AskAsync("still here", Token));
+
+            var status = await MigrateAsync(_lab.Old, "status");
+            output.WriteLine(status);
+            Assert.Contains("tcp/192.0.2.1:25", status, StringComparison.Ordinal);
+
+            // 5. Returning the tuple sends new flows to the old host again.
+            await MigrateAsync(_lab.Old, "return", "tcp/192.0.2.1:25");
+            using (var back = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+            {
+                Assert.StartsWith("old-25 sees 198.51.100.10:", await back.ReadLineAsync(Token), StringComparison.Ordinal);
+            }
+
+            output.WriteLine(tunnels.Describe());
+            await MigrateAsync(_lab.Old, "teardown");
+            await MigrateAsync(_lab.New, "teardown");
+        }
+
+        // 8. Both hosts exactly as before: rules, routes, addresses, sysctls, ruleset.
+        Assert.Equal(oldBefore, await SnapshotAsync(_lab.Old));
+        Assert.Equal(newBefore, await SnapshotAsync(_lab.New));
+        Assert.False(Directory.Exists(Path.Combine(StateDirectory(_lab.Old), ".migrations")));
+        Assert.False(Directory.Exists(Path.Combine(StateDirectory(_lab.New), ".migrations")));
+    }
+
+    [Fact(Timeout = 240_000)]
+    public async Task Bad_input_is_refused_with_a_clear_error_and_changes_nothing()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        var before = await SnapshotAsync(_lab.Old);
+        string[] common = ["--tunnel", Tunnel, "--side", "old"];
+
+        await RefusedAsync([.. common, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", "1", "--tuple", "tcp/192.0.2.99:25"], "192.0.2.99 is not an address of this host");
+        await RefusedAsync([.. common, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", "1", "--tuple", "tcp/192.0.2.1:25", "--tuple", "tcp/192.0.2.1:25"], "Overlapping tuples");
+        await RefusedAsync([.. common, "--local", "192.0.2.1", "--remote", "192.0.2.1", "--key", "1"], "to itself");
+        await RefusedAsync([.. common, "--local", "192.0.2.1", "--remote", "203.0.113.1"], "The GRE key is missing");
+
+        Assert.Equal(before, await SnapshotAsync(_lab.Old));
+        Assert.False(Directory.Exists(Path.Combine(StateDirectory(_lab.Old), ".migrations")));
+
+        async Task RefusedAsync(string[] arguments, string message)
+        {
+            var result = await CliAsync(_lab.Old, ["migrate", "setup", "--name", _name, .. arguments]);
+            output.WriteLine($"{string.Join(' ', arguments)} -> {result.ExitCode}: {result.StandardError}");
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains(message, result.StandardError, StringComparison.Ordinal);
+        }
+    }
+
+    private async Task<string> MigrateAsync(NetworkNamespace host, string verb, params string[] arguments)
+    {
+        var result = await CliAsync(host, ["migrate", verb, "--name", _name, .. arguments]);
+        Assert.True(result.ExitCode == 0, $"switchover migrate {verb} {string.Join(' ', arguments)} on {host} failed ({result.ExitCode}): {result.StandardError}");
+        return result.StandardOutput;
+    }
+
+    // Each lab host keeps its own state, as separate machines would (the namespaces share one file system).
+    private static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
+
+    private Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments) =>
+        host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments, "--state-dir", StateDirectory(host)], Token);
+
+    private async Task<Tunnels> StartTunnelsAsync()
+    {
+        var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+        {
+            Name = Tunnel, Local = _lab.OldV4, Remote = _lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.Old.Name,
+        }, Token);
+        try
+        {
+            var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+            {
+                Name = Tunnel, Local = _lab.NewV4, Remote = _lab.OldV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.New.Name,
+            }, Token);
+            return new Tunnels(old, @new);
+        }
+        catch
+        {
+            await old.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Everything a migration may change on a host, as text.</summary>
+    private async Task<string> SnapshotAsync(NetworkNamespace host)
+    {
+        var sb = new StringBuilder();
+        foreach (var command in new[]
+        {
+            new[] { "ip", "-4", "rule" }, ["ip", "-6", "rule"], ["ip", "-4", "route", "show", "table", "all"], ["ip", "-6", "route", "show", "table", "all"],
+            ["ip", "addr"], ["nft", "list", "ruleset"],
+            ["sysctl", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter",
+                "net.ipv4.conf.eth0.accept_local", "net.ipv4.conf.all.accept_local"],
+        })
+        {
+            sb.Append("$ ").AppendJoin(' ', command).Append('\n');
+            // IPv6 link-local addresses and their routes come and go with the kernel's autoconfiguration (DAD), not with us.
+            var lines = (await host.RunAsync(command[0], command[1..], Token)).StandardOutput.Split('\n')
+                .Where(l => !l.Contains("fe80:", StringComparison.Ordinal) && !l.Contains("scope link", StringComparison.Ordinal) || l.Contains("inet ", StringComparison.Ordinal));
+            sb.AppendJoin('\n', lines);
+        }
+
+        return sb.ToString();
+    }
+
+    private sealed class Tunnels(UserspaceGreTunnel old, UserspaceGreTunnel @new) : IAsyncDisposable
+    {
+        public string Describe() => $"old tunnel: {old.Counters}\nnew tunnel: {@new.Counters}";
+
+        public async ValueTask DisposeAsync()
+        {
+            await @new.DisposeAsync();
+            await old.DisposeAsync();
+        }
+    }
+}
