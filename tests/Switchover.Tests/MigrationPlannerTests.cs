@@ -1,0 +1,109 @@
+using System.Net;
+using Switchover.Migration.Model;
+using Switchover.Migration.Plan;
+using Switchover.Netfilter;
+
+namespace Switchover.Tests;
+
+public sealed class MigrationPlannerTests
+{
+    private static readonly MigrationSpec Old = new(NamespaceName.Parse("mail"), MigrationSide.Old, "gre-sw", IPAddress.Parse("192.0.2.1"),
+        IPAddress.Parse("203.0.113.1"), 42, 1472, 0x2f, 47, [SteeredTuple.Parse("tcp/192.0.2.1:25")]);
+
+    private static readonly RuleFact[] DefaultRules =
+    [
+        new(false, 0, "local", new Dictionary<string, string>()), new(false, 32766, "main", new Dictionary<string, string>()),
+        new(true, 0, "local", new Dictionary<string, string>()), new(true, 32766, "main", new Dictionary<string, string>()),
+    ];
+
+    private static HostFacts Fresh => new([IPAddress.Parse("192.0.2.1"), IPAddress.Loopback], DefaultRules,
+        new Dictionary<string, string>
+        {
+            ["net.ipv4.ip_forward"] = "0", ["net.ipv6.conf.all.forwarding"] = "0", ["net.ipv4.conf.all.rp_filter"] = "2",
+            ["net.ipv4.conf.gre-sw.rp_filter"] = "0", ["net.ipv4.conf.gre-sw.accept_local"] = "0",
+        },
+        "eth0", TunnelDeviceExists: true, HasIPv6: true, [], []);
+
+    [Fact]
+    public void The_old_host_gets_the_recipe_in_order_with_exact_undo_of_every_original_value()
+    {
+        var plan = MigrationPlanner.Plan(Old, Fresh, createKernelTunnel: false);
+
+        Assert.Equal(
+        [
+            "addr:gre-sw:169.254.47.1/30", "sysctl:net.ipv4.ip_forward", "sysctl:net.ipv6.conf.all.forwarding", "sysctl:net.ipv4.conf.gre-sw.accept_local",
+            "sysctl:net.ipv4.conf.all.rp_filter", "route:4:47", "rule:4:100:fwmark 0x2f", "local-rule:4", "route:6:47", "rule:6:100:fwmark 0x2f", "local-rule:6",
+            "nft:switchover_mig_mail",
+        ], plan.Select(c => c.Id));
+        var rpFilter = plan.Single(c => c.Id == "sysctl:net.ipv4.conf.all.rp_filter");
+        Assert.Equal(["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=2"], rpFilter.Undo.Single().Arguments);
+        var local = plan.Single(c => c.Id == "local-rule:4");
+        Assert.Equal(["ip", "-4", "rule", "add", "pref", "200", "lookup", "local"], local.Apply[0].Arguments);
+        Assert.Equal(["ip", "-4", "rule", "del", "pref", "0", "lookup", "local"], local.Apply[1].Arguments);
+        Assert.Equal(["ip", "-4", "rule", "add", "pref", "0", "lookup", "local"], local.Undo[0].Arguments);
+    }
+
+    [Fact]
+    public void Planning_again_on_a_host_that_is_set_up_changes_nothing()
+    {
+        var done = Fresh with
+        {
+            LocalAddresses = [IPAddress.Parse("192.0.2.1"), IPAddress.Parse("169.254.47.1")],
+            Rules =
+            [
+                new(false, 100, "47", new Dictionary<string, string> { ["fwmark"] = "0x2f" }), new(false, 200, "local", new Dictionary<string, string>()),
+                new(true, 100, "47", new Dictionary<string, string> { ["fwmark"] = "0x2f" }), new(true, 200, "local", new Dictionary<string, string>()),
+            ],
+            Sysctls = new Dictionary<string, string>
+            {
+                ["net.ipv4.ip_forward"] = "1", ["net.ipv6.conf.all.forwarding"] = "1", ["net.ipv4.conf.all.rp_filter"] = "0",
+                ["net.ipv4.conf.gre-sw.rp_filter"] = "0", ["net.ipv4.conf.gre-sw.accept_local"] = "1",
+            },
+            DefaultRoutes = [(false, "47", "gre-sw"), (true, "47", "gre-sw")],
+            NftTables = ["inet switchover_mig_mail"],
+        };
+
+        Assert.Empty(MigrationPlanner.Plan(Old, done, createKernelTunnel: false));
+    }
+
+    [Fact]
+    public void The_new_host_holds_the_moved_address_and_routes_its_traffic_back_through_the_tunnel()
+    {
+        var spec = Old with { Side = MigrationSide.New, LocalOuter = IPAddress.Parse("203.0.113.1"), RemoteOuter = IPAddress.Parse("192.0.2.1") };
+        var facts = Fresh with { LocalAddresses = [IPAddress.Parse("203.0.113.1")] };
+
+        var plan = MigrationPlanner.Plan(spec, facts, createKernelTunnel: false);
+        var ids = plan.Select(c => c.Id).ToList();
+
+        Assert.Contains("addr:lo:192.0.2.1", ids);
+        Assert.Contains("sysctl:net.ipv4.conf.eth0.accept_local", ids);
+        Assert.Contains("rule:4:60:from 192.0.2.1 iif lo", ids);
+        Assert.Contains("rule:4:50:to 192.0.2.1 ipproto gre", ids);
+        Assert.Contains("rule:4:100:fwmark 0x2f", ids);
+        Assert.Contains("ct mark 0x2f meta mark set 0x2f", plan.Single(c => c.Id == "nft:switchover_mig_mail").Apply[0].Input, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Bad_specs_list_every_problem()
+    {
+        var spec = Old with { RemoteOuter = IPAddress.Parse("192.0.2.1"), Key = null, Tuples = [SteeredTuple.Parse("tcp/192.0.2.9:25"), SteeredTuple.Parse("tcp/192.0.2.9:25")] };
+        var errors = MigrationPlanner.ValidateOnHost(spec, Fresh, [SteeredTuple.Parse("udp/192.0.2.1:53")]);
+
+        Assert.Contains(errors, e => e.Contains("to itself", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("key is missing", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("Overlapping tuples", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("192.0.2.9 is not an address of this host", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("tcp/192.0.2.1:25")]
+    [InlineData("udp/[2001:db8::1]:53")]
+    public void Tuples_round_trip(string text) => Assert.Equal(text, SteeredTuple.Parse(text).ToString());
+
+    [Theory]
+    [InlineData("sctp/192.0.2.1:25")]
+    [InlineData("tcp/192.0.2.1")]
+    [InlineData("tcp/example.org:25")]
+    [InlineData("tcp/192.0.2.1:0")]
+    public void Bad_tuples_say_how_to_write_them(string text) => Assert.Throws<FormatException>(() => SteeredTuple.Parse(text));
+}
