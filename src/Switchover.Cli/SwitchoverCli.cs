@@ -21,6 +21,7 @@ internal static class SwitchoverCli
             status,
             cleanup,
             migrate,
+            TunnelCommand.Create(),
         };
         HelpWithExitCodesAction.Install(root, new Dictionary<Command, ExitCodeHelp>
         {
