@@ -124,6 +124,58 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
     }
 
     [Fact(Timeout = 240_000)]
+    public async Task A_udp_tuple_and_an_ipv6_tuple_move_the_same_way()
+    {
+        var oldV6 = new IPEndPoint(_lab.OldV6, 2525);
+        using var oldDns = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 53), "old-53", ProtocolType.Udp);
+        using var oldV6Mail = new GreeterServer(_lab.Old, oldV6, "old-v6");
+        await using var tunnels = await StartTunnelsAsync();
+        await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}");
+        await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
+            "--tuple", "udp/192.0.2.1:53", "--tuple", "tcp/[2001:db8:2::1]:2525");
+
+        // The services on the new host bind the moved addresses (UDP must, to answer from them).
+        using var newDns = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 53), "new-53", ProtocolType.Udp);
+        using var newV6Mail = new GreeterServer(_lab.New, oldV6, "new-v6");
+
+        Assert.StartsWith("old-53 sees 198.51.100.10:", await UdpAskAsync(), StringComparison.Ordinal);
+        await MigrateAsync(_lab.Old, "move", "udp/192.0.2.1:53");
+        await MigrateAsync(_lab.Old, "move", "tcp/[2001:db8:2::1]:2525");
+
+        Assert.StartsWith("new-53 sees 198.51.100.10:", await UdpAskAsync(), StringComparison.Ordinal);
+        using (var v6 = await LineClient.ConnectAsync(_lab.Peer, oldV6, Token))
+        {
+            Assert.StartsWith("new-v6 sees [2001:db8:100::10]:", await v6.ReadLineAsync(Token), StringComparison.Ordinal);
+            Assert.Equal("new-v6: over IPv6 inside IPv4 GRE", await v6.AskAsync("over IPv6 inside IPv4 GRE", Token));
+        }
+
+        await MigrateAsync(_lab.Old, "return", "udp/192.0.2.1:53");
+        await MigrateAsync(_lab.Old, "return", "tcp/[2001:db8:2::1]:2525");
+        Assert.StartsWith("old-53 sees 198.51.100.10:", await UdpAskAsync(), StringComparison.Ordinal);
+        using (var v6 = await LineClient.ConnectAsync(_lab.Peer, oldV6, Token))
+        {
+            Assert.StartsWith("old-v6 sees [2001:db8:100::10]:", await v6.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        await MigrateAsync(_lab.Old, "teardown");
+        await MigrateAsync(_lab.New, "teardown");
+
+        // A fresh source port each time: a UDP flow that conntrack already knows keeps its old path.
+        async Task<string> UdpAskAsync()
+        {
+            using var socket = _lab.Peer.CreateSocket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            socket.Bind(new IPEndPoint(_lab.PeerV4, 0));
+            await socket.SendToAsync(Encoding.ASCII.GetBytes("query"), SocketFlags.None, new IPEndPoint(_lab.OldV4, 53), Token);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Token);
+            timeout.CancelAfter(TimeSpan.FromSeconds(5));
+            var buffer = new byte[512];
+            var received = await socket.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), timeout.Token);
+            Assert.Equal(new IPEndPoint(_lab.OldV4, 53), received.RemoteEndPoint);
+            return Encoding.ASCII.GetString(buffer, 0, received.ReceivedBytes);
+        }
+    }
+
+    [Fact(Timeout = 240_000)]
     public async Task Bad_input_is_refused_with_a_clear_error_and_changes_nothing()
     {
         await using var tunnels = await StartTunnelsAsync();
