@@ -176,6 +176,52 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
     }
 
     [Fact(Timeout = 240_000)]
+    public async Task When_the_provider_routes_the_ip_to_the_new_host_status_says_so_and_finalize_serves_it_directly()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25");
+        await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25");
+        using var mail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
+        using (var viaTunnel = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await viaTunnel.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        var refused = await CliAsync(_lab.New, ["migrate", "finalize", "--name", _name]);
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("still routes them to the old host", refused.StandardError, StringComparison.Ordinal);
+        Assert.DoesNotContain("arrived here directly", await MigrateAsync(_lab.New, "status"), StringComparison.Ordinal);
+
+        // The provider moves the IP: the router now sends 192.0.2.1 to the new host.
+        // The old host's only address was also the tunnel's end, so the tunnel is cut: the SYN arrives, the reply is lost
+        // until finalize makes the new host answer directly.
+        await _lab.Router.RunAsync("ip", ["route", "add", "192.0.2.1/32", "via", "203.0.113.1"], Token);
+        using (var attempt = _lab.Peer.CreateSocket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(Token))
+        {
+            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            await Record.ExceptionAsync(() => attempt.ConnectAsync(new IPEndPoint(_lab.OldV4, 25), timeout.Token).AsTask());
+        }
+
+        var status = await MigrateAsync(_lab.New, "status");
+        output.WriteLine(status);
+        Assert.Contains("arrived here directly", status, StringComparison.Ordinal);
+
+        await MigrateAsync(_lab.New, "finalize");
+        Assert.Contains("inet 192.0.2.1/32 scope global lo", (await _lab.New.RunAsync("ip", ["addr", "show", "dev", "lo"], Token)).StandardOutput, StringComparison.Ordinal);
+        Assert.DoesNotContain("lookup 47", (await _lab.New.RunAsync("ip", ["rule"], Token)).StandardOutput, StringComparison.Ordinal);
+        using (var after = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await after.ReadLineAsync(Token), StringComparison.Ordinal);
+            Assert.Equal("new-25: served directly", await after.AskAsync("served directly", Token));
+        }
+
+        await MigrateAsync(_lab.Old, "teardown");
+    }
+
+    [Fact(Timeout = 240_000)]
     public async Task Bad_input_is_refused_with_a_clear_error_and_changes_nothing()
     {
         await using var tunnels = await StartTunnelsAsync();
