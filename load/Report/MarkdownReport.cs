@@ -145,8 +145,10 @@ internal static class MarkdownReport
                         Inv($"Each contender runs in fresh namespaces, one after the other, under the same load: {s.Concurrency} connections from the client namespace ") +
                         "(our driver: half to 192.0.2.1:8080, half to [2001:db8::1]:8080; wrk: all to 192.0.2.1:8080)" +
                         (s.Rate is { } rate ? Inv($", capped at {rate:N0} requests/s") : ", each with one request in flight, as fast as the server answers") +
-                        ". Switchover runs first; the baselines replay its number of handoffs" +
-                        (s.MinRequests > 0 ? Inv($" (it hands off until it has at least {s.Handoffs} handoffs and {s.MinRequests:N0} requests)") : string.Empty) + ".")
+                        ". Switchover runs first and sets the schedule: with our driver it hands off until it has at least " +
+                        Inv($"{s.Handoffs} handoffs") + (s.MinRequests > 0 ? Inv($" and {s.MinRequests:N0} requests") : string.Empty) +
+                        "; the baselines then replay its number of handoffs" +
+                        (s.BaselineHandoffs is { } cap ? Inv($" (at most {cap})") : string.Empty) + " at the same interval under the same client.")
             .AppendLine()
             .AppendLine("Our driver counts every request once, as OK or as what went wrong (refused, reset, timeout, EOF before the response, non-2xx, " +
                         "wrong body, other), and never retries. *Failed* includes kept-alive connections the server closed without `Connection: close` " +
@@ -193,8 +195,10 @@ internal static class MarkdownReport
         {
             md.AppendLine("### wrk as the client").AppendLine()
                 .AppendLine(Inv($"`wrk -t2 -c{s.Concurrency} -d<run>s --timeout 10s --latency http://192.0.2.1:8080/` inside the client namespace (`ip netns exec`), ") +
-                            "with `-H \"Connection: close\"` for a new connection per request; wrk runs for a fixed time, so each run replays the handoff count " +
-                            "of our driver's Switchover run in the same mode. wrk's own socket-error counts; it does not check bodies, and has no per-second timeline.")
+                            "with `-H \"Connection: close\"` for a new connection per request. wrk runs for a fixed time, sized from our driver's Switchover run " +
+                            "in the same mode (with room for a 20 % lower request rate when a request count is asked for); Switchover hands off for as long as it " +
+                            "runs, and the baselines replay that count for the same time. The errors are wrk's own socket-error counts; wrk does not check bodies, " +
+                            "and has no per-second timeline.")
                 .AppendLine()
                 .AppendLine("| mode | contender | requests | req/s | socket errors: connect / read / write / timeout | non-2xx/3xx | handoffs | latency p50 / p90 / p99 |")
                 .AppendLine("|---|---|---:|---:|---|---:|---:|---|");

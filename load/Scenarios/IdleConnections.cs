@@ -28,11 +28,15 @@ internal sealed class IdleConnections : IAsyncDisposable
     /// <summary>How many connections each body prefix ("v3") answered.</summary>
     public IReadOnlyDictionary<string, int> AnsweredBy { get; }
 
-    /// <summary>Opens <paramref name="count"/> connections spread over <paramref name="targets"/>, <paramref name="parallel"/> at a time.</summary>
+    /// <summary>
+    /// Opens <paramref name="count"/> connections spread over <paramref name="targets"/>, <paramref name="parallel"/> at a
+    /// time. A connection that fails is not retried: it is left out and its failure recorded in <see cref="Failures"/>.
+    /// </summary>
     public static async Task<IdleConnections> OpenAsync(NetworkNamespace client, IReadOnlyList<IPEndPoint> targets, int count, int parallel, CancellationToken cancellationToken)
     {
-        var sockets = new Socket[count];
-        var answers = new string[count];
+        var sockets = new Socket?[count];
+        var answers = new string?[count];
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
         var next = -1;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromMinutes(2));
@@ -46,10 +50,18 @@ internal sealed class IdleConnections : IAsyncDisposable
                 {
                     var target = targets[i % targets.Count];
                     var socket = client.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                    sockets[i] = socket;
-                    await socket.ConnectAsync(target, timeout.Token);
-                    await socket.SendAsync(Request, SocketFlags.None, timeout.Token);
-                    answers[i] = await ReadResponseBodyAsync(socket, buffer, timeout.Token);
+                    try
+                    {
+                        await socket.ConnectAsync(target, timeout.Token);
+                        await socket.SendAsync(Request, SocketFlags.None, timeout.Token);
+                        answers[i] = await ReadResponseBodyAsync(socket, buffer, timeout.Token);
+                        sockets[i] = socket;
+                    }
+                    catch (Exception e) when (e is SocketException or IOException && !timeout.IsCancellationRequested)
+                    {
+                        failures.Enqueue($"{socket.LocalEndPoint?.ToString() ?? "(unbound)"} -> {target}: {e.Message}");
+                        socket.Dispose();
+                    }
                 }
             }, timeout.Token)));
         }
@@ -63,9 +75,12 @@ internal sealed class IdleConnections : IAsyncDisposable
             throw;
         }
 
-        var answeredBy = answers.GroupBy(a => a.Split(' ')[0]).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
-        return new IdleConnections([.. sockets], answeredBy);
+        var answeredBy = answers.OfType<string>().GroupBy(a => a.Split(' ')[0]).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        return new IdleConnections([.. sockets.OfType<Socket>()], answeredBy) { Failures = [.. failures] };
     }
+
+    /// <summary>Connections that could not be opened and answered, one line each: local and remote end point, and the error.</summary>
+    public IReadOnlyList<string> Failures { get; private init; } = [];
 
     /// <summary>Looks at every connection without blocking: closed by the server (FIN), reset, or still open.</summary>
     public IdleFates Survey()
@@ -109,12 +124,17 @@ internal sealed class IdleConnections : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    // The echo app answers with a short Content-Length body; read the head, then exactly that many bytes.
+    // The echo app answers with a short body, chunked or with a Content-Length; read until the response is complete.
     private static async Task<string> ReadResponseBodyAsync(Socket socket, byte[] buffer, CancellationToken cancellationToken)
     {
         var length = 0;
         while (true)
         {
+            if (length == buffer.Length)
+            {
+                throw new IOException("The response is larger than expected.");
+            }
+
             var read = await socket.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, cancellationToken);
             if (read == 0)
             {
@@ -122,30 +142,59 @@ internal sealed class IdleConnections : IAsyncDisposable
             }
 
             length += read;
-            var text = Encoding.ASCII.GetString(buffer, 0, length);
-            var headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
-            if (headEnd < 0)
+            if (TryParse(Encoding.ASCII.GetString(buffer, 0, length)) is { } body)
             {
-                if (length == buffer.Length)
-                {
-                    throw new IOException("The response head is larger than expected.");
-                }
-
-                continue;
+                return body;
             }
+        }
+    }
 
-            if (!text.StartsWith("HTTP/1.1 200 ", StringComparison.Ordinal))
-            {
-                throw new IOException($"Unexpected response: {text.Split('\r')[0]}");
-            }
+    /// <summary>The body of a complete response, null while incomplete.</summary>
+    internal static string? TryParse(string text)
+    {
+        var headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        if (headEnd < 0)
+        {
+            return null;
+        }
 
-            var header = text[..headEnd].Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase))
-                ?? throw new IOException("The response has no Content-Length.");
+        if (!text.StartsWith("HTTP/1.1 200 ", StringComparison.Ordinal))
+        {
+            throw new IOException($"Unexpected response: {text.Split('\r')[0]}");
+        }
+
+        var headers = text[..headEnd].Split("\r\n");
+        var rest = text[(headEnd + 4)..];
+        if (headers.FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase)) is { } header)
+        {
             var bodyLength = int.Parse(header["Content-Length:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
-            if (length >= headEnd + 4 + bodyLength)
+            return rest.Length >= bodyLength ? rest[..bodyLength] : null;
+        }
+
+        // Chunked: size line, data, CRLF, ... until the zero-size chunk and the blank line after it.
+        var body = new StringBuilder();
+        var position = 0;
+        while (true)
+        {
+            var lineEnd = rest.IndexOf("\r\n", position, StringComparison.Ordinal);
+            if (lineEnd < 0)
             {
-                return text.Substring(headEnd + 4, bodyLength);
+                return null;
             }
+
+            var size = Convert.ToInt32(rest[position..lineEnd].Split(';')[0].Trim(), 16);
+            if (size == 0)
+            {
+                return rest.IndexOf("\r\n", lineEnd + 2, StringComparison.Ordinal) >= 0 ? body.ToString() : null;
+            }
+
+            if (rest.Length < lineEnd + 2 + size + 2)
+            {
+                return null;
+            }
+
+            body.Append(rest, lineEnd + 2, size);
+            position = lineEnd + 2 + size + 2;
         }
     }
 }

@@ -57,14 +57,14 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
 
             progress.Line($"overhead: {string.Join(", ", hosts.Select(h => $"{h.Variant} in {h.Lab.Server.Name} (pid {h.ServerPid})"))}");
             var rounds = new List<OverheadRound>();
-            foreach (var client in settings.Clients)
+            foreach (var client in settings.OverheadClients.Where(settings.Clients.Contains))
             {
                 foreach (var mode in settings.Modes)
                 {
                     // Warm-up: JIT, connection pools and caches, discarded.
                     foreach (var host in hosts)
                     {
-                        await MeasureAsync(host, client, mode, 0, TimeSpan.FromSeconds(1), cancellationToken);
+                        await MeasureAsync(host, client, mode, 0, TimeSpan.FromSeconds(settings.Quick ? 0.5 : 1), cancellationToken);
                     }
 
                     for (var round = 1; round <= settings.OverheadRounds; round++)

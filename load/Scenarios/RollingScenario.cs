@@ -26,20 +26,22 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
         var order = settings.Contenders.OrderBy(c => c == ContenderKind.Switchover ? 0 : 1).ToList();
         foreach (var client in settings.Clients)
         {
-            foreach (var mode in settings.Modes)
+            foreach (var mode in settings.Modes.Where(m => client != ClientKind.Wrk || settings.WrkModes.Contains(m)))
             {
-                // wrk runs for a fixed time, so it replays the handoff count our driver's Switchover run reached.
-                int? replay = client == ClientKind.Wrk
-                    ? runs.FirstOrDefault(r => r.Client == ClientKind.Driver && r.Mode == mode && r.Contender == ContenderKind.Switchover)?.Handoffs.Count
-                      ?? settings.Handoffs
-                    : null;
-                foreach (var kind in order)
+                // Switchover goes first and sets the schedule: our driver hands off until it has the handoffs and the
+                // requests asked for; wrk runs for a fixed time, sized from our driver's run in the same mode, and hands
+                // off as long as that lasts. The baselines replay the reference's handoff count (capped by
+                // BaselineHandoffs) at the same interval, under the same client, for wrk for the same time.
+                var driverReference = runs.FirstOrDefault(r => r.Client == ClientKind.Driver && r.Mode == mode && r.Contender == ContenderKind.Switchover);
+                var wrkSeconds = WrkSeconds(driverReference);
+                int? replay = null;
+                foreach (var kind in order.Where(k => client != ClientKind.Wrk || settings.WrkContenders.Contains(k)))
                 {
-                    var run = await RunOneAsync(kind, client, mode, replay, cancellationToken);
+                    var run = await RunOneAsync(kind, client, mode, replay, wrkSeconds, cancellationToken);
                     runs.Add(run);
                     if (kind == ContenderKind.Switchover)
                     {
-                        replay ??= Math.Max(1, run.Handoffs.Count);
+                        replay = Math.Max(1, Math.Min(run.Handoffs.Count, settings.BaselineHandoffs ?? int.MaxValue));
                     }
                 }
             }
@@ -50,7 +52,8 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
 
     private static bool ValidBody(string body) => body.Length > 3 && body[0] == 'v' && body[^1] == '\n';
 
-    private async Task<RollingRun> RunOneAsync(ContenderKind kind, ClientKind client, ConnectionMode mode, int? replay, CancellationToken cancellationToken)
+    private async Task<RollingRun> RunOneAsync(
+        ContenderKind kind, ClientKind client, ConnectionMode mode, int? replay, int wrkSeconds, CancellationToken cancellationToken)
     {
         await using var lab = await Labs.CreateAsync(cancellationToken);
         await using var contender = Contender.Create(kind, lab, Port);
@@ -65,7 +68,7 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
         DateTime loadStarted;
         if (client == ClientKind.Driver)
         {
-            maxLoad = replay is { } n ? Planned(n) : settings.MaxRunDuration;
+            maxLoad = settings.MaxRunDuration;
             var perTarget = Math.Max(1, settings.Concurrency / 2);
             driver = HttpLoad.Start(
                 [
@@ -86,10 +89,9 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
         }
         else
         {
-            var seconds = (int)Math.Ceiling(Planned(replay ?? settings.Handoffs).TotalSeconds);
-            maxLoad = TimeSpan.FromSeconds(seconds);
+            maxLoad = TimeSpan.FromSeconds(wrkSeconds);
             loadStarted = DateTime.UtcNow;
-            wrk = Wrk.Start(lab.Client, new IPEndPoint(lab.ServerV4, Port), settings.Concurrency, seconds, mode == ConnectionMode.NewConnectionPerRequest);
+            wrk = Wrk.Start(lab.Client, new IPEndPoint(lab.ServerV4, Port), settings.Concurrency, wrkSeconds, mode == ConnectionMode.NewConnectionPerRequest);
         }
 
         await using var driverLifetime = driver;
@@ -98,7 +100,10 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
         for (var i = 0; i < MaxHandoffs; i++)
         {
             var requests = driver is null ? 0 : driver.OkRequests + driver.FailedRequests;
-            var enough = replay is { } exact ? i >= exact : i >= settings.Handoffs && requests >= settings.MinRequests;
+
+            // wrk's requests are known only at its end: its reference run hands off for as long as it runs.
+            var enough = replay is { } exact ? i >= exact
+                : i >= settings.Handoffs && (driver is null ? settings.MinRequests == 0 : requests >= settings.MinRequests);
             var due = settings.Lead + (settings.Interval * i);
             if (enough)
             {
@@ -108,8 +113,11 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
             // A handoff slower than the interval delays the next ones; the load (wrk's in particular) does not wait.
             if ((due > clock.Elapsed ? due : clock.Elapsed) + settings.Tail > maxLoad || wrk is { HasExited: true })
             {
-                var note = $"only {i} handoffs fit in the {maxLoad.TotalSeconds:0} s of load (handoffs slower than the {settings.Interval.TotalSeconds:0.##} s interval)";
-                (kind == ContenderKind.Switchover ? problems : notes).Add(note);
+                if (replay is not null || i < settings.Handoffs)
+                {
+                    notes.Add($"only {i} handoffs fit in the {maxLoad.TotalSeconds:0} s of load (handoffs slower than the {settings.Interval.TotalSeconds:0.##} s interval)");
+                }
+
                 break;
             }
 
@@ -176,6 +184,29 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
         progress.Line(string.Create(CultureInfo.InvariantCulture,
             $"  {run.Label}: {run.Requests:N0} requests ({run.RequestsPerSecond:N0}/s), {run.Failures:N0} failed, {handoffs.Count} handoffs{remarks}"));
         return run;
+    }
+
+    /// <summary>
+    /// wrk's fixed duration: the schedule's, or as long as our driver's Switchover run in the same mode took (when its
+    /// handoffs were slower than the interval, or it went on for the requests asked for), with room for 20 % fewer
+    /// requests per second than our driver saw; plus a second of slack.
+    /// </summary>
+    private int WrkSeconds(RollingRun? reference)
+    {
+        var planned = Planned(settings.Handoffs);
+        if (reference is { Handoffs.Count: > 0 })
+        {
+            var last = reference.Handoffs[^1];
+            var actual = last.StartedUtc + last.Took - reference.LoadStartedUtc + settings.Tail;
+            planned = actual > planned ? actual : planned;
+        }
+
+        if (settings.MinRequests > 0 && reference is { RequestsPerSecond: > 0 } && settings.MinRequests / reference.RequestsPerSecond * 1.2 > planned.TotalSeconds)
+        {
+            planned = TimeSpan.FromSeconds(settings.MinRequests / reference.RequestsPerSecond * 1.2);
+        }
+
+        return (int)Math.Ceiling(planned.TotalSeconds + 1);
     }
 
     /// <summary>How long the load of a run with <paramref name="handoffs"/> on schedule lasts.</summary>

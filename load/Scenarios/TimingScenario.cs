@@ -74,6 +74,20 @@ internal sealed partial class TimingScenario(SuiteSettings settings, Progress pr
             var old = current;
             await using var idle = await IdleConnections.OpenAsync(lab.Client, [v4, v6], settings.IdleConnections, 64, cancellationToken);
             var onOld = idle.AnsweredBy.GetValueOrDefault($"v{version}");
+            if (idle.Failures.Count > 0)
+            {
+                // Over the public port with one generation serving steadily, nothing should fail: keep what conntrack
+                // says about the client ports that did, it shows where their SYN was sent.
+                problems.Add($"{idle.Failures.Count} of {settings.IdleConnections:N0} idle connections to v{version} could not be opened: " +
+                             string.Join("; ", idle.Failures.Take(5)));
+                var conntrack = await lab.Server.TryRunAsync("conntrack", ["-L", "-p", "tcp", "--orig-port-dst", Port.ToString(CultureInfo.InvariantCulture)], cancellationToken);
+                var ports = idle.Failures.Take(5).Select(f => f.Split(' ')[0]).Select(e => e[(e.LastIndexOf(':') + 1)..]).ToHashSet(StringComparer.Ordinal);
+                var lines = conntrack.StandardOutput.Split('\n').Where(l => ports.Any(p => l.Contains($"sport={p} ", StringComparison.Ordinal))).Take(10);
+                problems.Add("conntrack entries of those client ports: " + string.Join(" | ", lines));
+                progress.Line("  " + problems[^2]);
+                progress.Line("  " + problems[^1]);
+            }
+
             var launched = DateTime.UtcNow;
             current = await service.DeployAsync($"v{++version}", Timeout, cancellationToken);
             TimeSpan? exited = null;

@@ -30,19 +30,23 @@ internal static class SuiteCommand
             Description = "Rolling load clients: driver (ours), wrk (default: both).",
             AllowMultipleArgumentsPerToken = true,
         };
-        var handoffs = new Option<int?>("--handoffs") { Description = "Handoffs per rolling run at least (default 10; quick 3)." };
+        var handoffs = new Option<int?>("--handoffs") { Description = "Handoffs per rolling run at least (default 8; quick 2)." };
         var minRequests = new Option<long?>("--min-requests")
         {
             Description = "Requests the Switchover run of each mode must see at least, with our driver; handoffs continue until then (default 0).",
         };
-        var interval = new Option<double?>("--interval") { Description = "Seconds from one handoff's start to the next (default 1.5; quick 1.2)." };
+        var baselineHandoffs = new Option<int?>("--baseline-handoffs")
+        {
+            Description = "Cap the baselines' handoffs per run (default: as many as the Switchover run did, which --min-requests can make many).",
+        };
+        var interval = new Option<double?>("--interval") { Description = "Seconds from one handoff's start to the next (default 2; quick 1.5)." };
         var concurrency = new Option<int?>("--concurrency") { Description = "Connections of the rolling and overhead load, ours and wrk's (default 32)." };
         var rate = new Option<double?>("--rate") { Description = "Cap our driver's request rate (requests/s over all connections); default: uncapped." };
-        var swaps = new Option<int?>("--swaps") { Description = "Handoffs of the timing scenario (default 20; quick 6)." };
+        var swaps = new Option<int?>("--swaps") { Description = "Handoffs of the timing scenario (default 20; quick 4)." };
         var idle = new Option<int?>("--idle-connections") { Description = "Idle connections held open on the old generation (default 10000)." };
-        var idleSwaps = new Option<int?>("--idle-swaps") { Description = "Handoffs with the idle connections held (default 5; quick 2)." };
+        var idleSwaps = new Option<int?>("--idle-swaps") { Description = "Handoffs with the idle connections held (default 5; quick 1)." };
         var rounds = new Option<int?>("--overhead-rounds") { Description = "Alternating rounds per variant of the overhead scenario (default 3; quick 2)." };
-        var roundSeconds = new Option<double?>("--overhead-seconds") { Description = "Seconds per overhead round (default 3; quick 1.5)." };
+        var roundSeconds = new Option<double?>("--overhead-seconds") { Description = "Seconds per overhead round (default 3; quick 1)." };
         var maxMinutes = new Option<double?>("--max-minutes") { Description = "Abort the suite after this many minutes (default 30; quick 10)." };
         var output = new Option<string?>("--output") { Description = "Report directory (default load/results/<UTC timestamp>)." };
 
@@ -51,7 +55,7 @@ internal static class SuiteCommand
             "Exit codes: 0 Switchover showed no failure; 1 Switchover showed a failure; 2 the suite could not run; 3 the naive baseline " +
             "showed no failure either (the harness did not see drops).")
         {
-            quick, scenarios, modes, contenders, clients, handoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
+            quick, scenarios, modes, contenders, clients, handoffs, baselineHandoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
             roundSeconds, maxMinutes, output,
         };
 
@@ -74,6 +78,7 @@ internal static class SuiteCommand
                     Clients = Pick(parse.GetValue(clients), "client", ["driver", "wrk"])?
                         .Select(c => c == "wrk" ? ClientKind.Wrk : ClientKind.Driver).ToList() ?? settings.Clients,
                     Handoffs = Positive(parse.GetValue(handoffs), "--handoffs") ?? settings.Handoffs,
+                    BaselineHandoffs = Positive(parse.GetValue(baselineHandoffs), "--baseline-handoffs") ?? settings.BaselineHandoffs,
                     MinRequests = parse.GetValue(minRequests) is { } m and >= 0 ? m : settings.MinRequests,
                     Interval = Seconds(parse.GetValue(interval), "--interval") ?? settings.Interval,
                     Concurrency = Positive(parse.GetValue(concurrency), "--concurrency") ?? settings.Concurrency,

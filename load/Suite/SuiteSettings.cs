@@ -39,6 +39,12 @@ internal sealed record SuiteSettings
 
     public IReadOnlyList<ClientKind> Clients { get; init; } = [ClientKind.Driver, ClientKind.Wrk];
 
+    /// <summary>Modes in which wrk runs too (the quick suite: keep-alive only).</summary>
+    public IReadOnlyList<ConnectionMode> WrkModes { get; init; } = [ConnectionMode.KeepAlive, ConnectionMode.NewConnectionPerRequest];
+
+    /// <summary>Contenders that wrk runs against (the quick suite: Switchover and the naive baseline).</summary>
+    public IReadOnlyList<ContenderKind> WrkContenders { get; init; } = [ContenderKind.Switchover, ContenderKind.Naive, ContenderKind.ReusePort];
+
     /// <summary>Connections (workers) over all targets of one rolling run, and of wrk (-c).</summary>
     public int Concurrency { get; init; } = 32;
 
@@ -46,13 +52,16 @@ internal sealed record SuiteSettings
     public double? Rate { get; init; }
 
     /// <summary>Handoffs of the reference (Switchover) run at least; the baselines replay its count.</summary>
-    public int Handoffs { get; init; } = 10;
+    public int Handoffs { get; init; } = 8;
+
+    /// <summary>At most this many handoffs for the baselines; null: as many as the Switchover run did.</summary>
+    public int? BaselineHandoffs { get; init; }
 
     /// <summary>Requests the reference (Switchover, our driver) run of each mode must see at least; handoffs go on until then.</summary>
     public long MinRequests { get; init; }
 
     /// <summary>From the start of one handoff to the start of the next (a slower handoff delays the next one).</summary>
-    public TimeSpan Interval { get; init; } = TimeSpan.FromSeconds(1.5);
+    public TimeSpan Interval { get; init; } = TimeSpan.FromSeconds(2);
 
     /// <summary>Load before the first handoff.</summary>
     public TimeSpan Lead { get; init; } = TimeSpan.FromSeconds(2);
@@ -62,6 +71,9 @@ internal sealed record SuiteSettings
 
     /// <summary>No rolling run's load lasts longer than this, whatever MinRequests asks.</summary>
     public TimeSpan MaxRunDuration { get; init; } = TimeSpan.FromMinutes(20);
+
+    /// <summary>Clients of the overhead scenario (the quick suite leaves wrk out there).</summary>
+    public IReadOnlyList<ClientKind> OverheadClients { get; init; } = [ClientKind.Driver, ClientKind.Wrk];
 
     public int OverheadRounds { get; init; } = 3;
 
@@ -85,14 +97,17 @@ internal sealed record SuiteSettings
     public static SuiteSettings QuickSuite { get; } = new()
     {
         Quick = true,
-        Handoffs = 3,
-        Interval = TimeSpan.FromSeconds(1.2),
+        Handoffs = 2,
+        Interval = TimeSpan.FromSeconds(1.5),
         Lead = TimeSpan.FromSeconds(1),
-        Tail = TimeSpan.FromSeconds(2),
+        Tail = TimeSpan.FromSeconds(1.5),
+        WrkModes = [ConnectionMode.KeepAlive],
+        WrkContenders = [ContenderKind.Switchover, ContenderKind.Naive],
+        OverheadClients = [ClientKind.Driver],
         OverheadRounds = 2,
-        OverheadRoundDuration = TimeSpan.FromSeconds(1.5),
-        TimingSwaps = 6,
-        IdleSwaps = 2,
+        OverheadRoundDuration = TimeSpan.FromSeconds(1),
+        TimingSwaps = 4,
+        IdleSwaps = 1,
         MaxSuiteDuration = TimeSpan.FromMinutes(10),
     };
 }

@@ -1,0 +1,305 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Switchover.Lab;
+using Switchover.Migration.Bench;
+using Switchover.Migration.Gre;
+
+var options = BenchOptions.Parse(args);
+if (options is null)
+{
+    Console.Error.WriteLine("usage: GreBench [--seconds N (5)] [--round-trips N (20000)] [--outer 4|6 (4)] [--payload BYTES (64)] [--repeat N (3)]");
+    return 2;
+}
+
+if (Environment.UserName != "root")
+{
+    Console.Error.WriteLine("GreBench needs root (network namespaces, a TUN device, raw sockets).");
+    return 1;
+}
+
+await using var bench = await BenchLab.CreateAsync(options.OuterV6);
+Console.WriteLine($"GreBench: {bench}; {Environment.ProcessorCount} CPUs, .NET {Environment.Version}, kernel {Environment.OSVersion.Version}");
+Console.WriteLine($"throughput: one TCP stream A -> B for {options.Seconds} s; latency: {options.RoundTrips} UDP round trips of {options.Payload} bytes; " +
+    $"each {options.Repeat} times, direct and tunnel alternating, after a warm-up");
+Console.WriteLine();
+
+var direct = new PathResults("direct veth", bench.DirectB);
+var tunnel = new PathResults("userspace GRE", bench.InnerB);
+foreach (var path in new[] { direct, tunnel })
+{
+    await Measure.TcpThroughputAsync(bench, path.Target, TimeSpan.FromSeconds(1));
+    Measure.UdpRoundTrips(bench, path.Target, 1000, options.Payload);
+}
+
+for (var run = 0; run < options.Repeat; run++)
+{
+    foreach (var path in new[] { direct, tunnel })
+    {
+        path.Throughput.Add(await Measure.TcpThroughputAsync(bench, path.Target, TimeSpan.FromSeconds(options.Seconds)));
+        path.RoundTrips.AddRange(Measure.UdpRoundTrips(bench, path.Target, options.RoundTrips, options.Payload));
+    }
+}
+
+Console.WriteLine($"{"path",-14} {"TCP Mbit/s (median of runs)",28} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9}");
+foreach (var path in new[] { direct, tunnel })
+{
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"{path.Name,-14} {path.MedianMbits,28:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0}"));
+}
+
+Console.WriteLine();
+Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+    $"tunnel/direct: throughput {tunnel.MedianMbits / direct.MedianMbits:0.00}x, RTT p50 {tunnel.Percentile(0.5) / direct.Percentile(0.5):0.00}x " +
+    $"(+{tunnel.Percentile(0.5) - direct.Percentile(0.5):0.0} µs), p99 {tunnel.Percentile(0.99) / direct.Percentile(0.99):0.00}x " +
+    $"(+{tunnel.Percentile(0.99) - direct.Percentile(0.99):0.0} µs)"));
+Console.WriteLine("runs (Mbit/s): direct " + string.Join(", ", direct.Throughput.Select(t => t.ToString("0", CultureInfo.InvariantCulture))) +
+    "; tunnel " + string.Join(", ", tunnel.Throughput.Select(t => t.ToString("0", CultureInfo.InvariantCulture))));
+Console.WriteLine($"tunnel counters A: {bench.TunnelA.Counters}");
+Console.WriteLine($"tunnel counters B: {bench.TunnelB.Counters}");
+var dropped = bench.TunnelA.Counters.RxDropped + bench.TunnelB.Counters.RxDropped + bench.TunnelA.Counters.TxErrors + bench.TunnelB.Counters.TxErrors;
+return dropped == 0 ? 0 : 1;
+
+namespace Switchover.Migration.Bench
+{
+    internal sealed record BenchOptions(int Seconds, int RoundTrips, bool OuterV6, int Payload, int Repeat)
+    {
+        public static BenchOptions? Parse(string[] args)
+        {
+            var options = new BenchOptions(5, 20_000, false, 64, 3);
+            for (var i = 0; i + 1 < args.Length + 1; i += 2)
+            {
+                if (i >= args.Length)
+                {
+                    break;
+                }
+
+                if (i + 1 >= args.Length || !int.TryParse(args[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value <= 0)
+                {
+                    return null;
+                }
+
+                options = args[i] switch
+                {
+                    "--seconds" => options with { Seconds = value },
+                    "--round-trips" => options with { RoundTrips = value },
+                    "--outer" when value is 4 or 6 => options with { OuterV6 = value == 6 },
+                    "--payload" when value <= 1400 => options with { Payload = value },
+                    "--repeat" => options with { Repeat = value },
+                    _ => null,
+                };
+                if (options is null)
+                {
+                    return null;
+                }
+            }
+
+            return options;
+        }
+    }
+
+    internal sealed class PathResults(string name, IPAddress target)
+    {
+        public string Name { get; } = name;
+
+        public IPAddress Target { get; } = target;
+
+        public List<double> Throughput { get; } = [];
+
+        public List<double> RoundTrips { get; } = [];
+
+        public double MedianMbits => Throughput.Order().ElementAt(Throughput.Count / 2);
+
+        public double Percentile(double p)
+        {
+            var sorted = RoundTrips.Order().ToList();
+            return sorted[Math.Min(sorted.Count - 1, (int)(p * sorted.Count))];
+        }
+    }
+
+    /// <summary>
+    /// Hosts A and B on one veth link (198.51.100.1/.2 or 2001:db8:100::1/::2), a userspace GRE tunnel between them
+    /// with a key, and inner addresses 203.0.113.1/.2 on it. The tunnels run in this process, as the agent runs them.
+    /// </summary>
+    internal sealed class BenchLab : IAsyncDisposable
+    {
+        private BenchLab(NetworkNamespace a, NetworkNamespace b, bool outerV6)
+        {
+            A = a;
+            B = b;
+            DirectB = IPAddress.Parse(outerV6 ? "2001:db8:100::2" : "198.51.100.2");
+        }
+
+        public NetworkNamespace A { get; }
+
+        public NetworkNamespace B { get; }
+
+        public IPAddress DirectB { get; }
+
+        public IPAddress InnerB { get; } = IPAddress.Parse("203.0.113.2");
+
+        public UserspaceGreTunnel TunnelA { get; private set; } = null!;
+
+        public UserspaceGreTunnel TunnelB { get; private set; } = null!;
+
+        public static async Task<BenchLab> CreateAsync(bool outerV6)
+        {
+            var a = await NetworkNamespace.CreateAsync("so-ba", CancellationToken.None);
+            var b = await NetworkNamespace.CreateAsync("so-bb", CancellationToken.None);
+            var lab = new BenchLab(a, b, outerV6);
+            try
+            {
+                await lab.SetUpAsync(outerV6);
+                return lab;
+            }
+            catch
+            {
+                await lab.DisposeAsync();
+                throw;
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (TunnelA is not null)
+            {
+                await TunnelA.DisposeAsync();
+            }
+
+            if (TunnelB is not null)
+            {
+                await TunnelB.DisposeAsync();
+            }
+
+            await B.DisposeAsync();
+            await A.DisposeAsync();
+        }
+
+        public override string ToString() =>
+            $"veth {TunnelA.Options.Local} <-> {TunnelA.Options.Remote}, tunnel {TunnelA.Options.Name} key {TunnelA.Options.Key} mtu {TunnelA.Options.EffectiveMtu}";
+
+        private async Task SetUpAsync(bool outerV6)
+        {
+            await A.RunAsync("ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", B.Name], CancellationToken.None);
+            foreach (var (ns, host) in new[] { (A, 1), (B, 2) })
+            {
+                await ns.RunAsync("ip", ["addr", "add", $"198.51.100.{host}/24", "dev", "eth0"], CancellationToken.None);
+                await ns.RunAsync("ip", ["-6", "addr", "add", $"2001:db8:100::{host}/64", "dev", "eth0", "nodad"], CancellationToken.None);
+                await ns.RunAsync("ip", ["link", "set", "eth0", "up"], CancellationToken.None);
+            }
+
+            var localA = IPAddress.Parse(outerV6 ? "2001:db8:100::1" : "198.51.100.1");
+            TunnelA = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+            {
+                Name = "gre1", Local = localA, Remote = DirectB, Key = 1, NetworkNamespace = A.Name,
+            }, CancellationToken.None);
+            TunnelB = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+            {
+                Name = "gre1", Local = DirectB, Remote = localA, Key = 1, NetworkNamespace = B.Name,
+            }, CancellationToken.None);
+            await A.RunAsync("ip", ["addr", "add", "203.0.113.1/24", "dev", "gre1"], CancellationToken.None);
+            await B.RunAsync("ip", ["addr", "add", "203.0.113.2/24", "dev", "gre1"], CancellationToken.None);
+            await Task.Delay(500); // carrier on the veth pair
+        }
+    }
+
+    internal static class Measure
+    {
+        /// <summary>One TCP stream from A to <paramref name="target"/> in B for <paramref name="duration"/>; Mbit/s received.</summary>
+        public static async Task<double> TcpThroughputAsync(BenchLab lab, IPAddress target, TimeSpan duration)
+        {
+            using var listener = lab.B.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            listener.Bind(new IPEndPoint(target, 0));
+            listener.Listen();
+            using var client = lab.A.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            await client.ConnectAsync(listener.LocalEndPoint!);
+            using var server = await listener.AcceptAsync();
+
+            long received = 0;
+            var stopwatch = new Stopwatch();
+            var receiver = new Thread(() =>
+            {
+                var buffer = new byte[256 * 1024];
+                int n;
+                while ((n = server.Receive(buffer)) > 0)
+                {
+                    if (received == 0)
+                    {
+                        stopwatch.Start();
+                    }
+
+                    received += n;
+                }
+            }) { Name = "bench receiver" };
+            receiver.Start();
+
+            var chunk = new byte[128 * 1024];
+            var deadline = Stopwatch.StartNew();
+            while (deadline.Elapsed < duration)
+            {
+                client.Send(chunk);
+            }
+
+            client.Shutdown(SocketShutdown.Send);
+            receiver.Join(TimeSpan.FromSeconds(30));
+            stopwatch.Stop();
+            return received * 8 / stopwatch.Elapsed.TotalSeconds / 1e6;
+        }
+
+        /// <summary>Round trips of one datagram from A to an echo in B and back, one at a time; microseconds each.</summary>
+        public static List<double> UdpRoundTrips(BenchLab lab, IPAddress target, int count, int payload)
+        {
+            var any = target.AddressFamily == AddressFamily.InterNetwork ? IPAddress.Any : IPAddress.IPv6Any;
+            using var echo = lab.B.CreateSocket(target.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+            echo.Bind(new IPEndPoint(target, 0));
+            using var client = lab.A.CreateSocket(target.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+            client.Connect(echo.LocalEndPoint!);
+            client.ReceiveTimeout = 1000;
+            using var stop = new CancellationTokenSource();
+            var server = new Thread(() =>
+            {
+                var buffer = new byte[2048];
+                EndPoint from = new IPEndPoint(any, 0);
+                echo.ReceiveTimeout = 200;
+                while (!stop.IsCancellationRequested)
+                {
+                    try
+                    {
+                        var n = echo.ReceiveFrom(buffer, ref from);
+                        echo.SendTo(buffer.AsSpan(0, n), from);
+                    }
+                    catch (SocketException)
+                    {
+                        // Timeout: look at the stop flag again.
+                    }
+                }
+            }) { Name = "bench echo" };
+            server.Start();
+
+            var results = new List<double>(count);
+            var data = new byte[payload];
+            var reply = new byte[2048];
+            var total = Stopwatch.StartNew();
+            for (var i = 0; i < count && total.Elapsed < TimeSpan.FromSeconds(60); i++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                client.Send(data);
+                try
+                {
+                    client.Receive(reply);
+                }
+                catch (SocketException)
+                {
+                    continue; // Lost: not a round trip.
+                }
+
+                results.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+            }
+
+            stop.Cancel();
+            server.Join();
+            return results;
+        }
+    }
+}
