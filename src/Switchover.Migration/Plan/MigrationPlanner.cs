@@ -93,8 +93,8 @@ public static class MigrationPlanner
         if (!facts.Owns(linkAddress))
         {
             changes.Add(new HostChange($"addr:{tun}:{spec.LinkAddress}", $"give the tunnel its link address {spec.LinkAddress}",
-            [HostCommand.Of("ip", "addr", "add", spec.LinkAddress, "dev", tun)],
-            [HostCommand.Of("ip", "addr", "del", spec.LinkAddress, "dev", tun)]));
+                [HostCommand.Of("ip", "addr", "add", spec.LinkAddress, "dev", tun)],
+                [HostCommand.Of("ip", "addr", "del", spec.LinkAddress, "dev", tun)]));
         }
 
         if (spec.Side == MigrationSide.Old)
@@ -135,8 +135,8 @@ public static class MigrationPlanner
             if (!facts.DefaultRoutes.Contains((ipv6, table, tun)))
             {
                 changes.Add(new HostChange($"route:{(ipv6 ? 6 : 4)}:{table}", $"table {table}: everything into the tunnel (IPv{(ipv6 ? 6 : 4)})",
-                [HostCommand.Of([.. ip, "route", "add", "default", "dev", tun, "table", table])],
-                [HostCommand.Of([.. ip, "route", "del", "default", "dev", tun, "table", table])]));
+                    [HostCommand.Of([.. ip, "route", "add", "default", "dev", tun, "table", table])],
+                    [HostCommand.Of([.. ip, "route", "del", "default", "dev", tun, "table", table])]));
             }
 
             var mark = "0x" + spec.Mark.ToString("x", CultureInfo.InvariantCulture);
