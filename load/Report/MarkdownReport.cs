@@ -197,7 +197,7 @@ internal static class MarkdownReport
                 .AppendLine(Inv($"`wrk -t2 -c{s.Concurrency} -d<run>s --timeout 10s --latency http://192.0.2.1:8080/` inside the client namespace (`ip netns exec`), ") +
                             "with `-H \"Connection: close\"` for a new connection per request. wrk runs for a fixed time, sized from our driver's Switchover run " +
                             "in the same mode (with room for a 20 % lower request rate when a request count is asked for); Switchover hands off for as long as it " +
-                            "runs, and the baselines replay that count for the same time. The errors are wrk's own socket-error counts; wrk does not check bodies, " +
+                            "runs, and the baselines replay that count for the same time (or, replaying fewer, for their schedule and a quarter more). The errors are wrk's own socket-error counts; wrk does not check bodies, " +
                             "and has no per-second timeline.")
                 .AppendLine()
                 .AppendLine("| mode | contender | requests | req/s | socket errors: connect / read / write / timeout | non-2xx/3xx | handoffs | latency p50 / p90 / p99 |")
