@@ -109,6 +109,29 @@ public sealed class UserspaceTunnelTests
         Assert.True(await Traffic.ReceivesAsync(receiver, TimeSpan.FromSeconds(5)), "the same packet from the remote was not delivered");
     }
 
+    [Theory(Timeout = 60_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task Outer_packets_carry_the_configured_firewall_mark_and_ttl_so_policy_routing_can_steer_them(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { FirewallMark = 0x2a, Ttl = 33 });
+
+        // Counted in A's own namespace, which goes away with the test.
+        var family = outer == AddressFamily.InterNetwork ? "ip" : "ip6";
+        string[] header = outer == AddressFamily.InterNetwork ? ["ip", "protocol", "gre", "ip", "ttl", "33"] : ["ip6", "nexthdr", "gre", "ip6", "hoplimit", "33"];
+        await lab.A.RunAsync("nft", ["add", "table", family, "so_mark"], CancellationToken.None);
+        await lab.A.RunAsync("nft", ["add", "chain", family, "so_mark", "out", "{ type filter hook output priority 0; policy accept; }"], CancellationToken.None);
+        await lab.A.RunAsync("nft", ["add", "rule", family, "so_mark", "out", "meta", "mark", "0x2a", .. header, "counter"], CancellationToken.None);
+        for (var i = 0; i < 5; i++)
+        {
+            await Traffic.UdpRoundTripAsync(lab.B, GreLab.InnerB4, lab.A);
+        }
+
+        var listing = await lab.A.RunAsync("nft", ["list", "table", family, "so_mark"], CancellationToken.None);
+        var packets = System.Text.RegularExpressions.Regex.Match(listing.StandardOutput, @"counter packets (\d+)");
+        Assert.True(packets.Success && int.Parse(packets.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) >= 5, listing.StandardOutput);
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task Packets_for_an_interface_that_is_down_are_counted_as_errors_not_lost_silently()
     {
