@@ -60,7 +60,7 @@ internal static class MigrateCommand
             AllowMultipleArgumentsPerToken = true,
             CustomParser = ParseTuples,
         };
-        var kernel = new Option<bool>("--kernel-gre") { Description = "Create a kernel GRE device instead of using a running userspace tunnel (switchover tunnel run)." };
+        var kernel = new Option<bool>("--kernel-gre") { Description = "Create a kernel GRE device even if detection says the kernel has none. Default: when the device does not exist, a kernel GRE device is created where the kernel supports it; otherwise start the userspace tunnel first (switchover tunnel run)." };
         var dryRun = DryRun();
         var stateDir = StateDir();
         var command = new Command("setup", "Set up this host's side: sysctls, addresses, policy routing, the steering table. Idempotent.")

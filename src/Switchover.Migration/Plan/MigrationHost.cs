@@ -1,4 +1,5 @@
 using System.Globalization;
+using Switchover.Migration.Gre;
 using Switchover.Migration.Model;
 using Switchover.Netfilter;
 using Switchover.Processes;
@@ -48,6 +49,13 @@ public sealed class MigrationHost
 
         var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
         var errors = MigrationPlanner.ValidateOnHost(spec, facts, OtherTuples(spec.Name));
+        if (!facts.TunnelDeviceExists && !createKernelTunnel)
+        {
+            // Kernel GRE is the default where the kernel has it; detected now, in a throwaway namespace.
+            var support = await GreSupport.DetectAsync(cancellationToken).ConfigureAwait(false);
+            createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel;
+        }
+
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using Switchover.Migration.Gre;
 using Switchover.Migration.Model;
 using Switchover.Netfilter;
 
@@ -79,14 +80,11 @@ public static class MigrationPlanner
 
         if (createKernelTunnel)
         {
-            var kind = spec.HasIPv6Outer ? "ip6gre" : "gre";
-            changes.Add(new HostChange($"link:{tun}", $"create kernel {kind} tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}",
-                [
-                    HostCommand.Of("ip", "link", "add", tun, "type", kind, "local", spec.LocalOuter.ToString(), "remote", spec.RemoteOuter.ToString(),
-                        "ttl", "64", "key", spec.Key!.Value.ToString(CultureInfo.InvariantCulture)),
-                    HostCommand.Of("ip", "link", "set", tun, "mtu", spec.Mtu.ToString(CultureInfo.InvariantCulture), "up"),
-                ],
-                [HostCommand.Of("ip", "link", "del", tun)]));
+            // The kernel dataplane renders its own commands; the plan only journals them with their undo.
+            var options = new TunnelOptions { Name = tun, Local = spec.LocalOuter, Remote = spec.RemoteOuter, Key = spec.Key, Mtu = spec.Mtu };
+            changes.Add(new HostChange($"link:{tun}", $"create the kernel GRE tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}",
+                [Of(KernelGreDataplane.AddCommand(options)), Of(KernelGreDataplane.UpCommand(options))],
+                [Of(KernelGreDataplane.DeleteCommand(options))]));
         }
 
         var linkAddress = IPAddress.Parse(spec.LinkAddress.Split('/')[0]);
@@ -173,6 +171,8 @@ public static class MigrationPlanner
             [new HostCommand(["nft", "-f", "-"], SteeringTable.RenderDelete(steering.TableName))]));
         return changes;
     }
+
+    private static HostCommand Of(Processes.Command command) => new([command.FileName, .. command.Arguments]);
 
     private static void Sysctl(List<HostChange> changes, HostFacts facts, string key, string value, string why)
     {
