@@ -43,7 +43,7 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
         using var oldMail = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 25), "old-25");
         using var peerServer = new GreeterServer(_lab.Peer, new IPEndPoint(_lab.PeerV4, 7000), "peer-7000");
 
-        await using (var tunnels = await StartTunnelsAsync())
+        await using (var tunnels = await StartAgentsAsync())
         await using (var mail = new SwitchoverService(_lab.New, Artifacts.Path("GreetingServer", "GreetingServer.dll"), publicPort: 25))
         {
             await mail.DeployAsync("new-25", TimeSpan.FromSeconds(60), Token);
@@ -279,6 +279,27 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
         }
     }
 
+    /// <summary>The userspace tunnel as it runs in production: a long-lived 'switchover tunnel run' agent on each host.</summary>
+    private async Task<Agents> StartAgentsAsync()
+    {
+        var agents = new Agents();
+        foreach (var (host, local, remote) in new[] { (_lab.Old, _lab.OldV4, _lab.NewV4), (_lab.New, _lab.NewV4, _lab.OldV4) })
+        {
+            Directory.CreateDirectory(StateDirectory(host));
+            var agent = host.StartProcess("dotnet", [Artifacts.Cli, "tunnel", "run", "--name", Tunnel, "--local", local.ToString(), "--remote", remote.ToString(),
+                "--key", $"{Key}", "--mtu", "1472", "--dataplane", "userspace", "--socket", Path.Combine(StateDirectory(host), "tunnel.sock")]);
+            agents.Processes.Add(agent);
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while ((await host.TryRunAsync("ip", ["link", "show", "dev", Tunnel], Token)).ExitCode != 0)
+            {
+                Assert.False(agent.HasExited || DateTime.UtcNow > deadline, $"The tunnel agent on {host} did not create {Tunnel}:\n{agent.Output}");
+                await Task.Delay(100, Token);
+            }
+        }
+
+        return agents;
+    }
+
     /// <summary>Everything a migration may change on a host, as text.</summary>
     private async Task<string> SnapshotAsync(NetworkNamespace host)
     {
@@ -299,6 +320,23 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
         }
 
         return sb.ToString();
+    }
+
+    private sealed class Agents : IAsyncDisposable
+    {
+        public List<LabProcess> Processes { get; } = [];
+
+        public string Describe() => string.Join('\n', Processes.Select(p => p.Output));
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var agent in Processes)
+            {
+                agent.SendSignal(Signals.Terminate);
+                Assert.Equal(0, await agent.Exited.WaitAsync(TimeSpan.FromSeconds(30)));
+                await agent.DisposeAsync();
+            }
+        }
     }
 
     private sealed class Tunnels(UserspaceGreTunnel old, UserspaceGreTunnel @new) : IAsyncDisposable
