@@ -216,6 +216,10 @@ namespace Switchover.Migration.Bench
             await client.ConnectAsync(listener.LocalEndPoint!);
             using var server = await listener.AcceptAsync();
 
+            // A path that stops carrying data ends the run with an error instead of hanging it.
+            client.SendTimeout = 10_000;
+            server.ReceiveTimeout = 30_000;
+
             long received = 0;
             var stopwatch = new Stopwatch();
             var receiver = new Thread(() =>

@@ -148,17 +148,33 @@ public sealed class TunnelAgent : IAsyncDisposable
             await Task.WhenAll(_work).WaitAsync(timeout.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
+        var failures = new List<Exception>();
         foreach (var tunnel in Tunnels)
         {
-            var counters = await tunnel.GetCountersAsync(CancellationToken.None).ConfigureAwait(false);
-            await tunnel.DisposeAsync().ConfigureAwait(false);
-            Log($"tunnel {tunnel.Options.Name} removed; tx {counters.TxPackets} packets {counters.TxBytes} bytes {counters.TxErrors} errors, " +
-                $"rx {counters.RxPackets} packets {counters.RxBytes} bytes {counters.RxErrors} errors, dropped {counters.RxStray} stray " +
-                $"{counters.RxWrongKey} wrong-key {counters.RxMalformed} malformed");
+            // Every tunnel is removed, whatever happens to the others.
+            try
+            {
+                var counters = await tunnel.GetCountersAsync(CancellationToken.None).ConfigureAwait(false);
+                await tunnel.DisposeAsync().ConfigureAwait(false);
+                Log($"tunnel {tunnel.Options.Name} removed; tx {counters.TxPackets} packets {counters.TxBytes} bytes {counters.TxErrors} errors, " +
+                    $"rx {counters.RxPackets} packets {counters.RxBytes} bytes {counters.RxErrors} errors, dropped {counters.RxStray} stray " +
+                    $"{counters.RxWrongKey} wrong-key {counters.RxMalformed} malformed");
+            }
+#pragma warning disable CA1031 // Collected and rethrown below, after the other tunnels are gone too.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log($"removing tunnel {tunnel.Options.Name} failed: {e.Message}");
+                failures.Add(e);
+            }
         }
 
         _stopped.TrySetResult("disposed");
         _stopping.Dispose();
+        if (failures.Count > 0)
+        {
+            throw new AggregateException("Not every tunnel could be removed.", failures);
+        }
     }
 
     private static string Describe(ITunnelDataplane tunnel)
@@ -245,31 +261,44 @@ public sealed class TunnelAgent : IAsyncDisposable
 
     private async Task ServeAsync(Socket connection)
     {
-        using var _ = connection;
+        using var owned = connection;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
         timeout.CancelAfter(RequestTimeout);
         try
         {
             var peer = PeerCredentials.Read(connection);
             await using var stream = new NetworkStream(connection, ownsSocket: false);
+            using var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: false, TunnelAgentProtocol.MaxRequestLength);
+            var buffer = new char[TunnelAgentProtocol.MaxRequestLength];
             if (!PeerCredentials.IsAllowed(peer.Uid, _uid))
             {
+                // The request is read (not parsed) before the refusal is sent: a client still writing to a socket
+                // already closed would get EPIPE instead of the reason.
                 Log($"refused a control connection from {peer}: only root and uid {_uid} may control this agent");
+                _ = await ReadLineAsync(reader, buffer, timeout.Token).ConfigureAwait(false);
                 await WriteAsync(stream, new AgentResponse(false, $"permission denied: uid {peer.Uid} is neither root nor the agent's uid {_uid}"),
                     timeout.Token).ConfigureAwait(false);
                 return;
             }
 
-            using var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: false, TunnelAgentProtocol.MaxRequestLength);
-            var buffer = new char[TunnelAgentProtocol.MaxRequestLength];
             while (await ReadLineAsync(reader, buffer, timeout.Token).ConfigureAwait(false) is { } line)
             {
                 var command = TunnelAgentProtocol.ParseCommand(line);
                 switch (command)
                 {
                     case TunnelAgentProtocol.Status:
-                        var status = await GetStatusAsync(timeout.Token).ConfigureAwait(false);
-                        await WriteAsync(stream, new AgentResponse(true, Status: status), timeout.Token).ConfigureAwait(false);
+                        AgentResponse response;
+                        try
+                        {
+                            response = new AgentResponse(true, Status: await GetStatusAsync(timeout.Token).ConfigureAwait(false));
+                        }
+                        catch (Exception e) when (e is Switchover.Processes.CommandException or System.Text.Json.JsonException)
+                        {
+                            // A kernel link's counters come from `ip -s -j link`, which can fail.
+                            response = new AgentResponse(false, "could not read the counters: " + e.Message);
+                        }
+
+                        await WriteAsync(stream, response, timeout.Token).ConfigureAwait(false);
                         break;
                     case TunnelAgentProtocol.Stop:
                         Log($"stop requested by {peer}");

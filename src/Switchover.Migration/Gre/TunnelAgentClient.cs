@@ -49,16 +49,20 @@ public static class TunnelAgentClient
         }
 
         await using var stream = new NetworkStream(socket, ownsSocket: false);
-        await stream.WriteAsync(Encoding.UTF8.GetBytes(request + "\n"), timeout.Token).ConfigureAwait(false);
         using var reader = new StreamReader(stream, Encoding.UTF8);
         try
         {
+            await stream.WriteAsync(Encoding.UTF8.GetBytes(request + "\n"), timeout.Token).ConfigureAwait(false);
             return await reader.ReadLineAsync(timeout.Token).ConfigureAwait(false)
                 ?? throw new TunnelException($"The agent at {socketPath} closed the connection without answering.");
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {
             throw new TunnelException($"The agent at {socketPath} did not answer within {Timeout.TotalSeconds:0} s.", e);
+        }
+        catch (IOException e)
+        {
+            throw new TunnelException($"The connection to the agent at {socketPath} broke: {e.Message}", e);
         }
     }
 }

@@ -124,7 +124,7 @@ public sealed partial record TunnelOptions
             errors.Add($"Ttl {Ttl} is out of range: use 1 to 255 (64 is usual).");
         }
 
-        if (NetworkNamespace is not null && !NamespacePattern().IsMatch(NetworkNamespace))
+        if (NetworkNamespace is not null && (!NamespacePattern().IsMatch(NetworkNamespace) || NetworkNamespace is "." or ".."))
         {
             errors.Add($"NetworkNamespace '{NetworkNamespace}' is not a valid `ip netns` name: use [A-Za-z0-9_.-], at most 64 characters.");
         }
