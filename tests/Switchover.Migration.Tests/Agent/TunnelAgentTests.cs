@@ -143,7 +143,7 @@ public sealed class TunnelAgentTests : IDisposable
         Assert.Contains("switchover tunnel run", error.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task Two_tunnels_with_one_name_or_none_at_all_are_refused_before_anything_is_created()
     {
         await Assert.ThrowsAsync<ArgumentException>(() => TunnelAgent.StartAsync([], SocketPath, _log, CancellationToken.None));

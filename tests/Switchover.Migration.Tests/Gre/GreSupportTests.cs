@@ -6,7 +6,7 @@ namespace Switchover.Migration.Tests.Gre;
 
 public sealed class GreSupportTests
 {
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task A_kernel_with_gre_is_detected_in_a_throwaway_namespace_that_is_deleted_afterwards()
     {
         var runner = new RecordingRunner();
@@ -25,7 +25,7 @@ public sealed class GreSupportTests
         Assert.All(lines.Skip(1).SkipLast(1), l => Assert.StartsWith($"ip -n {ns} ", l, StringComparison.Ordinal));
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task Without_root_the_answer_is_userspace_and_says_why()
     {
         var runner = new RecordingRunner { Answer = _ => RecordingRunner.Fail("mount --make-shared /run/netns failed: Operation not permitted", 1) };
@@ -36,7 +36,7 @@ public sealed class GreSupportTests
         Assert.Single(runner.Commands);
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task The_probe_namespace_is_deleted_even_when_the_caller_gives_up()
     {
         using var cancelled = new CancellationTokenSource();

@@ -15,7 +15,7 @@ public sealed class KernelGreDataplaneTests
 
     private static readonly TunnelOptions V6 = V4 with { Local = IPAddress.Parse("2001:db8::1"), Remote = IPAddress.Parse("2001:db8::2") };
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task IPv4_outer_creates_a_gre_link_with_key_and_ttl_then_sets_the_MTU_and_brings_it_up()
     {
         var runner = new RecordingRunner();
@@ -32,7 +32,7 @@ public sealed class KernelGreDataplaneTests
         Assert.Equal("ip link del dev gre0", runner.Lines.Last());
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task IPv6_outer_creates_an_ip6gre_link_without_the_encapsulation_limit_so_the_MTU_matches_userspace()
     {
         var runner = new RecordingRunner();
@@ -64,7 +64,7 @@ public sealed class KernelGreDataplaneTests
         Assert.Equal("ip -n so-old link del dev gre0", KernelGreDataplane.DeleteCommand(options).ToString());
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task A_kernel_without_gre_is_reported_with_the_way_out()
     {
         var runner = new RecordingRunner { Answer = _ => RecordingRunner.Fail("Error: Unknown device type.") };
@@ -75,7 +75,7 @@ public sealed class KernelGreDataplaneTests
         Assert.Single(runner.Commands);
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task When_bringing_the_link_up_fails_the_link_is_deleted_again()
     {
         var runner = new RecordingRunner
@@ -88,7 +88,7 @@ public sealed class KernelGreDataplaneTests
         Assert.Equal("ip link del dev gre0", runner.Lines.Last());
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task Counters_come_from_the_links_stats64()
     {
         const string json = """
@@ -103,7 +103,7 @@ public sealed class KernelGreDataplaneTests
         Assert.Equal(new TunnelCounters { RxPackets = 10, RxBytes = 1000, RxErrors = 3, TxPackets = 20, TxBytes = 2000, TxErrors = 3, TxDropped = 4 }, counters);
     }
 
-    [Fact]
+    [Fact(Timeout = 10_000)]
     public async Task A_link_already_gone_at_dispose_is_not_an_error_and_dispose_completes_the_dataplane()
     {
         var runner = new RecordingRunner
