@@ -111,6 +111,24 @@ public sealed class Handoff
     }
 
     /// <summary>
+    /// A generation that is stopped while still active (no successor): the public ports stop pointing at it, so that
+    /// its drain ends; connections to them are refused until the next generation takes over.
+    /// </summary>
+    /// <returns>True when it was active and stepped down.</returns>
+    public async Task<bool> StepDownAsync(long id, CancellationToken cancellationToken)
+    {
+        using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
+        var original = held.Read();
+        if (original.Find(id) is not { State: GenerationState.Active } self)
+        {
+            return false;
+        }
+
+        await CommitAsync(held, original, original.With(self with { State = GenerationState.Draining }), cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
     /// Removes a generation that is going away. When no generation is left, the table and the state directory go too.
     /// </summary>
     /// <returns>True when this removed the namespace's table and state.</returns>

@@ -89,8 +89,14 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
         await _stopping.CancelAsync().ConfigureAwait(false);
         await _takeover.ConfigureAwait(false);
-        if (_generation.Record is { } record && _handoff is not null)
+        // A generation that never took over has nothing to drain; one stopped while active steps down first.
+        if (_generation.Record is { State: not GenerationState.Starting } record && _handoff is not null)
         {
+            if (record.State == GenerationState.Active && await StepDownAsync(record).ConfigureAwait(false))
+            {
+                Log.SteppedDown(_logger, record.Id);
+            }
+
             Log.DrainStarted(_logger, record.Id);
             var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger);
             var report = await drain.RunAsync(record.Ports, cancellationToken).ConfigureAwait(false);
@@ -158,6 +164,20 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         {
             Log.StartFailed(_logger, e.Message, e);
             await FailAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task<bool> StepDownAsync(GenerationRecord record)
+    {
+        using var timeout = new CancellationTokenSource(CleanupTimeout);
+        try
+        {
+            return await _handoff!.StepDownAsync(record.Id, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Log.LeaveFailed(_logger, record.Id, e.Message, e);
+            return false;
         }
     }
 

@@ -48,6 +48,9 @@ internal static partial class Log
     [LoggerMessage(15, LogLevel.Critical, "Switchover configuration is invalid; nothing was bound and nothing was changed. Fix these and start again:\n{Errors}")]
     public static partial void InvalidConfiguration(ILogger logger, string errors);
 
+    [LoggerMessage(16, LogLevel.Information, "Generation {GenerationId} was stopped with no successor: the public ports no longer point at it; connections to them are refused until the next generation takes over.")]
+    public static partial void SteppedDown(ILogger logger, long generationId);
+
     [LoggerMessage(14, LogLevel.Debug, "Not ready yet: {Reason}")]
     public static partial void NotReady(ILogger logger, string reason);
 }

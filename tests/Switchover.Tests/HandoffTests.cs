@@ -78,6 +78,24 @@ public sealed class HandoffTests : IDisposable
     }
 
     [Fact(Timeout = 10000)]
+    public async Task An_active_generation_stopped_without_a_successor_steps_down_and_a_superseded_one_does_not()
+    {
+        var handoff = NewHandoff();
+        var first = (await handoff.RegisterAsync(Process(101), Ports(40001), CancellationToken.None)).Generation;
+        await handoff.TakeOverAsync(first.Id, CancellationToken.None);
+        var second = (await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None)).Generation;
+        await handoff.TakeOverAsync(second.Id, CancellationToken.None);
+
+        Assert.False(await handoff.StepDownAsync(first.Id, CancellationToken.None));
+        Assert.Contains("redirect to :40002", _runner.Scripts.Last(), StringComparison.Ordinal);
+
+        Assert.True(await handoff.StepDownAsync(second.Id, CancellationToken.None));
+        Assert.DoesNotContain("redirect", _runner.Scripts.Last(), StringComparison.Ordinal);
+        Assert.Contains("{ 40001, 40002 }", _runner.Scripts.Last(), StringComparison.Ordinal);
+        Assert.Equal(GenerationState.Draining, handoff.Store.ReadUnlocked()!.Find(second.Id)!.State);
+    }
+
+    [Fact(Timeout = 10000)]
     public async Task When_nft_fails_the_state_is_unchanged()
     {
         var handoff = NewHandoff();
