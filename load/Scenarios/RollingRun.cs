@@ -22,6 +22,9 @@ internal sealed record RollingRun(
     /// <summary>What the reader should know that is not a failure (a baseline's handoffs that did not fit in wrk's time).</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
+    /// <summary>Whatever helps to find out why a problem happened, e.g. the output of a process that crashed.</summary>
+    public IReadOnlyList<string> Diagnostics { get; init; } = [];
+
     public long Requests => Driver?.TotalRequests ?? Wrk?.Requests ?? 0;
 
     /// <summary>

@@ -64,6 +64,7 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
 
         var problems = new List<string>();
         var notes = new List<string>();
+        var diagnostics = new List<string>();
         LoadRun? driver = null;
         LabProcess? wrk = null;
         TimeSpan maxLoad;
@@ -172,13 +173,17 @@ internal sealed class RollingScenario(SuiteSettings settings, Progress progress)
 
             foreach (var process in contender.Processes.Where(p => p.HasExited && p.Exited.Result != 0))
             {
-                problems.Add($"generation pid {process.Pid} exited with code {process.Exited.Result}");
+                problems.Add($"generation pid {process.Pid} exited with code {process.Exited.Result}" +
+                             (process.Exited.Result > 128 ? $" (signal {process.Exited.Result - 128})" : string.Empty) + "; its output is in diagnostics.log");
+                diagnostics.Add($"# {kind} / {client} / {Modes.Name(mode)}: pid {process.Pid} exited with code {process.Exited.Result}\n" +
+                                $"{process.CommandLine}\n{process.Output}\n");
             }
         }
 
         var run = new RollingRun(kind, contender.Description, client, mode, loadStarted, handoffs, driverResult, wrkResult, exited, total, problems)
         {
             Notes = notes,
+            Diagnostics = diagnostics,
         };
         var remarks = string.Concat(
             problems.Count > 0 ? "; problems: " + string.Join("; ", problems) : string.Empty,

@@ -72,6 +72,11 @@ internal static class LoadSuite
         var reportPath = Path.Combine(output, "report.md");
         await File.WriteAllTextAsync(reportPath, MarkdownReport.Render(result, charts), CancellationToken.None);
         await WriteFailureLogAsync(result, Path.Combine(output, "failures.log"));
+        var diagnostics = rolling.SelectMany(r => r.Diagnostics).ToList();
+        if (diagnostics.Count > 0)
+        {
+            await File.WriteAllTextAsync(Path.Combine(output, "diagnostics.log"), string.Join('\n', diagnostics), CancellationToken.None);
+        }
 
         var failures = result.SwitchoverFailures();
         progress.Line(result.ExitCode switch
