@@ -10,6 +10,7 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
 {
     private const uint Key = 4242;
     private const string Tunnel = "gre-sw";
+    private static readonly string[] OuterDirections = ["192.0.2.1>203.0.113.1", "203.0.113.1>192.0.2.1"];
     private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(4));
     private readonly string _name = "m" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 4));
     private FourHostLab _lab = null!;
@@ -54,6 +55,12 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
             using var before = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token);
             Assert.StartsWith("old-25 sees 198.51.100.10:", await before.ReadLineAsync(Token), StringComparison.Ordinal);
 
+            // 6. What crosses the link between the hosts is GRE with the configured key, as an independent dissector reads it.
+            // -E occurrence=f: the outer header's fields, not the inner packet's.
+            await using var capture = _lab.Old.StartProcess("tshark", ["-l", "-n", "-i", "eth0", "-f", "ip proto 47", "-c", "8", "-a", "duration:30",
+                "-T", "fields", "-E", "separator=|", "-E", "occurrence=f", "-e", "ip.src", "-e", "ip.dst", "-e", "gre.key", "-e", "gre.proto"]);
+            await capture.WaitForOutputAsync("Capturing on", TimeSpan.FromSeconds(20), Token);
+
             var dryRun = await MigrateAsync(_lab.Old, "move", "tcp/192.0.2.1:25", "--dry-run");
             Assert.Contains("add element", dryRun, StringComparison.Ordinal);
             await MigrateAsync(_lab.Old, "move", "tcp/192.0.2.1:25");
@@ -91,6 +98,17 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
                 // 7. More than the MTU, many times over, through the moved service.
                 Assert.Equal(4_000_000, await moved.AskBulkAsync(4_000_000, Token));
             }
+
+            await capture.Exited.WaitAsync(TimeSpan.FromSeconds(40), Token);
+            var frames = capture.OutputLines.Where(l => l.Count(c => c == '|') == 3).ToList();
+            output.WriteLine(string.Join('\n', frames));
+            Assert.True(frames.Count >= 4, "The capture holds too few GRE frames:\n" + capture.Output);
+            Assert.All(frames, f =>
+            {
+                var fields = f.Split('|');
+                Assert.Contains(fields[0] + ">" + fields[1], OuterDirections);
+                Assert.Equal(Key, ParseNumber(fields[2]));
+            });
 
             using (var web = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 80), Token))
             {
@@ -278,6 +296,11 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
             throw;
         }
     }
+
+    private static uint ParseNumber(string text) =>
+        text.StartsWith("0x", StringComparison.Ordinal)
+            ? uint.Parse(text.AsSpan(2), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture)
+            : uint.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The userspace tunnel as it runs in production: a long-lived 'switchover tunnel run' agent on each host.</summary>
     private async Task<Agents> StartAgentsAsync()
