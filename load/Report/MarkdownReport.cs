@@ -262,7 +262,8 @@ internal static class MarkdownReport
                         Inv($"behind the Switchover redirect (*Switchover*). After a 1 s warm-up each, {s.OverheadRounds} rounds of {s.OverheadRoundDuration.TotalSeconds:0.#} s ") +
                         Inv($"per variant, in rotating order, {s.Concurrency} connections, no rate cap. Throughput is total requests ÷ total time over the rounds; ") +
                         "latency percentiles are of the merged histograms of the rounds (our driver). CPU is per request: the whole machine " +
-                        "(client, server and kernel; softirq is where packet processing, conntrack and NAT of received packets mostly run) and the server process alone.")
+                        "(client, server and kernel; softirq is where packet processing, conntrack and NAT of received packets mostly run) and the server process alone. " +
+                        "The machine-wide figures include whatever else runs on the machine; on a shared one, trust the server-process column and the ratios more.")
             .AppendLine();
         foreach (var group in result.Overhead.GroupBy(r => (r.Client, r.Mode)))
         {
@@ -287,7 +288,7 @@ internal static class MarkdownReport
                 var latency = mine.All(r => r.Driver is not null) ? LoadResult.CombineLatency(mine.Select(r => r.Driver!)) : null;
                 md.AppendLine(Inv($"| {variant} | {requests:N0} | {requests / mine.Sum(r => r.Duration.TotalSeconds):N0} | {Ratio(rounds, variant):0.000} | ") +
                               Inv($"{(perRound.Count == 0 ? "-" : $"{perRound.Min():0.000} to {perRound.Max():0.000}")} | ") +
-                              Inv($"{(latency is null ? "(wrk) " + string.Join(" / ", mine.Select(r => WrkLatency(r.Wrk!, "99"))) + " p99 per round" : Ms(latency.P50) + " / " + Ms(latency.P99) + " / " + Ms(latency.P999))} | ") +
+                              Inv($"{(latency is null ? "wrk's p99 of each round: " + string.Join(", ", mine.Select(r => WrkLatency(r.Wrk!, "99"))) : Ms(latency.P50) + " / " + Ms(latency.P99) + " / " + Ms(latency.P999))} | ") +
                               Inv($"{PerRequest(mine, c => c.MachineBusy):0.0} | {PerRequest(mine, c => c.Softirq):0.0} | {PerRequest(mine, c => c.Process):0.0} | {Bold(mine.Sum(r => r.Failures))} |"));
             }
 

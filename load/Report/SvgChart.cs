@@ -88,7 +88,8 @@ internal static class SvgChart
                 .Append(Inv($"<text x=\"{Left - 6}\" y=\"{y + 4:0.0}\" text-anchor=\"end\">{Short(value)}</text>\n"));
         }
 
-        foreach (var s in series)
+        // Switchover (the first series) last, so that its line stays visible where it runs along zero with the others.
+        foreach (var s in series.Skip(1).Append(series[0]))
         {
             // A step line: each second is a flat segment, so a single bad second shows as a plateau, not a spike between two points.
             svg.Append(Inv($"<polyline fill=\"none\" stroke=\"{s.Color}\" stroke-width=\"1.6\" points=\""));
