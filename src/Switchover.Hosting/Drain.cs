@@ -39,7 +39,12 @@ internal sealed class Drain(LocalGeneration generation, ConntrackClient conntrac
                         }
                     }
                 }
-                catch (Exception e) when (e is not OperationCanceledException)
+                catch (OperationCanceledException)
+                {
+                    // The host's shutdown timeout fired (a busy conntrack table is slow to dump): the drain ends here.
+                    break;
+                }
+                catch (Exception e)
                 {
                     conntrackWorks = false;
                     Log.ConntrackUnavailable(logger, e.Message);

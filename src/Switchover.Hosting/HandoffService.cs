@@ -99,7 +99,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
             Log.DrainStarted(_logger, record.Id);
             var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger);
-            var report = await drain.RunAsync(record.Ports, cancellationToken).ConfigureAwait(false);
+
+            // The drain gives up at its own bound or when the host's shutdown timeout fires; it never throws out of here,
+            // which would make the host rethrow from app.Run() and abort the process.
+            using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bound.CancelAfter(_options.Drain.MaxDuration);
+            var report = await drain.RunAsync(record.Ports, bound.Token).ConfigureAwait(false);
             Log.DrainFinished(_logger, record.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", report.OpenConnections);
         }
     }
@@ -174,7 +179,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         {
             return await _handoff!.StepDownAsync(record.Id, timeout.Token).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e)
         {
             Log.LeaveFailed(_logger, record.Id, e.Message, e);
             return false;
