@@ -16,6 +16,29 @@ internal sealed record Command(string FileName, IReadOnlyList<string> Arguments)
 
     public static Command Create(string fileName, params string[] arguments) => new(fileName, arguments);
 
+    /// <summary>How to start it: arguments one by one (never a shell), all three standard streams redirected, environment added.</summary>
+    public System.Diagnostics.ProcessStartInfo ToStartInfo()
+    {
+        var startInfo = new System.Diagnostics.ProcessStartInfo(FileName)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in Arguments)
+        {
+            startInfo.ArgumentList.Add(argument);
+        }
+
+        foreach (var (key, value) in Environment ?? new Dictionary<string, string>())
+        {
+            startInfo.Environment[key] = value;
+        }
+
+        return startInfo;
+    }
+
     public override string ToString() =>
         Arguments.Count == 0 ? FileName : FileName + " " + string.Join(' ', Arguments.Select(Quote));
 

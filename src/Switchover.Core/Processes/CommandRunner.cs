@@ -22,26 +22,7 @@ internal sealed class CommandRunner : ICommandRunner
 
     public async Task<CommandResult> TryRunAsync(Command command, CancellationToken cancellationToken)
     {
-        var startInfo = new ProcessStartInfo(command.FileName)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in command.Arguments)
-        {
-            startInfo.ArgumentList.Add(argument);
-        }
-
-        if (command.Environment is not null)
-        {
-            foreach (var (key, value) in command.Environment)
-            {
-                startInfo.Environment[key] = value;
-            }
-        }
-
+        var startInfo = command.ToStartInfo();
         using var process = new Process { StartInfo = startInfo };
         var stopwatch = Stopwatch.StartNew();
         try

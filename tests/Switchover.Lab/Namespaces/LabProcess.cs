@@ -148,27 +148,8 @@ public sealed class LabProcess : IAsyncDisposable
 
     internal static LabProcess Start(Command command)
     {
-        var startInfo = new ProcessStartInfo(command.FileName)
-        {
-            // Redirected and left open: the program must not read the test runner's terminal, nor see EOF and quit.
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in command.Arguments)
-        {
-            startInfo.ArgumentList.Add(argument);
-        }
-
-        if (command.Environment is not null)
-        {
-            foreach (var (key, value) in command.Environment)
-            {
-                startInfo.Environment[key] = value;
-            }
-        }
-
+        // Standard input is redirected and left open: the program must not read the test runner's terminal, nor see EOF and quit.
+        var startInfo = command.ToStartInfo();
         var process = new Process { StartInfo = startInfo };
         try
         {
