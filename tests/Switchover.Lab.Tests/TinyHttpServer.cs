@@ -36,70 +36,26 @@ public enum ServerBehavior
 /// A minimal HTTP/1.1 server for the tests, listening on a socket created inside a namespace on [::]:0 (dual-stack, so
 /// it is reachable on every IPv4 and IPv6 address of the namespace, loopback included).
 /// </summary>
-internal sealed class TinyHttpServer : IAsyncDisposable
+internal sealed class TinyHttpServer : TinyServer
 {
-    private readonly Socket _listener;
     private readonly ServerBehavior _behavior;
     private readonly byte[] _body;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _acceptLoop;
-    private readonly List<Socket> _held = [];
     private long _requests;
 
     private TinyHttpServer(NetworkNamespace ns, ServerBehavior behavior, string body)
+        : base(ns)
     {
         _behavior = behavior;
         _body = Encoding.UTF8.GetBytes(body);
-        _listener = ns.CreateSocket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
-        _listener.DualMode = true;
-        _listener.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
-        _listener.Listen(1024);
-        Port = ((IPEndPoint)_listener.LocalEndPoint!).Port;
-        _acceptLoop = Task.Run(AcceptLoopAsync);
+        StartAccepting();
     }
-
-    public int Port { get; }
 
     public long Requests => Interlocked.Read(ref _requests);
 
     public static TinyHttpServer Start(NetworkNamespace ns, ServerBehavior behavior = ServerBehavior.Ok, string body = "hello") =>
         new(ns, behavior, body);
 
-    public async ValueTask DisposeAsync()
-    {
-        await _stop.CancelAsync();
-        _listener.Dispose();
-        await _acceptLoop;
-        lock (_held)
-        {
-            foreach (var socket in _held)
-            {
-                socket.Dispose();
-            }
-        }
-
-        _stop.Dispose();
-    }
-
-    private async Task AcceptLoopAsync()
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            Socket connection;
-            try
-            {
-                connection = await _listener.AcceptAsync(_stop.Token);
-            }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
-            {
-                return;
-            }
-
-            _ = Task.Run(() => ServeAsync(connection));
-        }
-    }
-
-    private async Task ServeAsync(Socket connection)
+    protected override async Task ServeAsync(Socket connection)
     {
         var buffer = new byte[8192];
         var length = 0;
@@ -107,12 +63,12 @@ internal sealed class TinyHttpServer : IAsyncDisposable
         var keep = false;
         try
         {
-            while (!_stop.IsCancellationRequested)
+            while (!Stopping.IsCancellationRequested)
             {
                 var end = buffer.AsSpan(0, length).IndexOf("\r\n\r\n"u8);
                 if (end < 0)
                 {
-                    var received = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, _stop.Token);
+                    var received = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, Stopping);
                     if (received == 0)
                     {
                         return;
@@ -138,10 +94,7 @@ internal sealed class TinyHttpServer : IAsyncDisposable
                         return;
                     case ServerBehavior.NeverRespond:
                         keep = true;
-                        lock (_held)
-                        {
-                            _held.Add(connection);
-                        }
+                        Hold(connection);
 
                         return;
                     case ServerBehavior.Garbage:

@@ -30,74 +30,26 @@ public enum LineServerBehavior
 /// A line-oriented TCP server for the raw-TCP tests, on [::]:0 inside a namespace (dual stack). It may greet each
 /// connection with a line first, as SMTP does.
 /// </summary>
-internal sealed class TinyLineServer : IAsyncDisposable
+internal sealed class TinyLineServer : TinyServer
 {
-    private readonly Socket _listener;
     private readonly LineServerBehavior _behavior;
     private readonly string? _greeting;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _acceptLoop;
-    private readonly List<Socket> _held = [];
     private long _requests;
-    private long _connections;
 
     private TinyLineServer(NetworkNamespace ns, LineServerBehavior behavior, string? greeting)
+        : base(ns)
     {
         _behavior = behavior;
         _greeting = greeting;
-        _listener = ns.CreateSocket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
-        _listener.DualMode = true;
-        _listener.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
-        _listener.Listen(1024);
-        Port = ((IPEndPoint)_listener.LocalEndPoint!).Port;
-        _acceptLoop = Task.Run(AcceptLoopAsync);
+        StartAccepting();
     }
 
-    public int Port { get; }
-
     public long Requests => Interlocked.Read(ref _requests);
-
-    public long Connections => Interlocked.Read(ref _connections);
 
     public static TinyLineServer Start(NetworkNamespace ns, LineServerBehavior behavior = LineServerBehavior.Echo, string? greeting = null) =>
         new(ns, behavior, greeting);
 
-    public async ValueTask DisposeAsync()
-    {
-        await _stop.CancelAsync();
-        _listener.Dispose();
-        await _acceptLoop;
-        lock (_held)
-        {
-            foreach (var socket in _held)
-            {
-                socket.Dispose();
-            }
-        }
-
-        _stop.Dispose();
-    }
-
-    private async Task AcceptLoopAsync()
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            Socket connection;
-            try
-            {
-                connection = await _listener.AcceptAsync(_stop.Token);
-            }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
-            {
-                return;
-            }
-
-            Interlocked.Increment(ref _connections);
-            _ = Task.Run(() => ServeAsync(connection));
-        }
-    }
-
-    private async Task ServeAsync(Socket connection)
+    protected override async Task ServeAsync(Socket connection)
     {
         var buffer = new byte[4096];
         var length = 0;
@@ -110,12 +62,12 @@ internal sealed class TinyLineServer : IAsyncDisposable
                 await connection.SendAsync(Encoding.ASCII.GetBytes(_greeting + "\r\n"), SocketFlags.None);
             }
 
-            while (!_stop.IsCancellationRequested)
+            while (!Stopping.IsCancellationRequested)
             {
                 var end = buffer.AsSpan(0, length).IndexOf((byte)'\n');
                 if (end < 0)
                 {
-                    var received = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, _stop.Token);
+                    var received = await connection.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, Stopping);
                     if (received == 0)
                     {
                         return;
@@ -144,10 +96,7 @@ internal sealed class TinyLineServer : IAsyncDisposable
                         return;
                     case LineServerBehavior.NeverRespond:
                         keep = true;
-                        lock (_held)
-                        {
-                            _held.Add(connection);
-                        }
+                        Hold(connection);
 
                         return;
                     default:
