@@ -11,11 +11,12 @@ using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 var builder = WebApplication.CreateBuilder(args);
-builder.WebHost.UseSwitchover();
 if (builder.Configuration.GetValue<bool>("ReusePort"))
 {
     builder.WebHost.UseSockets(options => options.CreateBoundListenSocket = BindWithReusePort);
 }
+
+builder.WebHost.UseSwitchover();
 
 builder.Services.AddHealthChecks().AddCheck("knob", () =>
     builder.Configuration.GetValue<bool>("FailHealth")

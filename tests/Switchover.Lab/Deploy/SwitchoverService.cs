@@ -61,7 +61,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         string[] arguments =
         [
             app,
-            "--urls", $"http://0.0.0.0:{PublicPort.ToString(CultureInfo.InvariantCulture)}",
+            "--urls", $"http://*:{PublicPort.ToString(CultureInfo.InvariantCulture)}",
             $"--Switchover:Namespace={Name}",
             $"--Text={text}",
             "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
