@@ -56,7 +56,8 @@ public static class SwitchoverWebHostBuilderExtensions
 
             var inner = Resolver<IConnectionListenerFactory>(services, descriptor);
             services[i] = ServiceDescriptor.Singleton<IConnectionListenerFactory>(sp =>
-                new PrivateListenerFactory(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>(), sp.GetRequiredService<LocalGeneration>()));
+                new PrivateListenerFactory(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>(), sp.GetRequiredService<LocalGeneration>(),
+                    sp.GetRequiredService<IHostApplicationLifetime>()));
         }
     }
 

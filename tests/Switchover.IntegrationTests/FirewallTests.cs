@@ -126,6 +126,6 @@ public sealed class FirewallTests(ITestOutputHelper output) : TestBase(output)
     private async Task ApplyFirewallAsync(FirewallShape shape)
     {
         await HostFirewall.ApplyAsync(Lab.Server, shape, Token);
-        await HostFirewall.AssertDefaultDenyAsync(shape, Lab.Server, Lab.Client, [Lab.ServerV4, Lab.ServerV6], Token);
+        await HostFirewall.EnsureDefaultDenyAsync(shape, Lab.Server, Lab.Client, [Lab.ServerV4, Lab.ServerV6], Token);
     }
 }

@@ -2,7 +2,7 @@
 # Regenerates the firewall fixtures of FirewallTests from the real tools. Documented, not run by CI: the fixtures are
 # committed, and a run here changes them only when the tools' versions change.
 #
-#   sudo tests/Switchover.IntegrationTests/Firewalls/capture.sh [ufw|firewalld|docker|all]
+#   sudo tests/Switchover.Lab/Firewalls/capture.sh [ufw|firewalld|docker|all]
 #
 # Needs root and Debian's ufw, firewalld and iptables (iptables-nft):
 #   apt-get install --no-install-recommends ufw firewalld iptables
@@ -88,7 +88,7 @@ capture_ufw() {
     "# The ruleset ufw really generates for a host that ran:" \
     "#   ufw default deny incoming; ufw allow 8080/tcp; ufw --force enable" \
     "# in a throwaway network namespace; dumped with iptables-save / ip6tables-save (the dump's date lines removed)." \
-    "# Regenerate with tests/Switchover.IntegrationTests/Firewalls/capture.sh ufw; load with iptables-restore.")"
+    "# Regenerate with tests/Switchover.Lab/Firewalls/capture.sh ufw; load with iptables-restore.")"
   { echo "$header"; iptables-save | strip_dates; } > "$out/ufw.rules.v4"
   { echo "$header"; ip6tables-save | strip_dates; } > "$out/ufw.rules.v6"
   rm -f "$defaults"
@@ -133,7 +133,7 @@ capture_firewalld() {
       "# The ruleset firewalld really generates for its default zone ($(firewall-cmd --get-default-zone)) after:" \
       "#   firewalld --nofork --nopid; firewall-cmd --add-port=8080/tcp" \
       "# in a throwaway network namespace on a private system bus; dumped with nft -s list ruleset (no counters)." \
-      "# Regenerate with tests/Switchover.IntegrationTests/Firewalls/capture.sh firewalld; load with nft -f."
+      "# Regenerate with tests/Switchover.Lab/Firewalls/capture.sh firewalld; load with nft -f."
     nft -s list ruleset
   } > "$out/firewalld.nft"
 }

@@ -2,9 +2,8 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
-using Switchover.Lab;
 
-namespace Switchover.IntegrationTests;
+namespace Switchover.Lab;
 
 /// <summary>
 /// A host firewall as production hosts have it: default-deny input that allows only the public port 8080. Each shape
@@ -42,7 +41,7 @@ public enum ProbeOutcome
 }
 
 /// <summary>Loads a <see cref="FirewallShape"/> into a lab namespace, and reads back every rule that is not ours.</summary>
-internal static partial class HostFirewall
+public static partial class HostFirewall
 {
     /// <summary>The one port every shape allows.</summary>
     public const int AllowedPort = 8080;
@@ -52,7 +51,7 @@ internal static partial class HostFirewall
         var path = Path.Combine(AppContext.BaseDirectory, "Firewalls", name);
         return File.Exists(path)
             ? path
-            : throw new FileNotFoundException($"Firewall fixture {path} is missing: it is copied from tests/Switchover.IntegrationTests/Firewalls/ at build time; rebuild the test project.", path);
+            : throw new FileNotFoundException($"Firewall fixture {path} is missing: it is copied from tests/Switchover.Lab/Firewalls/ at build time; rebuild the test project.", path);
     }
 
     /// <summary>Loads the shape's rules inside <paramref name="host"/>; nothing outside that namespace changes.</summary>
@@ -142,10 +141,11 @@ internal static partial class HostFirewall
     }
 
     /// <summary>
-    /// Proves the shape is in force before a test relies on it: from <paramref name="client"/>, a listener on the
-    /// allowed port answers and a listener on another port does not, on every address.
+    /// Proves the shape is in force before a test or the demo relies on it: from <paramref name="client"/>, a listener
+    /// on the allowed port answers and a listener on another port does not, on every address.
     /// </summary>
-    public static async Task AssertDefaultDenyAsync(FirewallShape shape, NetworkNamespace server, NetworkNamespace client, IEnumerable<IPAddress> addresses, CancellationToken cancellationToken)
+    /// <exception cref="InvalidOperationException">The shape is not in force.</exception>
+    public static async Task EnsureDefaultDenyAsync(FirewallShape shape, NetworkNamespace server, NetworkNamespace client, IEnumerable<IPAddress> addresses, CancellationToken cancellationToken)
     {
         const int deniedPort = 8099;
         foreach (var address in addresses)
@@ -156,10 +156,12 @@ internal static partial class HostFirewall
                 listener.Bind(new IPEndPoint(address, port));
                 listener.Listen();
                 var outcome = await ProbeAsync(client, new IPEndPoint(address, port), TimeSpan.FromSeconds(1), cancellationToken);
-                Assert.True(
-                    (outcome == ProbeOutcome.Connected) == expectAnswer,
+                if ((outcome == ProbeOutcome.Connected) != expectAnswer)
+                {
+                    throw new InvalidOperationException(
                     $"Firewall shape {shape} is not in force in {server}: a listener on {address} port {port} " +
                     $"got {outcome} from {client}, expected {(expectAnswer ? "an answer (the port is allowed)" : "none (default deny)")}. Check the fixture and its loading.");
+                }
             }
         }
     }
