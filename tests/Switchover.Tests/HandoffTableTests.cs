@@ -24,7 +24,7 @@ public sealed class HandoffTableTests
             flush table inet switchover_echo
             table inet switchover_echo {
             	chain prerouting {
-            		type filter hook prerouting priority mangle; policy accept;
+            		type filter hook prerouting priority filter + 20; policy accept;
             		tcp flags & (fin | syn | rst | ack) != syn return
             		iif != "lo" tcp dport { 40001, 40002, 40003, 40004 } drop
             		tcp dport 8080 fib daddr type local tproxy to :40002 ct mark set ct mark & 0xff00ffff | 0x00030000 accept comment "gen=2 pid=1002"
@@ -69,7 +69,7 @@ public sealed class HandoffTableTests
             flush table inet switchover_echo
             table inet switchover_echo {
             	chain prerouting {
-            		type filter hook prerouting priority mangle; policy accept;
+            		type filter hook prerouting priority filter + 20; policy accept;
             		tcp flags & (fin | syn | rst | ack) != syn return
             		iif != "lo" tcp dport { 40001, 40002 } drop
             	}

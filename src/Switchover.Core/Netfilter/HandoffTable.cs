@@ -9,7 +9,7 @@ namespace Switchover.Netfilter;
 public sealed record PortSteer(PortMapping Port, long GenerationId, int Pid);
 
 /// <summary>
-/// The one nftables table a namespace owns. A chain at prerouting (mangle priority, before any NAT) sees only
+/// The one nftables table a namespace owns. A chain late in prerouting (after the host firewall's filters) sees only
 /// connection openings: it drops SYNs from the network to every live generation's private port (reachable only through
 /// the public port, or from this host for the generation's own readiness probe), and steers SYNs for the public
 /// endpoints to the active generation: by TPROXY (the packet keeps its destination port, so the host firewall's input
@@ -65,7 +65,11 @@ public sealed record HandoffTable(NamespaceName Namespace, Steering Steering, IR
         sb.Append("flush table ").Append(table).Append('\n');
         sb.Append("table ").Append(table).Append(" {\n");
         sb.Append("\tchain prerouting {\n");
-        sb.Append("\t\ttype filter hook prerouting priority mangle; policy accept;\n");
+        // Late in prerouting, after every filter a host firewall puts there (firewalld's reverse-path filter sits at
+        // filter + 10): they see the packet exactly as they would without Switchover. Earlier, a socket assigned by
+        // TPROXY makes the kernel's fib expression skip its loopback shortcut (nft_fib_can_skip), and firewalld's
+        // IPv6 rpfilter then drops SYNs from ::1.
+        sb.Append("\t\ttype filter hook prerouting priority filter + 20; policy accept;\n");
         sb.Append("\t\ttcp flags & (fin | syn | rst | ack) != syn return\n");
         if (GuardedPorts.Count > 0)
         {
