@@ -71,6 +71,7 @@ public sealed class HandoffTableTests
             	chain prerouting {
             		type filter hook prerouting priority filter + 20; policy accept;
             		tcp flags & (fin | syn | rst | ack) != syn return
+            		iif != "lo" tcp dport { 40001, 40002 } ct status dnat accept
             		iif != "lo" tcp dport { 40001, 40002 } drop
             	}
             	chain nat_prerouting {

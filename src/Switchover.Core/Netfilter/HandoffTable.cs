@@ -74,6 +74,12 @@ public sealed record HandoffTable(NamespaceName Namespace, Steering Steering, IR
         if (GuardedPorts.Count > 0)
         {
             var set = "{ " + string.Join(", ", GuardedPorts.Select(p => p.ToString(CultureInfo.InvariantCulture))) + " }";
+            if (NatChains)
+            {
+                // This chain runs after NAT: a SYN our REDIRECT sent to a private port is one of ours.
+                sb.Append("\t\tiif != \"lo\" tcp dport ").Append(set).Append(" ct status dnat accept\n");
+            }
+
             sb.Append("\t\tiif != \"lo\" tcp dport ").Append(set).Append(" drop\n");
         }
 
