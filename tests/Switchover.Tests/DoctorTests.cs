@@ -21,10 +21,12 @@ public sealed class DoctorTests
         Assert.Equal(ExitCodes.Success, report.ExitCode);
     }
 
-    [Fact]
-    public void An_nft_drop_policy_that_allows_the_port_names_the_rule_that_accepts_it()
+    [Theory]
+    [InlineData("nft-drop-allows-8080")]
+    [InlineData("nft-policy-drop")]
+    public void An_nft_drop_policy_that_allows_the_port_names_the_rule_that_accepts_it(string shape)
     {
-        var report = Analyze(Shape("nft-drop-allows-8080"));
+        var report = Analyze(Shape(shape));
 
         var firewall = report.Single("firewall", "nftables");
         Assert.Contains("inet host_fw input policy drop", firewall.Message, StringComparison.Ordinal);
@@ -32,6 +34,7 @@ public sealed class DoctorTests
         Assert.Equal(Severity.Ok, port.Severity);
         Assert.Contains("accepted by inet host_fw input rule \"tcp dport 8080 accept\"", port.Message, StringComparison.Ordinal);
         Assert.Equal(ExitCodes.Success, report.ExitCode);
+        Assert.Equal(Severity.Problem, Analyze(Shape(shape), ports: [8081]).Single("port", "tcp/8081").Severity);
     }
 
     [Fact]
@@ -80,10 +83,12 @@ public sealed class DoctorTests
         Assert.Equal(Severity.Problem, Analyze(Shape("iptables-allows-8080"), ports: [9090]).Single("port", "tcp/9090").Severity);
     }
 
-    [Fact]
-    public void Real_ufw_that_allows_the_port_is_recognised_and_its_user_rule_named()
+    [Theory]
+    [InlineData("ufw-allows-8080")] // ufw enable; ufw allow 8080/tcp, run by make-rulesets.sh
+    [InlineData("ufw-fixture")] // the same, captured by FirewallTests' capture.sh
+    public void Real_ufw_that_allows_the_port_is_recognised_and_its_user_rule_named(string shape)
     {
-        var report = Analyze(Shape("ufw-allows-8080"));
+        var report = Analyze(Shape(shape));
 
         var firewall = report.Single("firewall", "ufw");
         Assert.Contains("iptables-nft tables ip filter, ip6 filter; input: ip filter INPUT policy drop, ip6 filter INPUT policy drop", firewall.Message, StringComparison.Ordinal);
@@ -94,10 +99,12 @@ public sealed class DoctorTests
         Assert.Equal(ExitCodes.Success, report.ExitCode);
     }
 
-    [Fact]
-    public void Ufw_blocking_the_port_advises_ufw_allow()
+    [Theory]
+    [InlineData("ufw-allows-8080")]
+    [InlineData("ufw-fixture")]
+    public void Ufw_blocking_the_port_advises_ufw_allow(string shape)
     {
-        var port = Analyze(Shape("ufw-allows-8080"), ports: [9090]).Single("port", "tcp/9090");
+        var port = Analyze(Shape(shape), ports: [9090]).Single("port", "tcp/9090");
 
         Assert.Equal(Severity.Problem, port.Severity);
         Assert.Contains("IPv4: dropped by ip filter INPUT (policy drop); IPv6: dropped by ip6 filter INPUT (policy drop)", port.Message, StringComparison.Ordinal);
@@ -165,12 +172,40 @@ public sealed class DoctorTests
 
         var capture = report.Single("capture", "tcp/8080");
         Assert.Equal(Severity.Problem, capture.Severity);
-        Assert.Contains("Docker's ip nat DOCKER rule \"! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\"", capture.Message, StringComparison.Ordinal);
+        Assert.Contains("Docker's ip nat DOCKER rule \"! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.51.100.2:80\"", capture.Message, StringComparison.Ordinal);
         Assert.Contains("network IPv4", capture.Message, StringComparison.Ordinal);
         Assert.Contains("local IPv4", capture.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("IPv6", capture.Message, StringComparison.Ordinal);
         Assert.Contains("a container publishes this port", capture.Advice, StringComparison.Ordinal);
         Assert.Equal(ExitCodes.Failure, report.ExitCode);
+    }
+
+    [Fact]
+    public void Real_firewalld_accepts_the_added_port_in_its_zone_and_rejects_the_rest()
+    {
+        var report = Analyze(Shape("firewalld"), ports: [8080, 8081]);
+
+        Assert.Contains("input: inet firewalld filter_INPUT policy accept", report.Single("firewall", "firewalld").Message, StringComparison.Ordinal);
+        var allowed = report.Single("port", "tcp/8080");
+        Assert.Equal(Severity.Ok, allowed.Severity);
+        Assert.Contains("inet firewalld filter_IN_public_allow rule \"tcp dport 8080 accept\"", allowed.Message, StringComparison.Ordinal);
+        var rejected = report.Single("port", "tcp/8081");
+        Assert.Equal(Severity.Problem, rejected.Severity);
+        Assert.Contains("dropped by inet firewalld filter_IN_public rule \"reject\"", rejected.Message, StringComparison.Ordinal);
+        Assert.Equal(Severity.Ok, Analyze(Shape("firewalld"), steering: Steering.Redirect).Single("private-ports").Severity);
+    }
+
+    [Fact]
+    public void Docker_28_next_to_a_default_deny_input_captures_only_the_port_it_publishes()
+    {
+        var report = Analyze(Shape("docker28"), ports: [8080, 8081]);
+
+        Assert.Contains("chains DOCKER", report.Single("firewall", "docker").Message, StringComparison.Ordinal);
+        Assert.Equal(Severity.Ok, report.Single("port", "tcp/8080").Severity);
+        var capture = report.Single("capture", "tcp/8081");
+        Assert.Equal(Severity.Problem, capture.Severity);
+        Assert.Contains("-j DNAT --to-destination 198.51.100.2:80", capture.Message, StringComparison.Ordinal);
+        Assert.Equal(Severity.Warning, Analyze(Shape("docker28"), steering: Steering.Redirect).Single("docker-nat-priority").Severity);
     }
 
     [Fact]
