@@ -298,6 +298,29 @@ public sealed class DoctorTests
     }
 
     [Fact]
+    public void A_tproxy_table_with_a_port_map_is_read_for_every_public_port_and_each_port_is_checked()
+    {
+        var facts = Shape("switchover-tproxy-map-behind-nft-drop") with
+        {
+            Namespace = Namespace(3, [new State.PortMapping(8080, 40801), new State.PortMapping(8443, 40802)]),
+        };
+
+        var report = Analyze(facts, ports: [], ns: "echo");
+
+        Assert.Equal([8080, 8443], report.Ports);
+        Assert.Equal("tproxy", report.Steering);
+        var table = report.Single("namespace-table", "echo");
+        Assert.Equal(Severity.Ok, table.Severity);
+        Assert.Contains("steers tcp/8080 -> :40801, tcp/8443 -> :40802 (Tproxy)", table.Message, StringComparison.Ordinal);
+        Assert.Equal(Severity.Ok, report.Single("port", "tcp/8080").Severity);
+        Assert.Equal(Severity.Problem, report.Single("port", "tcp/8443").Severity);
+
+        // A map only captures its keys: another namespace's map on 8080 and 8443 says nothing about 9090.
+        Analyze(Shape("switchover-tproxy-map-behind-nft-drop"), ports: [9090], ns: "shop").AssertNone("namespace");
+        Assert.Equal(Severity.Problem, Analyze(Shape("switchover-tproxy-map-behind-nft-drop"), ports: [8443], ns: "shop").Single("namespace", "echo").Severity);
+    }
+
+    [Fact]
     public void Another_namespace_steering_the_same_port_is_a_conflict()
     {
         var report = Analyze(Shape("switchover-tproxy-behind-nft-drop"), ns: "shop");

@@ -63,11 +63,14 @@ internal static class DoctorFixtures
         Assert.True(report.Findings.All(f => f.Check != check), $"Expected no '{check}' finding:\n{DoctorText.Render(report)}");
 
     /// <summary>A namespace 'echo' whose state records one live active generation.</summary>
-    public static NamespaceFacts Namespace(long generation, int publicPort, int privatePort, bool alive = true)
+    public static NamespaceFacts Namespace(long generation, int publicPort, int privatePort, bool alive = true) =>
+        Namespace(generation, [new PortMapping(publicPort, privatePort)], alive);
+
+    public static NamespaceFacts Namespace(long generation, IReadOnlyList<PortMapping> ports, bool alive = true)
     {
         var name = NamespaceName.Parse("echo");
         var state = NamespaceState.Empty(name).With(new GenerationRecord(generation, 3552, 1, GenerationState.Active,
-            new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero), [new PortMapping(publicPort, privatePort)]));
+            new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero), ports));
         return new NamespaceFacts(name, "/run/switchover/echo", state with { LastGenerationId = generation }, null,
             new Dictionary<long, bool> { [generation] = alive });
     }

@@ -442,13 +442,30 @@ internal static class FirewallCheck
     }
 
     /// <summary>The public-to-private mappings a switchover table holds (its tproxy or redirect rules).</summary>
-    internal static IReadOnlyList<(int PublicPort, int PrivatePort, Steering Kind)> SteeringRules(Table table) =>
-        [.. table.Chains.Values.SelectMany(c => c.Rules)
-            .Where(r => r.Action.Effect is { Kind: EffectKind.Tproxy or EffectKind.Redirect, TargetPort: not null })
-            .SelectMany(r => r.Conditions.OfType<PortCondition>().Where(p => p.Field == PortField.Destination && !p.Negated)
-                .SelectMany(p => p.Ports.SinglePorts)
-                .Select(pub => (pub, r.Action.Effect!.TargetPort!.Value, r.Action.Effect.Kind == EffectKind.Tproxy ? Steering.Tproxy : Steering.Redirect)))
-            .Distinct()];
+    internal static IReadOnlyList<(int PublicPort, int PrivatePort, Steering Kind)> SteeringRules(Table table)
+    {
+        var result = new List<(int, int, Steering)>();
+        foreach (var rule in table.Chains.Values.SelectMany(c => c.Rules))
+        {
+            if (rule.Action.Effect is not { Kind: EffectKind.Tproxy or EffectKind.Redirect } effect)
+            {
+                continue;
+            }
+
+            var kind = effect.Kind == EffectKind.Tproxy ? Steering.Tproxy : Steering.Redirect;
+            if (effect.PortMap is { } map)
+            {
+                result.AddRange(map.Select(m => (m.From, m.To, kind)));
+            }
+            else if (effect.TargetPort is { } target)
+            {
+                result.AddRange(rule.Conditions.OfType<PortCondition>().Where(p => p.Field == PortField.Destination && !p.Negated)
+                    .SelectMany(p => p.Ports.SinglePorts).Select(p => (p, target, kind)));
+            }
+        }
+
+        return [.. result.Distinct()];
+    }
 
     private static IEnumerable<Finding> DockerPriority(Ruleset ruleset, FirewallContext context)
     {

@@ -137,6 +137,22 @@ internal static class NftJsonReader
                     continue;
                 }
 
+                if (action.Effect is { Kind: EffectKind.Redirect or EffectKind.Dnat or EffectKind.Tproxy } && value.TryGetProperty("port", out var portValue)
+                    && portValue.ValueKind == JsonValueKind.Object)
+                {
+                    // "to : tcp dport map { 8080 : 40635 }": only the map's keys get a target, the others do not match.
+                    var map = PortMap(portValue);
+                    if (map is null)
+                    {
+                        conditions.Add(FixedCondition.NotUnderstood($"the target port of '{key}'"));
+                    }
+                    else
+                    {
+                        conditions.Add(new PortCondition(PortField.Destination, new PortSet(map.Select(m => (m.From, m.From)))));
+                        action = action with { Effect = action.Effect with { PortMap = map } };
+                    }
+                }
+
                 if (action.Effect is { Kind: EffectKind.Dnat or EffectKind.Tproxy } && value.TryGetProperty("family", out var fam))
                 {
                     // "dnat ip to ...", "tproxy ip6 to ...": in an inet table only that family is translated.
@@ -190,6 +206,32 @@ internal static class NftJsonReader
             "snat" or "masquerade" => new RuleAction(VerdictKind.Accept),
             _ => null,
         };
+
+        /// <summary>{"map": {"key": tcp dport, "data": {"set": [[8080, 40635], ...]}}}, or null when it is another form.</summary>
+        private static List<(int From, int To)>? PortMap(JsonElement port)
+        {
+            if (!port.TryGetProperty("map", out var map) || !map.TryGetProperty("key", out var key) || !key.TryGetProperty("payload", out var payload)
+                || !payload.TryGetProperty("field", out var field) || field.GetString() != "dport"
+                || !map.TryGetProperty("data", out var data) || data.ValueKind != JsonValueKind.Object || !data.TryGetProperty("set", out var set)
+                || set.ValueKind != JsonValueKind.Array)
+            {
+                return null;
+            }
+
+            var pairs = new List<(int, int)>();
+            foreach (var entry in set.EnumerateArray())
+            {
+                if (entry.ValueKind != JsonValueKind.Array || entry.GetArrayLength() != 2 || entry[0].ValueKind != JsonValueKind.Number
+                    || entry[1].ValueKind != JsonValueKind.Number)
+                {
+                    return null;
+                }
+
+                pairs.Add((entry[0].GetInt32(), entry[1].GetInt32()));
+            }
+
+            return pairs;
+        }
 
         private static int? Port(JsonElement value) =>
             value.ValueKind == JsonValueKind.Object && value.TryGetProperty("port", out var p) && p.ValueKind == JsonValueKind.Number ? p.GetInt32() : null;
@@ -494,7 +536,8 @@ internal static class NftJsonReader
                 "meta" => value.GetProperty("key").GetString() is "iif" or "iifname" or "oif" or "oifname" ? value.GetProperty("key").GetString()! : $"meta {value.GetProperty("key").GetString()}",
                 "ct" => $"ct {value.GetProperty("key").GetString()}",
                 "fib" => $"fib {string.Join(" . ", value.TryGetProperty("flags", out var fl) ? fl.EnumerateArray().Select(x => x.GetString()) : [])} {value.GetProperty("result").GetString()}",
-                "set" => value.ValueKind == JsonValueKind.Array ? "{ " + string.Join(", ", value.EnumerateArray().Select(Value)) + " }" : Value(value),
+                "set" => value.ValueKind == JsonValueKind.Array ? "{ " + string.Join(", ", value.EnumerateArray().Select(Element)) + " }" : Value(value),
+                "map" => $"{Value(value.GetProperty("key"))} map {Value(value.GetProperty("data"))}",
                 "range" => $"{Value(value[0])}-{Value(value[1])}",
                 "prefix" => $"{Value(value.GetProperty("addr"))}/{Value(value.GetProperty("len"))}",
                 "concat" => string.Join(" . ", value.EnumerateArray().Select(Value)),
@@ -505,6 +548,10 @@ internal static class NftJsonReader
                 _ => key,
             };
         }
+
+        // A map's element is [key, value].
+        private static string Element(JsonElement e) =>
+            e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 2 ? $"{Value(e[0])} : {Value(e[1])}" : Value(e);
 
         private static string Target(JsonElement value)
         {
@@ -517,7 +564,7 @@ internal static class NftJsonReader
 
             if (value.TryGetProperty("port", out var port))
             {
-                sb.Append(':').Append(Value(port));
+                sb.Append(port.ValueKind == JsonValueKind.Object ? ": " : ":").Append(Value(port));
             }
 
             return sb.ToString();

@@ -126,7 +126,9 @@ internal enum EffectKind
     Notrack,
 }
 
-internal sealed record Effect(EffectKind Kind, int? TargetPort, string Text);
+/// <param name="TargetPort">The port it sends to ("redirect to :40635"), when it is one port.</param>
+/// <param name="PortMap">Public to target ports, when it maps them ("tproxy to : tcp dport map { 8080 : 40635 }").</param>
+internal sealed record Effect(EffectKind Kind, int? TargetPort, string Text, IReadOnlyList<(int From, int To)>? PortMap = null);
 
 internal sealed record RuleAction(VerdictKind Verdict, string? Target = null, Effect? Effect = null)
 {
