@@ -22,6 +22,7 @@ public sealed partial class DoctorTests(ITestOutputHelper output) : TestBase(out
         { "nft-drop-allows-8080", "firewall", "nftables", "info", "inet host_fw input policy drop", 0 },
         { "nft-policy-drop", "port", "tcp/8080", "ok", "accepted by inet host_fw input rule \"tcp dport 8080 accept\"", 0 },
         { "nft-drop-allows-22", "port", "tcp/8080", "problem", "dropped by inet host_fw input (policy drop)", 1 },
+        { "nft-drop-without-lo", "loopback", null, "problem", "the readiness request of a new generation to its own private port", 1 },
         { "iptables-allows-8080", "port", "tcp/8080", "ok", "accepted by ip filter INPUT rule", 0 },
         { "ufw-allows-8080", "port", "tcp/8080", "ok", "ip filter ufw-user-input rule \"tcp dport 8080 accept\"", 0 },
         { "ufw-fixture", "firewall", "ufw", "info", "ip filter INPUT policy drop, ip6 filter INPUT policy drop", 0 },

@@ -70,6 +70,20 @@ public sealed class DoctorTests
     }
 
     [Fact]
+    public void A_drop_policy_that_forgets_lo_stops_the_readiness_request_but_not_the_public_port()
+    {
+        var report = Analyze(Shape("nft-drop-without-lo"));
+
+        Assert.Equal(Severity.Ok, report.Single("port", "tcp/8080").Severity);
+        var loopback = report.Single("loopback");
+        Assert.Equal(Severity.Problem, loopback.Severity);
+        Assert.Equal("tcp/32768", loopback.Subject);
+        Assert.Contains("the readiness request of a new generation to its own private port", loopback.Message, StringComparison.Ordinal);
+        Assert.Contains("IPv4: dropped by inet host_fw input (policy drop)", loopback.Message, StringComparison.Ordinal);
+        Analyze(Shape("nft-drop-allows-8080")).AssertNone("loopback");
+    }
+
+    [Fact]
     public void Iptables_nft_input_drop_with_an_accept_for_the_port_is_allowed_for_both_families()
     {
         var report = Analyze(Shape("iptables-allows-8080"));
@@ -201,6 +215,10 @@ public sealed class DoctorTests
         var report = Analyze(Shape("docker28"), ports: [8080, 8081]);
 
         Assert.Contains("chains DOCKER", report.Single("firewall", "docker").Message, StringComparison.Ordinal);
+        Assert.Contains("ip raw", report.Single("firewall", "docker").Message, StringComparison.Ordinal);
+
+        // The default-deny INPUT next to Docker's chains is the host's own.
+        Assert.Contains("input: ip filter INPUT policy drop, ip6 filter INPUT policy drop", report.Single("firewall", "iptables").Message, StringComparison.Ordinal);
         Assert.Equal(Severity.Ok, report.Single("port", "tcp/8080").Severity);
         var capture = report.Single("capture", "tcp/8081");
         Assert.Equal(Severity.Problem, capture.Severity);

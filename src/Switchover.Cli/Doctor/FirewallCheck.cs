@@ -29,6 +29,7 @@ internal static class FirewallCheck
         }
 
         findings.AddRange(PrivatePorts(ruleset, context));
+        findings.AddRange(Loopback(ruleset, context));
         foreach (var port in context.Ports)
         {
             findings.AddRange(Captures(ruleset, context, port));
@@ -60,7 +61,9 @@ internal static class FirewallCheck
             kinds.Add("firewalld");
         }
 
-        if (chains.Any(c => c is "DOCKER" or "DOCKER-USER" || c.StartsWith("DOCKER-ISOLATION", StringComparison.Ordinal)))
+        // Docker 28 also writes a raw table with no chain of its own, only rules on its bridge.
+        if (chains.Any(c => c is "DOCKER" or "DOCKER-USER" || c.StartsWith("DOCKER-", StringComparison.Ordinal))
+            || table.Chains.Values.SelectMany(c => c.Rules).SelectMany(r => r.Conditions).OfType<InterfaceCondition>().Any(i => i.Names.Contains("docker0")))
         {
             kinds.Add("docker");
         }
@@ -75,7 +78,9 @@ internal static class FirewallCheck
             kinds.Add("fail2ban");
         }
 
-        if (kinds.Count == 0)
+        // Docker and kube-proxy do not filter input: an input chain that drops next to their chains is the host's own.
+        var ownInput = table.Chains.Values.Any(c => c.Hook?.Hook == "input" && RuleEvaluator.Filters(c));
+        if (kinds.Count == 0 || (ownInput && !kinds.Contains("ufw") && !kinds.Contains("firewalld") && !kinds.Contains("fail2ban")))
         {
             kinds.Add(table.Source == RuleSource.IptablesLegacy ? "iptables-legacy"
                 : IsIptablesNft(table) ? "iptables"
@@ -314,6 +319,35 @@ internal static class FirewallCheck
             yield return new Finding("private-ports", subject.Length > 0 ? subject : null, Severity.Info,
                 $"with the Redirect steering the private ports would have to be allowed too ({context.PrivatePortsSource}): {Describe(d.Result, d.Port)}; "
                 + "the Tproxy steering does not need them");
+        }
+    }
+
+    /// <summary>
+    /// Clients on this host, and each generation's readiness request to its own private port, come in on lo: an input
+    /// chain that drops without accepting lo first stops them (network clients may still pass).
+    /// </summary>
+    private static IEnumerable<Finding> Loopback(Ruleset ruleset, FirewallContext context)
+    {
+        if (!ruleset.BaseChains("input").Any(RuleEvaluator.Filters))
+        {
+            yield break;
+        }
+
+        var checks = context.Ports.Select(p => (Port: p, What: $"local clients of {Tcp(p)}"))
+            .Concat(context.PrivatePorts.Take(1).Select(p => (Port: p, What: $"the readiness request of a new generation to its own private port (e.g. :{p.ToString(CultureInfo.InvariantCulture)})")));
+        foreach (var (port, what) in checks)
+        {
+            var results = Families(context).Select(f => (Family: f, Result: Through(ruleset, "input", new Probe(f, port, ProbeOrigin.Loopback)))).ToList();
+            var failed = results.Where(r => r.Result.Verdict != Verdict.Accepted).ToList();
+            if (failed.Count == 0)
+            {
+                continue;
+            }
+
+            var dropped = failed.Any(r => r.Result.Verdict == Verdict.Dropped);
+            yield return new Finding("loopback", Tcp(port), dropped ? Severity.Problem : Severity.Warning,
+                $"{what} come in on lo: {string.Join("; ", failed.Select(r => $"{FamilyList([r.Family])}: {Describe(r.Result, port)}"))}",
+                "accept lo before anything drops (nft: iif \"lo\" accept; iptables: -A INPUT -i lo -j ACCEPT)");
         }
     }
 
