@@ -58,7 +58,7 @@ internal sealed class HostProbe
         }
         else
         {
-            rulesetError = nft.Error;
+            rulesetError = $"{nftPath} could not be run ({nft.Error})";
         }
 
         var legacy = ReadLines("proc/net/ip_tables_names");
@@ -100,7 +100,9 @@ internal sealed class HostProbe
         }
         catch (CommandNotFoundException e)
         {
-            return new ToolFact(tool, path, null, e.InnerException?.Message ?? e.Message, NotFound: true);
+            // Process.Start's own message also names the working directory; the errno text is what matters.
+            var cause = e.InnerException is System.ComponentModel.Win32Exception w ? System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(w.NativeErrorCode) : e.Message;
+            return new ToolFact(tool, path, null, cause, NotFound: true);
         }
         catch (CommandException e)
         {
