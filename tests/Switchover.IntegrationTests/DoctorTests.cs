@@ -46,7 +46,7 @@ public sealed partial class DoctorTests(ITestOutputHelper output) : TestBase(out
         Assert.Equal("ok", Find(report, "firewall", null).GetProperty("severity").GetString());
         Assert.Equal("ok", Find(report, "port", "tcp/8080").GetProperty("severity").GetString());
         Assert.Equal("ok", Find(report, "privileges", null).GetProperty("severity").GetString());
-        Assert.Equal(ConnectResult.Connected, await ListenAndProbeAsync(Lab.ServerV4));
+        Assert.Equal(ProbeOutcome.Connected, await ListenAndProbeAsync(Lab.ServerV4));
     }
 
     [Theory(Timeout = 120_000)]
@@ -79,11 +79,11 @@ public sealed partial class DoctorTests(ITestOutputHelper output) : TestBase(out
             if (address.AddressFamily == AddressFamily.InterNetworkV6 && shape is "docker-publishes-8080" or "foreign-redirect-8080")
             {
                 // Those shapes capture IPv4 only; doctor says so ("network IPv4").
-                Assert.Equal(ConnectResult.Connected, outcome);
+                Assert.Equal(ProbeOutcome.Connected, outcome);
                 continue;
             }
 
-            Assert.Equal(allowed, outcome == ConnectResult.Connected);
+            Assert.Equal(allowed, outcome == ProbeOutcome.Connected);
         }
     }
 
@@ -113,14 +113,14 @@ public sealed partial class DoctorTests(ITestOutputHelper output) : TestBase(out
             Assert.Equal("problem", privatePorts.GetProperty("severity").GetString());
             Assert.Contains($"the private port :{privatePort}", privatePorts.GetProperty("message").GetString(), StringComparison.Ordinal);
             Assert.Equal(1, exitCode);
-            Assert.Equal(ConnectResult.TimedOut, outcome);
+            Assert.Equal(ProbeOutcome.TimedOut, outcome);
         }
         else
         {
             Assert.Equal("tproxy", report.GetProperty("steering").GetString());
             Assert.Equal("ok", Find(report, "port", "tcp/8080").GetProperty("severity").GetString());
             Assert.Equal(0, exitCode);
-            Assert.Equal(ConnectResult.Connected, outcome);
+            Assert.Equal(ProbeOutcome.Connected, outcome);
         }
 
         // A generation that died without cleaning up: its table now steers into nothing.
@@ -197,7 +197,7 @@ public sealed partial class DoctorTests(ITestOutputHelper output) : TestBase(out
     private static partial Regex Counters();
 
     /// <summary>A listener on 8080 of the server (both families), and one connection attempt to it from the client.</summary>
-    private async Task<ConnectResult> ListenAndProbeAsync(IPAddress address)
+    private async Task<ProbeOutcome> ListenAndProbeAsync(IPAddress address)
     {
         using var listener = Lab.Server.CreateSocket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
         listener.DualMode = true;
@@ -206,31 +206,6 @@ public sealed partial class DoctorTests(ITestOutputHelper output) : TestBase(out
         return await ConnectAsync(new IPEndPoint(address, PublicPort));
     }
 
-    private async Task<ConnectResult> ConnectAsync(IPEndPoint to)
-    {
-        using var socket = Lab.Client.CreateSocket(to.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        using var bound = CancellationTokenSource.CreateLinkedTokenSource(Token);
-        bound.CancelAfter(ProbeBound);
-        try
-        {
-            await socket.ConnectAsync(to, bound.Token);
-            return ConnectResult.Connected;
-        }
-        catch (SocketException)
-        {
-            return ConnectResult.Rejected;
-        }
-        catch (OperationCanceledException) when (!Token.IsCancellationRequested)
-        {
-            return ConnectResult.TimedOut;
-        }
-    }
+    private Task<ProbeOutcome> ConnectAsync(IPEndPoint to) => HostFirewall.ProbeAsync(Lab.Client, to, ProbeBound, Token);
 
-    /// <summary>What one connection attempt got.</summary>
-    public enum ConnectResult
-    {
-        Connected,
-        Rejected,
-        TimedOut,
-    }
 }

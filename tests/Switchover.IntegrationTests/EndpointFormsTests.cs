@@ -147,40 +147,16 @@ public sealed class EndpointFormsTests(ITestOutputHelper output) : TestBase(outp
     }
 
     /// <summary>A path the form does not name gets no answer from the app: refused (nothing listens there) or no answer in time.</summary>
-    private async Task AssertNotServedAsync(LoadTarget path)
-    {
-        using var socket = path.Namespace.CreateSocket(path.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Token);
-        timeout.CancelAfter(TimeSpan.FromSeconds(2));
-        var error = await Record.ExceptionAsync(async () => await socket.ConnectAsync(path.EndPoint, timeout.Token));
-        Assert.True(error is SocketException or OperationCanceledException, $"{path} was answered although the form does not name it.");
-    }
+    private async Task AssertNotServedAsync(LoadTarget path) =>
+        Assert.NotEqual(ProbeOutcome.Connected, await HostFirewall.ProbeAsync(path.Namespace, path.EndPoint, TimeSpan.FromSeconds(2), Token));
 
     private sealed record TlsLoadResult(long Requests, List<string> Failures, string LastBody);
 
     /// <summary>GETs over TLS (the test's own certificate, checked by thumbprint), a new connection each (so nothing is retried on a pooled connection), until stopped or 60 s.</summary>
     private async Task<TlsLoadResult> TlsLoadAsync(IPEndPoint endpoint, string thumbprint, CancellationToken stop)
     {
-        using var handler = new SocketsHttpHandler
-        {
-            UseProxy = false,
-            PooledConnectionLifetime = TimeSpan.Zero,
-            SslOptions = { RemoteCertificateValidationCallback = (_, served, _, _) => served?.GetCertHashString() == thumbprint },
-            ConnectCallback = async (_, ct) =>
-            {
-                var socket = Lab.Client.CreateSocket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                try
-                {
-                    await socket.ConnectAsync(endpoint, ct);
-                    return new NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            },
-        };
+        using var handler = HandlerFrom(Lab.Client, endpoint);
+        handler.SslOptions.RemoteCertificateValidationCallback = (_, served, _, _) => served?.GetCertHashString() == thumbprint;
         using var client = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(10) };
         var host = endpoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endpoint.Address}]" : endpoint.Address.ToString();
         var uri = new Uri($"https://{host}:{endpoint.Port}/");

@@ -91,30 +91,33 @@ public abstract class TestBase(ITestOutputHelper output) : IAsyncLifetime
     /// <summary>Sends one GET from a namespace with its own fresh connection and returns status and body.</summary>
     protected static async Task<(int Status, string Body)> GetAsync(NetworkNamespace from, IPEndPoint to, string path, CancellationToken cancellationToken)
     {
-        using var handler = new SocketsHttpHandler
-        {
-            UseProxy = false,
-            PooledConnectionLifetime = TimeSpan.Zero,
-            ConnectCallback = async (_, ct) =>
-            {
-                var socket = from.CreateSocket(to.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                try
-                {
-                    await socket.ConnectAsync(to, ct);
-                    return new NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            },
-        };
+        using var handler = HandlerFrom(from, to);
         using var client = new HttpClient(handler) { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
         var host = to.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{to.Address}]" : to.Address.ToString();
         using var response = await client.GetAsync(new Uri($"http://{host}:{to.Port}{path}"), cancellationToken);
         return ((int)response.StatusCode, await response.Content.ReadAsStringAsync(cancellationToken));
     }
+
+    /// <summary>An HTTP handler whose connections (a new one per request) are opened from inside <paramref name="from"/> to <paramref name="to"/>.</summary>
+    protected static SocketsHttpHandler HandlerFrom(NetworkNamespace from, IPEndPoint to) => new()
+    {
+        UseProxy = false,
+        PooledConnectionLifetime = TimeSpan.Zero,
+        ConnectCallback = async (_, ct) =>
+        {
+            var socket = from.CreateSocket(to.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                await socket.ConnectAsync(to, ct);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        },
+    };
 
     /// <summary>The pid in an echo body "TEXT PID".</summary>
     protected static int PidOf(string body) => int.Parse(body.Trim().Split(' ')[^1], System.Globalization.CultureInfo.InvariantCulture);
