@@ -107,7 +107,8 @@ internal static class MarkdownReport
         foreach (var group in result.Overhead.GroupBy(r => (r.Client, r.Mode)))
         {
             var ratio = Ratio(group.ToList(), OverheadVariant.Switchover);
-            md.AppendLine(Inv($"- Redirect overhead, {ClientName(group.Key.Client)}, {Modes.Name(group.Key.Mode)}: Switchover ÷ direct throughput = **{ratio:0.000}** (target ≥ 0.97)."));
+            var redirect = Ratio(group.ToList(), OverheadVariant.SwitchoverRedirect);
+            md.AppendLine(Inv($"- Steering overhead, {ClientName(group.Key.Client)}, {Modes.Name(group.Key.Mode)}: Switchover (TPROXY) ÷ direct throughput = **{ratio:0.000}** (target ≥ 0.97); with Steering=Redirect {redirect:0.000}."));
         }
 
         var timing = TimingRows(result).ToList();
@@ -296,11 +297,12 @@ internal static class MarkdownReport
             var direct = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.Direct).ToList(), c => c.MachineBusy);
             var conntrack = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.DirectWithConntrack).ToList(), c => c.MachineBusy);
             var switchover = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.Switchover).ToList(), c => c.MachineBusy);
+            var redirect = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.SwitchoverRedirect).ToList(), c => c.MachineBusy);
             if (direct > 0 && conntrack > 0 && switchover > 0)
             {
                 md.AppendLine(Inv($"Machine CPU per request: direct {direct:0.0} µs, with conntrack {conntrack:0.0} µs ({conntrack - direct:+0.0;-0.0} µs), ") +
-                              Inv($"behind the redirect {switchover:0.0} µs ({switchover - direct:+0.0;-0.0} µs: {switchover - conntrack:+0.0;-0.0} µs more than conntrack alone, ") +
-                              "for NAT and the rules).").AppendLine();
+                              Inv($"behind Switchover's TPROXY {switchover:0.0} µs ({switchover - direct:+0.0;-0.0} µs: {switchover - conntrack:+0.0;-0.0} µs more than conntrack alone, for the rules), ") +
+                              Inv($"behind its REDIRECT {redirect:0.0} µs ({redirect - conntrack:+0.0;-0.0} µs more than conntrack alone, for NAT and the rules).")).AppendLine();
             }
         }
     }

@@ -15,8 +15,11 @@ internal enum OverheadVariant
     /// <summary>Bound to the port itself, plus a table with one <c>ct state</c> rule: every packet goes through conntrack, nothing is NATed.</summary>
     DirectWithConntrack,
 
-    /// <summary>Behind the Switchover redirect: conntrack, the NAT chains and the input guard.</summary>
+    /// <summary>Behind Switchover's default steering (TPROXY): conntrack, the SYN-only prerouting chain, no NAT.</summary>
     Switchover,
+
+    /// <summary>Behind Switchover with <c>Steering=Redirect</c>: conntrack, NAT and the SYN-only guard.</summary>
+    SwitchoverRedirect,
 }
 
 /// <summary>One measured round: one variant, one client, one mode.</summary>
@@ -158,12 +161,13 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
             var lab = await Labs.CreateAsync(cancellationToken);
             try
             {
-                if (variant == OverheadVariant.Switchover)
+                if (variant is OverheadVariant.Switchover or OverheadVariant.SwitchoverRedirect)
                 {
                     var service = new SwitchoverService(lab.Server, Artifacts.EchoServer, Port);
                     try
                     {
-                        var generation = await service.DeployAsync("v1", TimeSpan.FromSeconds(60), cancellationToken);
+                        string[] steering = [$"--Switchover:Steering={(variant == OverheadVariant.Switchover ? Steering.Tproxy : Steering.Redirect)}"];
+                        var generation = await service.DeployAsync("v1", TimeSpan.FromSeconds(60), cancellationToken, steering);
                         return new Host(variant, lab, generation.Process.Pid, service, null);
                     }
                     catch

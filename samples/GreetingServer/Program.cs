@@ -1,5 +1,5 @@
 // A line-oriented TCP server in the spirit of SMTP, on Kestrel connection handlers, handed over with Switchover.
-// Start: dotnet GreetingServer.dll --Switchover:PublicEndpoints:0=tcp/25 --Text=new-host
+// Start: dotnet GreetingServer.dll --urls http://*:25 --Text=new-host
 using Microsoft.AspNetCore.Connections;
 using Switchover.Hosting;
 using Switchover.Samples;

@@ -1,12 +1,31 @@
 // Rolling deploy demo: v1 of samples/EchoServer in a network namespace, clients on a second namespace (network path)
 // and on the server itself (localhost path), keep-alive and new-connection load at once, then v2..vN deployed one
 // after another by simply launching them. Prints requests, failures and handoff times; exits 1 if anything failed.
+// The server runs behind a default-deny host firewall that allows only port 8080, as production hosts do:
+//   --firewall ufw (default: the ruleset ufw writes for "ufw default deny incoming; ufw allow 8080/tcp")
+//   --firewall nft | firewalld | docker | none
 using System.Globalization;
 using System.Net;
 using Switchover.Lab;
 
 var generations = ReadOption(args, "--generations", 6);
 var interval = TimeSpan.FromSeconds(ReadOption(args, "--interval", 3));
+var firewallIndex = Array.IndexOf(args, "--firewall");
+var firewallName = firewallIndex >= 0 && firewallIndex + 1 < args.Length ? args[firewallIndex + 1] : "ufw";
+var shapes = new Dictionary<string, FirewallShape?>(StringComparer.OrdinalIgnoreCase)
+{
+    ["ufw"] = FirewallShape.Ufw,
+    ["nft"] = FirewallShape.NftPolicyDrop,
+    ["firewalld"] = FirewallShape.Firewalld,
+    ["docker"] = FirewallShape.DockerWithDefaultDenyInput,
+    ["none"] = null,
+};
+if (!shapes.TryGetValue(firewallName, out var firewall))
+{
+    Console.Error.WriteLine($"--firewall '{firewallName}' is unknown: use one of {string.Join(", ", shapes.Keys)}.");
+    return 2;
+}
+
 if (Environment.UserName != "root")
 {
     Console.Error.WriteLine("The demo builds network namespaces and nftables rules: run it as root.");
@@ -18,6 +37,12 @@ var token = timeout.Token;
 await using var lab = await TwoHostLab.CreateAsync(token);
 await using var service = new SwitchoverService(lab.Server, publicPort: 8080, name: "demo");
 Console.WriteLine($"Lab: server {lab.Server} ({lab.ServerV4}, {lab.ServerV6}), client {lab.Client}; public port 8080, Switchover namespace '{service.Name}'.");
+if (firewall is { } shape)
+{
+    await HostFirewall.ApplyAsync(lab.Server, shape, token);
+    await HostFirewall.EnsureDefaultDenyAsync(shape, lab.Server, lab.Client, [lab.ServerV4, lab.ServerV6], token);
+    Console.WriteLine($"Host firewall on the server: {shape}, default deny, only port 8080 allowed (nothing opened for Switchover).");
+}
 
 var deployed = new List<LaunchedGeneration> { await service.DeployAsync("v1", TimeSpan.FromSeconds(60), token) };
 Console.WriteLine($"v1 serving (pid {deployed[0].Process.Pid}), launch to serving {deployed[0].LaunchToServing.TotalMilliseconds:0} ms");

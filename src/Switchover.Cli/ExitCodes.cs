@@ -10,4 +10,7 @@ internal static class ExitCodes
 
     /// <summary>The command line is wrong (unknown option, missing or invalid value). Nothing was touched.</summary>
     public const int Usage = 2;
+
+    /// <summary>doctor found things to look at (warnings) but nothing that is sure to break (no problem).</summary>
+    public const int Warnings = 3;
 }

@@ -56,7 +56,7 @@ internal sealed class StatusCollector
         return new StatusReport(StatusReport.CurrentVersion, stateRoot, namespaces, run.Errors);
     }
 
-    internal static string FormatEndpoint(int port) => "tcp/" + port.ToString(CultureInfo.InvariantCulture);
+    internal static string FormatEndpoint(PortMapping port) => "tcp/" + port.Public;
 
     private static GenerationStatusKind Kind(GenerationState state) => state switch
     {
@@ -133,7 +133,7 @@ internal sealed class StatusCollector
             var endpoints = active is null
                 ? []
                 : active.Ports.OrderBy(p => p.PublicPort)
-                    .Select(p => new PublicEndpointStatus(FormatEndpoint(p.PublicPort), p.PublicPort, p.PrivatePort, active.Id))
+                    .Select(p => new PublicEndpointStatus(FormatEndpoint(p), p.PublicPort, p.PrivatePort, active.Id))
                     .ToList();
             var generations = new List<GenerationStatus>();
             foreach (var generation in state.Generations.OrderByDescending(g => g.Id))
@@ -151,7 +151,7 @@ internal sealed class StatusCollector
             foreach (var port in generation.Ports.OrderBy(p => p.PublicPort))
             {
                 // A dead generation's private port may already belong to someone else: its flows are not ours to count.
-                var counts = alive ? await CountAsync(port.PrivatePort, cancellationToken).ConfigureAwait(false) : null;
+                var counts = alive ? await CountAsync(generation, port, cancellationToken).ConfigureAwait(false) : null;
                 ports.Add(new PortStatus(port.PublicPort, port.PrivatePort, counts));
             }
 
@@ -180,7 +180,7 @@ internal sealed class StatusCollector
             }
         }
 
-        private async Task<ConnectionCounts?> CountAsync(int privatePort, CancellationToken cancellationToken)
+        private async Task<ConnectionCounts?> CountAsync(GenerationRecord generation, PortMapping port, CancellationToken cancellationToken)
         {
             if (_conntrackFailed)
             {
@@ -189,7 +189,7 @@ internal sealed class StatusCollector
 
             try
             {
-                var flows = await owner._conntrack.CountAsync(privatePort, cancellationToken).ConfigureAwait(false);
+                var flows = await owner._conntrack.CountAsync(generation, port, cancellationToken).ConfigureAwait(false);
                 return new ConnectionCounts(flows.Established, flows.HalfOpen, flows.Closing, flows.Total);
             }
             catch (Exception e) when (e is CommandException or InvalidOperationException { InnerException: CommandNotFoundException })

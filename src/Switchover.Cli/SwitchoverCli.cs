@@ -11,15 +11,17 @@ internal static class SwitchoverCli
         var tools = new ToolOptions();
         var status = StatusCommand.Create(tools);
         var cleanup = CleanupCommand.Create(tools);
+        var doctor = Doctor.DoctorCommand.Create(tools);
         var migrate = MigrateCommand.Create();
         var root = new RootCommand(
-            "Inspect and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
+            "Inspect, check and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
             "/run/switchover/<namespace>/ that handoffs between generations of a server use.")
         {
             tools.Nft,
             tools.Conntrack,
             status,
             cleanup,
+            doctor,
             migrate,
             TunnelCommand.Create(),
         };
@@ -29,9 +31,11 @@ internal static class SwitchoverCli
                 (ExitCodes.Success, "success"),
                 (ExitCodes.Failure, "the command ran but failed or found a problem; see 'switchover COMMAND --help'"),
                 (ExitCodes.Usage, "the command line is wrong; nothing was touched"),
+                (ExitCodes.Warnings, "doctor only: warnings, no problem"),
             ]),
             [status] = StatusCommand.ExitCodeHelp,
             [cleanup] = CleanupCommand.ExitCodeHelp,
+            [doctor] = Doctor.DoctorCommand.ExitCodeHelp,
             [migrate] = MigrateCommand.ExitCodeHelp,
         });
         return root;

@@ -58,13 +58,17 @@ public sealed class Handoff
     /// Records a new generation in state Starting: its private ports are guarded from then on, but nothing is sent to it.
     /// Generation ids grow monotonically within a namespace.
     /// </summary>
-    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
+    public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken) =>
+        RegisterAsync(process, ports, Steering.Tproxy, cancellationToken);
+
+    /// <inheritdoc cref="RegisterAsync(ProcessIdentity, IReadOnlyList{PortMapping}, CancellationToken)"/>
+    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken)
     {
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
         var state = original.WithoutDead(_isAlive, out var stale);
         var generation = new GenerationRecord(state.LastGenerationId + 1, process.Pid, process.StartTime, GenerationState.Starting,
-            DateTimeOffset.UtcNow, ports);
+            DateTimeOffset.UtcNow, ports, steering);
         await CommitAsync(held, original, state.With(generation) with { LastGenerationId = generation.Id }, cancellationToken)
             .ConfigureAwait(false);
         return new Registration(generation, stale);
@@ -177,7 +181,7 @@ public sealed class Handoff
 
     private async Task<(string Ruleset, TimeSpan Elapsed)> CommitAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken)
     {
-        var table = NatRedirectTable.FromState(Name, after);
+        var table = HandoffTable.FromState(Name, after);
         var stopwatch = Stopwatch.StartNew();
         await _nft.ApplyAsync(table, cancellationToken).ConfigureAwait(false);
         var elapsed = stopwatch.Elapsed;
@@ -199,5 +203,5 @@ public sealed class Handoff
     private Task RestoreAsync(NamespaceState before, CancellationToken cancellationToken) =>
         before.Generations.Count == 0
             ? _nft.DeleteTableAsync(Name, cancellationToken)
-            : _nft.ApplyAsync(NatRedirectTable.FromState(Name, before), cancellationToken);
+            : _nft.ApplyAsync(HandoffTable.FromState(Name, before), cancellationToken);
 }

@@ -10,15 +10,16 @@ internal sealed record DrainReport(TimeSpan Elapsed, bool ReachedQuiet, int Open
 
 /// <summary>
 /// Keeps a superseded generation's listeners open until nothing can still arrive on them: connections whose SYN was
-/// redirected to this generation just before the swap (or SYN retransmits conntrack still maps here) complete their
-/// handshake in this listener's accept queue, and closing it then would reset them.
-/// Done when, for a whole quiet period, the accept queues are empty, conntrack holds no half-open flow to the private
-/// ports, and either no connection is open or none has sent a request.
+/// steered to this generation just before the swap (and their SYN retransmits, which the kernel still hands to the
+/// half-open request here) complete their handshake in this listener's accept queue, and closing it then would reset them.
+/// Done when, for a whole quiet period, the accept queues are empty, conntrack holds no half-open flow of this
+/// generation (stamped with its mark, or NAT'd to its private ports), and either no connection is open or none has sent a request.
 /// </summary>
 internal sealed class Drain(LocalGeneration generation, ConntrackClient conntrack, DrainOptions options, ILogger logger)
 {
-    public async Task<DrainReport> RunAsync(IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
+    public async Task<DrainReport> RunAsync(GenerationRecord record, CancellationToken cancellationToken)
     {
+        var ports = record.Ports;
         generation.StartDraining();
         var stopwatch = Stopwatch.StartNew();
         var quietSince = (TimeSpan?)null;
@@ -30,14 +31,7 @@ internal sealed class Drain(LocalGeneration generation, ConntrackClient conntrac
             {
                 try
                 {
-                    foreach (var port in ports)
-                    {
-                        if ((await conntrack.CountAsync(port.PrivatePort, cancellationToken).ConfigureAwait(false)).HalfOpen > 0)
-                        {
-                            busy = true;
-                            break;
-                        }
-                    }
+                    busy = (await conntrack.CountAsync(record, cancellationToken).ConfigureAwait(false)).HalfOpen > 0;
                 }
                 catch (OperationCanceledException)
                 {

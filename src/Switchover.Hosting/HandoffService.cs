@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -104,7 +106,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // which would make the host rethrow from app.Run() and abort the process.
             using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             bound.CancelAfter(_options.Drain.MaxDuration);
-            var report = await drain.RunAsync(record.Ports, bound.Token).ConfigureAwait(false);
+            var report = await drain.RunAsync(record, bound.Token).ConfigureAwait(false);
             Log.DrainFinished(_logger, record.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", report.OpenConnections);
         }
     }
@@ -131,8 +133,8 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
             await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
 
-            var ports = _generation.BoundPorts();
-            var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, cancellationToken).ConfigureAwait(false);
+            var ports = EndpointPlan();
+            var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, cancellationToken).ConfigureAwait(false);
             _generation.Record = registration.Generation;
             _handoff = handoff;
             var record = registration.Generation;
@@ -140,7 +142,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             Log.Registered(_logger, record.Id, _namespace.Value, record.Pid, Describe(ports));
 
             var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
-            await readiness.WaitAsync(ports, cancellationToken).ConfigureAwait(false);
+            await readiness.WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
             Log.Ready(_logger, record.Id, (DateTime.UtcNow - launchedAt).TotalMilliseconds);
 
             var result = await handoff.TakeOverAsync(record.Id, cancellationToken).ConfigureAwait(false);
@@ -170,6 +172,47 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             Log.StartFailed(_logger, e.Message, e);
             await FailAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>What Kestrel bound, as the generation's ports; refused endpoints stop the generation here, before it registers.</summary>
+    private IReadOnlyList<PortMapping> EndpointPlan()
+    {
+        foreach (var endpoint in _generation.EndpointsLeftAlone)
+        {
+            Log.EndpointLeftAlone(_logger, endpoint.ToString() ?? endpoint.GetType().Name);
+        }
+
+        var refused = _generation.RefusedEndpoints;
+        if (refused.Count > 0)
+        {
+            throw new InvalidOperationException(
+                "The app's endpoints cannot be taken over; nothing was bound or changed:" + Environment.NewLine +
+                string.Join(Environment.NewLine, refused.Select(r => "  - " + r)));
+        }
+
+        var ports = _generation.BoundPorts();
+        return ports.Count > 0
+            ? ports
+            : throw new InvalidOperationException(
+                "The app has no TCP endpoint to hand over (only Unix sockets, or none). Configure one (e.g. --urls http://*:8080), or set Switchover:Mode=Disabled.");
+    }
+
+    /// <summary>The public ports Kestrel serves over TLS, from the addresses it reports (https://...:PORT).</summary>
+    private HashSet<int> TlsPorts()
+    {
+        var addresses = _services.GetService<IServer>()?.Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+        var ports = new HashSet<int>();
+        foreach (var address in addresses.Where(a => a.StartsWith("https://", StringComparison.OrdinalIgnoreCase)))
+        {
+            var colon = address.LastIndexOf(':');
+            if (colon > 0 && int.TryParse(address.AsSpan(colon + 1).TrimEnd('/'), System.Globalization.NumberStyles.None,
+                    System.Globalization.CultureInfo.InvariantCulture, out var port))
+            {
+                ports.Add(port);
+            }
+        }
+
+        return ports;
     }
 
     private async Task<bool> StepDownAsync(GenerationRecord record)
@@ -222,5 +265,5 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     }
 
     private static string Describe(IEnumerable<PortMapping> ports) =>
-        string.Join(",", ports.Select(p => $"{p.PublicPort}->{p.PrivatePort}"));
+        string.Join(",", ports.Select(p => $"{p.Public}->{p.PrivatePort}"));
 }

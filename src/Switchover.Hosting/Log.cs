@@ -53,4 +53,7 @@ internal static partial class Log
 
     [LoggerMessage(14, LogLevel.Debug, "Not ready yet: {Reason}")]
     public static partial void NotReady(ILogger logger, string reason);
+
+    [LoggerMessage(17, LogLevel.Information, "Endpoint {Endpoint} is not a TCP address (a Unix socket): bound as configured, not handed over.")]
+    public static partial void EndpointLeftAlone(ILogger logger, string endpoint);
 }

@@ -13,11 +13,25 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
 {
     private static readonly TimeSpan RetryInterval = TimeSpan.FromMilliseconds(100);
 
-    public async Task WaitAsync(IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
+    /// <param name="tlsPorts">Public ports served over TLS: their private ports are probed with HTTPS.</param>
+    public async Task WaitAsync(IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.ReadinessTimeout);
-        using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero })
+        using var http = new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            PooledConnectionLifetime = TimeSpan.Zero,
+            SslOptions =
+            {
+                // The probe asks this process's own private port on loopback, not a peer: the certificate is the one
+                // it serves, whatever names or issuer it carries, and nothing secret is sent.
+#pragma warning disable CA5359
+                RemoteCertificateValidationCallback = (_, _, _, _) => true,
+#pragma warning restore CA5359
+                TargetHost = options.ReadinessHost,
+            },
+        })
         {
             Timeout = TimeSpan.FromSeconds(5),
         };
@@ -26,7 +40,7 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
         {
             while (true)
             {
-                reason = await CheckOnceAsync(http, ports, timeout.Token).ConfigureAwait(false);
+                reason = await CheckOnceAsync(http, ports, tlsPorts, timeout.Token).ConfigureAwait(false);
                 if (reason is null)
                 {
                     return;
@@ -43,7 +57,7 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
         }
     }
 
-    private async Task<string?> CheckOnceAsync(HttpClient http, IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
+    private async Task<string?> CheckOnceAsync(HttpClient http, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts, CancellationToken cancellationToken)
     {
         if (healthChecks is not null)
         {
@@ -72,25 +86,40 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
                 }
             }
 
-            var uri = new Uri($"http://{IPAddress.Loopback}:{port.PrivatePort}{options.ReadinessPath}");
-            try
+            var scheme = tlsPorts.Contains(port.PublicPort) ? "https" : "http";
+            var uri = new Uri($"{scheme}://{IPAddress.Loopback}:{port.PrivatePort}{options.ReadinessPath}");
+            if (await GetAsync(http, uri, HttpVersion.Version11, cancellationToken).ConfigureAwait(false) is { } http1Failure
+                && (scheme == "https" || await GetAsync(http, uri, HttpVersion.Version20, cancellationToken).ConfigureAwait(false) is not null))
             {
-                using var response = await http.GetAsync(uri, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
-                if ((int)response.StatusCode >= 500)
-                {
-                    return $"GET {uri} answered {(int)response.StatusCode}";
-                }
-            }
-            catch (HttpRequestException e)
-            {
-                return $"GET {uri} failed: {e.Message}";
-            }
-            catch (TaskCanceledException e) when (!cancellationToken.IsCancellationRequested)
-            {
-                return $"GET {uri} timed out: {e.Message}";
+                // HTTP/2 with prior knowledge is tried on cleartext endpoints that speak only HTTP/2; over TLS, ALPN
+                // already offered it.
+                return http1Failure;
             }
         }
 
         return null;
+    }
+
+    /// <summary>One GET; null when it was answered below 500, otherwise why not.</summary>
+    private static async Task<string?> GetAsync(HttpClient http, Uri uri, Version version, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, uri)
+        {
+            Version = version,
+            VersionPolicy = version == HttpVersion.Version20 ? HttpVersionPolicy.RequestVersionExact : HttpVersionPolicy.RequestVersionOrHigher,
+        };
+        try
+        {
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
+            return (int)response.StatusCode >= 500 ? $"GET {uri} answered {(int)response.StatusCode}" : null;
+        }
+        catch (HttpRequestException e)
+        {
+            return $"GET {uri} failed: {e.Message}";
+        }
+        catch (TaskCanceledException e) when (!cancellationToken.IsCancellationRequested)
+        {
+            return $"GET {uri} timed out: {e.Message}";
+        }
     }
 }

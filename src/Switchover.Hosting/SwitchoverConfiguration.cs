@@ -1,4 +1,5 @@
-using Microsoft.Extensions.Configuration;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
@@ -13,15 +14,31 @@ internal sealed class SwitchoverConfiguration
 {
     private readonly Lazy<IReadOnlyList<string>> _errors;
 
-    public SwitchoverConfiguration(IOptions<SwitchoverOptions> options, IConfiguration configuration, IHostEnvironment environment)
+    public SwitchoverConfiguration(IOptions<SwitchoverOptions> options, IHostEnvironment environment, IServiceProvider services)
     {
         Options = options.Value;
         _errors = new Lazy<IReadOnlyList<string>>(() =>
         {
-            var result = new SwitchoverOptionsValidator(configuration, environment).Validate(null, Options);
-            return result.Failed ? [.. result.Failures] : [];
+            var result = new SwitchoverOptionsValidator(environment).Validate(null, Options);
+            List<string> errors = result.Failed ? [.. result.Failures] : [];
+            if (Options.Mode == SwitchoverMode.Required && TransportError(services) is { } transport)
+            {
+                errors.Add(transport);
+            }
+
+            return errors;
         });
     }
+
+    /// <summary>
+    /// Kestrel binds with the transport registered last. One registered after UseSwitchover() (e.g. a later
+    /// UseSockets(...) call) is not wrapped, and would bind the public ports directly.
+    /// </summary>
+    private static string? TransportError(IServiceProvider services) =>
+        services.GetServices<IConnectionListenerFactory>().LastOrDefault() is { } last and not PrivateListenerFactory
+            ? $"The transport {last.GetType().Name} was registered after UseSwitchover(), so it would bind the public ports directly. " +
+              "Call UseSwitchover() after UseSockets(...) or any other transport registration."
+            : null;
 
     public SwitchoverOptions Options { get; }
 

@@ -35,16 +35,23 @@ public sealed class SwitchoverOptions
     public string StateDirectory { get; set; } = "/run/switchover";
 
     /// <summary>
-    /// Public endpoints as <c>tcp/PORT</c>. Default: empty, meaning one per endpoint the app is configured with
-    /// (<c>--urls</c>, <c>ASPNETCORE_URLS</c>, <c>Kestrel:Endpoints</c>; Kestrel's default http://localhost:5000 otherwise).
+    /// How the public ports reach the active generation. Default: <see cref="Switchover.Steering.Tproxy"/>, which a
+    /// default-deny host firewall that allows the public port lets through as it is;
+    /// <see cref="Switchover.Steering.Redirect"/> is NAT (the firewall must then allow the private ports too).
     /// </summary>
-    public IList<string> PublicEndpoints { get; } = [];
+    public Steering Steering { get; set; } = Steering.Tproxy;
 
     /// <summary>How readiness is checked on the private ports, after the health checks. Default: <see cref="ReadinessProbe.Http"/>.</summary>
     public ReadinessProbe ReadinessProbe { get; set; } = ReadinessProbe.Http;
 
     /// <summary>The path the new generation requests on its own private port before it takes over. Default: "/".</summary>
     public string ReadinessPath { get; set; } = "/";
+
+    /// <summary>
+    /// The server name (SNI) the readiness request sends to HTTPS endpoints. Default: none, so the endpoint's default
+    /// certificate answers; set it when the endpoint only serves certain names.
+    /// </summary>
+    public string? ReadinessHost { get; set; }
 
     /// <summary>How long the new generation may take to become ready before it gives up. Default: 60 s.</summary>
     public TimeSpan ReadinessTimeout { get; set; } = TimeSpan.FromSeconds(60);

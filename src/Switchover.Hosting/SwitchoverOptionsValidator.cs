@@ -1,11 +1,10 @@
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace Switchover.Hosting;
 
 /// <summary>Validates the options at start, reporting every error at once.</summary>
-internal sealed class SwitchoverOptionsValidator(IConfiguration configuration, IHostEnvironment environment) : IValidateOptions<SwitchoverOptions>
+internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) : IValidateOptions<SwitchoverOptions>
 {
     public ValidateOptionsResult Validate(string? name, SwitchoverOptions options)
     {
@@ -50,7 +49,11 @@ internal sealed class SwitchoverOptionsValidator(IConfiguration configuration, I
             errors.Add($"Switchover:Drain:QuietPeriod ({options.Drain.QuietPeriod}) is longer than Switchover:Drain:MaxDuration ({options.Drain.MaxDuration}).");
         }
 
-        PublicEndpointResolver.Resolve(options.PublicEndpoints, configuration, errors);
+        if (!Enum.IsDefined(options.Steering))
+        {
+            errors.Add($"Switchover:Steering '{options.Steering}' is unknown; use Tproxy (default) or Redirect.");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

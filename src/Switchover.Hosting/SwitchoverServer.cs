@@ -1,28 +1,46 @@
 using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http.Features;
 
 namespace Switchover.Hosting;
 
 /// <summary>
-/// Wraps the server so that the hosting URLs (which name public ports) are not bound: Kestrel binds only the
-/// private ports Switchover configured, and does not warn about overriding the URLs.
+/// Wraps the server so that, with invalid Switchover options, nothing is bound at all (HandoffService reports the
+/// errors and stops the host). The endpoints themselves are moved to private ports one level down, in the transport
+/// (<see cref="PrivateListenerFactory"/>), so Kestrel resolves the app's URLs and endpoints as it always does.
+/// A failure to bind a private port (no privilege for IP_TRANSPARENT, an address this host does not have) is recorded
+/// rather than thrown: thrown, it would escape app.Run() and abort the process; recorded, the generation exits 1 with
+/// the reason before it registers, like any other start failure.
 /// </summary>
-internal sealed class SwitchoverServer(IServer inner, SwitchoverConfiguration configuration) : IServer
+internal sealed class SwitchoverServer(IServer inner, SwitchoverConfiguration configuration, LocalGeneration generation) : IServer
 {
     public IFeatureCollection Features => inner.Features;
 
-    public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken)
+    public async Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken)
         where TContext : notnull
     {
-        if (configuration.Options.Mode == SwitchoverMode.Required && Features.Get<IServerAddressesFeature>() is { Addresses.IsReadOnly: false } addresses)
+        if (configuration.Invalid)
         {
-            addresses.Addresses.Clear();
-            addresses.PreferHostingUrls = false;
+            return;
         }
 
-        // With invalid options HandoffService reports the errors and stops the host; bind nothing meanwhile.
-        return configuration.Invalid ? Task.CompletedTask : inner.StartAsync(application, cancellationToken);
+        if (!configuration.Enabled)
+        {
+            await inner.StartAsync(application, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            await inner.StartAsync(application, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            generation.BindFailed(e is ArgumentOutOfRangeException { ParamName: "port" }
+                ? "An endpoint's port is out of range: use a port in 1-65535 in --urls, ASPNETCORE_URLS, HTTP_PORTS or Kestrel:Endpoints."
+                : $"Kestrel could not bind the configured endpoints: {e.Message}");
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await inner.StopAsync(stop.Token).ConfigureAwait(false);
+        }
     }
 
     public Task StopAsync(CancellationToken cancellationToken) =>

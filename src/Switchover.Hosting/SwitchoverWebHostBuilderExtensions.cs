@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
@@ -30,11 +31,34 @@ public static class SwitchoverWebHostBuilderExtensions
                 .Configure(configure);
             services.TryAddSingleton<SwitchoverConfiguration>();
             services.TryAddSingleton<LocalGeneration>();
-            services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<KestrelServerOptions>, KestrelSetup>());
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<SocketTransportOptions>, TransparentSockets>());
             services.TryAddEnumerable(ServiceDescriptor.Transient<IStartupFilter, DrainStartupFilter>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, HandoffService>());
             DecorateServer(services);
+            DecorateTransports(services);
         });
+    }
+
+    /// <summary>
+    /// Every registered transport is wrapped, so that whichever Kestrel picks for an endpoint binds it on a private
+    /// port. A transport registered after UseSwitchover() is not wrapped: HandoffService refuses to start then.
+    /// </summary>
+    private static void DecorateTransports(IServiceCollection services)
+    {
+        for (var i = 0; i < services.Count; i++)
+        {
+            var descriptor = services[i];
+            if (descriptor.ServiceType != typeof(IConnectionListenerFactory) || descriptor.IsKeyedService
+                || descriptor.ImplementationType == typeof(PrivateListenerFactory))
+            {
+                continue;
+            }
+
+            var inner = Resolver<IConnectionListenerFactory>(services, descriptor);
+            services[i] = ServiceDescriptor.Singleton<IConnectionListenerFactory>(sp =>
+                new PrivateListenerFactory(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>(), sp.GetRequiredService<LocalGeneration>(),
+                    sp.GetRequiredService<IHostApplicationLifetime>()));
+        }
     }
 
     private static void DecorateServer(IServiceCollection services)
@@ -46,19 +70,22 @@ public static class SwitchoverWebHostBuilderExtensions
         }
 
         services.Remove(descriptor);
-        Func<IServiceProvider, IServer> inner = descriptor switch
-        {
-            { ImplementationInstance: IServer instance } => _ => instance,
-            { ImplementationFactory: { } factory } => sp => (IServer)factory(sp),
-            { ImplementationType: { } type } => RegisterInner(services, type),
-            _ => throw new InvalidOperationException("Unsupported IServer registration."),
-        };
-        services.AddSingleton<IServer>(sp => new SwitchoverServer(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>()));
+        var inner = Resolver<IServer>(services, descriptor);
+        services.AddSingleton<IServer>(sp => new SwitchoverServer(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>(), sp.GetRequiredService<LocalGeneration>()));
     }
 
-    private static Func<IServiceProvider, IServer> RegisterInner(IServiceCollection services, Type type)
+    /// <summary>How to get the service a registration stood for, once the registration itself is replaced by a decorator.</summary>
+    private static Func<IServiceProvider, T> Resolver<T>(IServiceCollection services, ServiceDescriptor descriptor) => descriptor switch
+    {
+        { ImplementationInstance: T instance } => _ => instance,
+        { ImplementationFactory: { } factory } => sp => (T)factory(sp),
+        { ImplementationType: { } type } => RegisterInner<T>(services, type),
+        _ => throw new InvalidOperationException($"Unsupported {typeof(T).Name} registration."),
+    };
+
+    private static Func<IServiceProvider, T> RegisterInner<T>(IServiceCollection services, Type type)
     {
         services.TryAdd(ServiceDescriptor.Singleton(type, type));
-        return sp => (IServer)sp.GetRequiredService(type);
+        return sp => (T)sp.GetRequiredService(type);
     }
 }

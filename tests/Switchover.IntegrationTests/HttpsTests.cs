@@ -13,15 +13,17 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     private const int HttpsPort = 8443;
     private const int Handoffs = 4;
 
+    private SwitchoverService? _https;
+
     [Fact(Timeout = 180_000)]
     public async Task Tls_1_2_and_tls_1_3_both_handshake_with_the_configured_certificate_and_alpn_picks_h2_or_http_1_1()
     {
         var certificate = await CertificateAsync();
-        await Service.DeployAsync("v1", TakeoverTimeout, Token, ServerArguments(certificate));
+        await Https.DeployAsync("v1", TakeoverTimeout, Token, ServerArguments(certificate));
         await AssertHandshakesAsync(certificate, "v1");
 
         // The next generation serves the same endpoint, with the same certificate, after the handoff.
-        await Service.DeployAsync("v2", TakeoverTimeout, Token, ServerArguments(certificate));
+        await Https.DeployAsync("v2", TakeoverTimeout, Token, ServerArguments(certificate));
         await AssertHandshakesAsync(certificate, "v2");
     }
 
@@ -30,7 +32,7 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     {
         var certificate = await CertificateAsync();
         var arguments = ServerArguments(certificate);
-        var current = await Service.DeployAsync("v1", TakeoverTimeout, Token, arguments);
+        var current = await Https.DeployAsync("v1", TakeoverTimeout, Token, arguments);
         var duration = TimeSpan.FromSeconds(Handoffs * 6 + 4);
         var keepAlive = Track(WrkClient.Start(Lab.Client, new Uri($"https://{Lab.ServerV4}:{HttpsPort}/"), 8, duration));
         var perRequest = Track(WrkClient.Start(Lab.Client, new Uri($"https://[{Lab.ServerV6}]:{HttpsPort}/"), 4, duration, connectionClose: true));
@@ -38,20 +40,13 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
         await Task.Delay(TimeSpan.FromSeconds(2), Token);
         for (var handoff = 1; handoff <= Handoffs; handoff++)
         {
-            var next = await Service.DeployAsync($"v{handoff + 1}", TakeoverTimeout, Token, arguments);
+            var next = await Https.DeployAsync($"v{handoff + 1}", TakeoverTimeout, Token, arguments);
             Assert.Equal(0, await ExitsWithinAsync(current.Process, TimeSpan.FromSeconds(40)));
             current = next;
             await Task.Delay(TimeSpan.FromSeconds(2), Token);
         }
 
-        foreach (var (name, wrk) in new[] { ("keep-alive, IPv4", keepAlive), ("Connection: close, IPv6", perRequest) })
-        {
-            await wrk.Exited.WaitAsync(duration + TimeSpan.FromSeconds(30), Token);
-            var count = WrkCount.Parse(wrk.Output);
-            Output.WriteLine($"{name}: {count} over {Handoffs} handoffs");
-            Assert.True(count.Requests > 0, $"wrk ({name}) completed no request:\n{wrk.Output}");
-            Assert.True(count.Failures == 0, $"wrk ({name}) counted failures: {count}\n{wrk.Output}");
-        }
+        await AssertWrkCleanAsync(duration, $"over {Handoffs} handoffs", ("keep-alive, IPv4", keepAlive), ("Connection: close, IPv6", perRequest));
     }
 
     [Fact(Timeout = 240_000)]
@@ -59,10 +54,10 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     {
         var certificate = await CertificateAsync();
         var arguments = ServerArguments(certificate);
-        var v1 = await Service.DeployAsync("v1", TakeoverTimeout, Token, arguments);
+        var v1 = await Https.DeployAsync("v1", TakeoverTimeout, Token, arguments);
         var options = new H2LoadOptions { Connections = 16, StreamsPerConnection = 32, Duration = TimeSpan.FromSeconds(10) };
 
-        var runs = await RollingH2Load.RunAsync(Service, Lab.Client, v1, Handoffs,
+        var runs = await RollingH2Load.RunAsync(Https, Lab.Client, v1, Handoffs,
             handoff => new Uri(handoff % 2 == 1 ? $"https://{Lab.ServerV4}:{HttpsPort}/" : $"https://[{Lab.ServerV6}]:{HttpsPort}/"),
             options, arguments, Output, Token);
 
@@ -77,10 +72,10 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     {
         var certificate = await CertificateAsync();
         var arguments = ServerArguments(certificate);
-        var v1 = await Service.DeployAsync("v1", TakeoverTimeout, Token, arguments);
+        var v1 = await Https.DeployAsync("v1", TakeoverTimeout, Token, arguments);
         var options = new H2LoadOptions { Connections = 8, StreamsPerConnection = 16, Duration = TimeSpan.FromSeconds(10) };
 
-        var runs = await RollingH2Load.RunAsync(Service, Lab.Client, v1, Handoffs,
+        var runs = await RollingH2Load.RunAsync(Https, Lab.Client, v1, Handoffs,
             handoff => new Uri(handoff % 2 == 1 ? $"http://{Lab.ServerV4}:{PublicPort}/" : $"http://[{Lab.ServerV6}]:{PublicPort}/"),
             options, arguments, Output, Token);
 
@@ -93,34 +88,27 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     public async Task A_certificate_replaced_on_disk_is_served_to_new_connections_without_a_failed_request()
     {
         var certificate = await CertificateAsync();
-        await Service.DeployAsync("v1", TakeoverTimeout, Token, ServerArguments(certificate));
+        await Https.DeployAsync("v1", TakeoverTimeout, Token, ServerArguments(certificate));
         var network = new IPEndPoint(Lab.ServerV4, HttpsPort);
         var first = await TlsHandshake.RunAsync(Lab.Client, network, "-tls1_3", "h2", Token);
-        Assert.Equal(certificate.Sha256, first.CertificateSha256);
+        Assert.Equal(certificate.Thumbprint, first.Thumbprint);
 
         var duration = TimeSpan.FromSeconds(14);
         var keepAlive = Track(WrkClient.Start(Lab.Client, new Uri($"https://{network}/"), 8, duration));
         var perRequest = Track(WrkClient.Start(Lab.Client, new Uri($"https://{network}/"), 4, duration, connectionClose: true));
         await Task.Delay(TimeSpan.FromSeconds(3), Token);
 
-        var old = certificate.Sha256;
-        await certificate.ReplaceAsync(Token);
-        Output.WriteLine($"certificate {old} replaced on disk by {certificate.Sha256}");
+        var old = certificate.Thumbprint;
+        await certificate.RenewAsync("switchover-test renewed", Token);
+        Output.WriteLine($"certificate {old} replaced on disk by {certificate.Thumbprint}");
 
         // Kestrel watches the certificate files of its configured endpoints; new connections get the new certificate.
-        var served = await WaitForCertificateAsync(network, certificate.Sha256, TimeSpan.FromSeconds(8));
+        var served = await WaitForCertificateAsync(network, certificate.Thumbprint, TimeSpan.FromSeconds(8));
         Output.WriteLine($"served to new connections after {served.TotalMilliseconds:0} ms");
         var localhost = await TlsHandshake.RunAsync(Lab.Server, new IPEndPoint(IPAddress.Loopback, HttpsPort), "-tls1_2", "http/1.1", Token);
-        Assert.Equal(certificate.Sha256, localhost.CertificateSha256);
+        Assert.Equal(certificate.Thumbprint, localhost.Thumbprint);
 
-        foreach (var (name, wrk) in new[] { ("keep-alive", keepAlive), ("Connection: close", perRequest) })
-        {
-            await wrk.Exited.WaitAsync(duration + TimeSpan.FromSeconds(30), Token);
-            var count = WrkCount.Parse(wrk.Output);
-            Output.WriteLine($"{name}: {count} across the certificate change");
-            Assert.True(count.Requests > 0, $"wrk ({name}) completed no request:\n{wrk.Output}");
-            Assert.True(count.Failures == 0, $"wrk ({name}) counted failures: {count}\n{wrk.Output}");
-        }
+        await AssertWrkCleanAsync(duration, "across the certificate change", ("keep-alive", keepAlive), ("Connection: close", perRequest));
     }
 
     /// <summary>
@@ -130,7 +118,7 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     private static string[] ServerArguments(TestCertificate certificate) =>
     [
         $"--Kestrel:Endpoints:Https:Url=https://*:{HttpsPort}",
-        $"--Kestrel:Endpoints:Https:Certificate:Path={certificate.CertificatePath}",
+        $"--Kestrel:Endpoints:Https:Certificate:Path={certificate.CertPath}",
         $"--Kestrel:Endpoints:Https:Certificate:KeyPath={certificate.KeyPath}",
         "--Kestrel:Endpoints:Https:Protocols=Http1AndHttp2",
         $"--Kestrel:Endpoints:Http:Url=http://*:{PublicPort}",
@@ -139,10 +127,15 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
 
     private async Task<TestCertificate> CertificateAsync()
     {
-        var certificate = Track(await TestCertificate.CreateAsync(Lab.Server, [Lab.ServerV4, Lab.ServerV6], Token));
-        Output.WriteLine($"test certificate {certificate.Sha256} in {certificate.Directory}");
+        var certificate = await TestCertificate.CreateAsync(Token);
+        Track(new DeleteOnDispose(certificate));
+        Output.WriteLine($"test certificate {certificate.Thumbprint} in {certificate.Directory}");
         return certificate;
     }
+
+    /// <summary>The lab's service, with the endpoints named by Kestrel:Endpoints alone (no --urls beside them).</summary>
+    private SwitchoverService Https => _https ??= Track(new SwitchoverService(Lab.Server, Artifacts.EchoServer, PublicPort) { Urls = null });
+
 
     private async Task AssertHandshakesAsync(TestCertificate certificate, string generation)
     {
@@ -161,8 +154,24 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
             Output.WriteLine($"{generation}: {from.Name} -> {to} {version} offering {alpn}: {handshake}");
             Assert.True(handshake.Protocol == expected, $"{version} to {to} negotiated {handshake.Protocol ?? "nothing"}:\n{handshake.Output}");
             Assert.Equal(alpn, handshake.Alpn);
-            Assert.Equal(certificate.Sha256, handshake.CertificateSha256);
+            Assert.Equal(certificate.Thumbprint, handshake.Thumbprint);
         }
+    }
+
+    /// <summary>Waits for every wrk run, prints every count, then asserts that each completed requests and failed none.</summary>
+    private async Task AssertWrkCleanAsync(TimeSpan duration, string during, params (string Name, LabProcess Wrk)[] runs)
+    {
+        var counts = new List<(string Name, WrkCount Count)>();
+        foreach (var (name, wrk) in runs)
+        {
+            await wrk.Exited.WaitAsync(duration + TimeSpan.FromSeconds(30), Token);
+            var count = WrkCount.Parse(wrk.Output);
+            Output.WriteLine($"{name}: {count} {during}");
+            counts.Add((name, count));
+        }
+
+        Assert.All(counts, c => Assert.True(c.Count.Requests > 0, $"wrk ({c.Name}) completed no request:\n{c.Count.Output}"));
+        Assert.All(counts, c => Assert.True(c.Count.Failures == 0, $"wrk ({c.Name}) counted failures {during}: {c.Count}"));
     }
 
     private async Task<TimeSpan> WaitForCertificateAsync(IPEndPoint endpoint, string sha256, TimeSpan timeout)
@@ -172,7 +181,7 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
         while (elapsed.Elapsed < timeout)
         {
             last = await TlsHandshake.RunAsync(Lab.Client, endpoint, "-tls1_3", "h2", Token);
-            if (last.CertificateSha256 == sha256)
+            if (last.Thumbprint == sha256)
             {
                 return elapsed.Elapsed;
             }
@@ -180,7 +189,16 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
             await Task.Delay(200, Token);
         }
 
-        Assert.Fail($"New connections to {endpoint} still got {last?.CertificateSha256 ?? "no certificate"} {timeout.TotalSeconds} s after the files changed; expected {sha256}.\n{last?.Output}");
+        Assert.Fail($"New connections to {endpoint} still got {last?.Thumbprint ?? "no certificate"} {timeout.TotalSeconds} s after the files changed; expected {sha256}.\n{last?.Output}");
         return elapsed.Elapsed;
+    }
+
+    private sealed class DeleteOnDispose(IDisposable disposable) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync()
+        {
+            disposable.Dispose();
+            return ValueTask.CompletedTask;
+        }
     }
 }

@@ -2,7 +2,7 @@ using Switchover.Processes;
 
 namespace Switchover.IntegrationTests;
 
-/// <summary>Integration tests need root, nft, conntrack and ip. When one is missing they fail loudly; they never skip.</summary>
+/// <summary>Integration tests need root, nft, conntrack, ip and iptables-restore (FirewallTests load ufw's and Docker's rulesets). When one is missing they fail loudly; they never skip.</summary>
 internal static class Prerequisites
 {
     private static readonly Lazy<string?> Missing = new(Check);
@@ -22,7 +22,7 @@ internal static class Prerequisites
             return "Integration tests need root (network namespaces, nftables). Run them as root, e.g. in CI.";
         }
 
-        foreach (var (tool, package) in new[] { ("nft", "nftables"), ("conntrack", "conntrack"), ("ip", "iproute2") })
+        foreach (var (tool, package) in new[] { ("nft", "nftables"), ("conntrack", "conntrack"), ("ip", "iproute2"), ("iptables-restore", "iptables") })
         {
             try
             {

@@ -63,7 +63,7 @@ public sealed class RecoveryAndBadInputTests(ITestOutputHelper output) : TestBas
     {
         var before = await Service.RulesetAsync(Token);
         var app = Service.Launch("direct", ["--Switchover:Mode=Disabled"]);
-        await app.WaitForOutputAsync("Now listening on: http://0.0.0.0:8080", TimeSpan.FromSeconds(30), Token);
+        await app.WaitForOutputAsync("Now listening on: http://[::]:8080", TimeSpan.FromSeconds(30), Token);
 
         var (status, body) = await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token);
 
@@ -83,7 +83,8 @@ public sealed class RecoveryAndBadInputTests(ITestOutputHelper output) : TestBas
         var state = File.ReadAllText(Path.Combine(Service.StateDirectory, "state.json"));
 
         await FailsWithAsync(["--Switchover:Namespace=x\"; flush ruleset"], "A namespace may contain only [a-z0-9_-]");
-        await FailsWithAsync(["--urls", "http://0.0.0.0:70000"], "port '70000' is out of range");
+        await FailsWithAsync(["--urls", "http://0.0.0.0:70000"], "An endpoint's port is out of range: use a port in 1-65535");
+        await FailsWithAsync(["--urls", "http://0.0.0.0:0"], "A public endpoint needs a fixed port");
         await FailsWithAsync([], "nft was not found. Install nftables", new Dictionary<string, string> { ["PATH"] = "/usr/bin:/bin" });
         await FailsWithAsync(["--Switchover:StateDirectory=/proc/switchover"], "Cannot create the state directory /proc/switchover/");
 

@@ -7,6 +7,9 @@ namespace Switchover.Tests;
 
 public sealed class DrainTests
 {
+    private static readonly GenerationRecord Draining =
+        new(3, 1, 1, GenerationState.Draining, DateTimeOffset.UnixEpoch, [new PortMapping(8080, 1)], Steering.Tproxy);
+
     [Fact(Timeout = 10000)]
     public async Task A_shutdown_timeout_during_a_slow_conntrack_dump_ends_the_drain_instead_of_throwing()
     {
@@ -21,7 +24,7 @@ public sealed class DrainTests
         };
         var drain = new Drain(new LocalGeneration(), new ConntrackClient(runner), new DrainOptions(), NullLogger.Instance);
 
-        var report = await drain.RunAsync([new PortMapping(8080, 1)], shutdown.Token);
+        var report = await drain.RunAsync(Draining, shutdown.Token);
 
         Assert.False(report.ReachedQuiet);
         Assert.Single(runner.Commands);
@@ -33,7 +36,7 @@ public sealed class DrainTests
         var options = new DrainOptions { QuietPeriod = TimeSpan.FromMilliseconds(300), PollInterval = TimeSpan.FromMilliseconds(50) };
         var drain = new Drain(new LocalGeneration(), new ConntrackClient(new RecordingRunner()), options, NullLogger.Instance);
 
-        var report = await drain.RunAsync([new PortMapping(8080, 1)], CancellationToken.None);
+        var report = await drain.RunAsync(Draining, CancellationToken.None);
 
         Assert.True(report.ReachedQuiet);
         Assert.InRange(report.Elapsed, options.QuietPeriod, options.MaxDuration);
@@ -52,9 +55,10 @@ public sealed class DrainTests
         var options = new DrainOptions { QuietPeriod = TimeSpan.FromMilliseconds(200), PollInterval = TimeSpan.FromMilliseconds(50) };
         var drain = new Drain(new LocalGeneration(), new ConntrackClient(runner), options, NullLogger.Instance);
 
-        var report = await drain.RunAsync([new PortMapping(8080, 1)], CancellationToken.None);
+        var report = await drain.RunAsync(Draining, CancellationToken.None);
 
         Assert.True(report.ReachedQuiet);
+        Assert.All(runner.Commands, c => Assert.Equal(["-L", "-p", "tcp", "--mark", "0x00040000/0x00ff0000"], c.Arguments));
         Assert.True(report.Elapsed >= TimeSpan.FromMilliseconds(3 * 50 + 200), $"The drain ended after {report.Elapsed} while flows were half-open.");
     }
 }

@@ -35,7 +35,7 @@ public sealed class HandoffTests : IDisposable
         var state = handoff.Store.ReadUnlocked()!;
         Assert.Equal(GenerationState.Draining, state.Find(1)!.State);
         Assert.Equal(GenerationState.Active, state.Find(2)!.State);
-        Assert.Contains("redirect to :40002", _runner.Scripts.Last(), StringComparison.Ordinal);
+        Assert.Contains("tproxy to :40002", _runner.Scripts.Last(), StringComparison.Ordinal);
         Assert.Contains("{ 40001, 40002 }", _runner.Scripts.Last(), StringComparison.Ordinal);
         Assert.All(_runner.Commands, c => Assert.Equal(["-f", "-"], c.Arguments));
     }
@@ -73,7 +73,7 @@ public sealed class HandoffTests : IDisposable
         Assert.DoesNotContain("40001", _runner.Scripts.Last(), StringComparison.Ordinal);
 
         Assert.True(await handoff.LeaveAsync(next.Id, CancellationToken.None));
-        Assert.Equal(NatRedirectTable.RenderDelete(Echo), _runner.Scripts.Last());
+        Assert.Equal(HandoffTable.RenderDelete(Echo), _runner.Scripts.Last());
         Assert.False(Directory.Exists(Path.Combine(_root, "echo")));
     }
 
@@ -87,7 +87,7 @@ public sealed class HandoffTests : IDisposable
         await handoff.TakeOverAsync(second.Id, CancellationToken.None);
 
         Assert.False(await handoff.StepDownAsync(first.Id, CancellationToken.None));
-        Assert.Contains("redirect to :40002", _runner.Scripts.Last(), StringComparison.Ordinal);
+        Assert.Contains("tproxy to :40002", _runner.Scripts.Last(), StringComparison.Ordinal);
 
         Assert.True(await handoff.StepDownAsync(second.Id, CancellationToken.None));
         Assert.DoesNotContain("redirect", _runner.Scripts.Last(), StringComparison.Ordinal);
@@ -140,6 +140,6 @@ public sealed class HandoffTests : IDisposable
         var left = await handoff.CleanupAsync(force: true, CancellationToken.None);
         Assert.Single(left);
         Assert.False(Directory.Exists(handoff.Store.Directory));
-        Assert.Equal(NatRedirectTable.RenderDelete(Echo), _runner.Scripts.Last());
+        Assert.Equal(HandoffTable.RenderDelete(Echo), _runner.Scripts.Last());
     }
 }

@@ -48,17 +48,4 @@ public sealed class ParsingTests
         Assert.True(self.IsAlive());
         Assert.False((self with { StartTime = self.StartTime + 1 }).IsAlive());
     }
-
-    [Theory]
-    [InlineData("tcp/8080", 8080)]
-    [InlineData("443", 443)]
-    public void Public_endpoints_parse(string text, int port) => Assert.Equal(port, PublicEndpoint.Parse(text).Port);
-
-    [Theory]
-    [InlineData("tcp/0")]
-    [InlineData("tcp/65536")]
-    [InlineData("udp/53")]
-    [InlineData("http")]
-    public void Bad_public_endpoints_say_how_to_write_them(string text) =>
-        Assert.Contains("tcp/PORT", Assert.Throws<FormatException>(() => PublicEndpoint.Parse(text)).Message, StringComparison.Ordinal);
 }

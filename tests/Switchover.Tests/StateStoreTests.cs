@@ -42,7 +42,7 @@ public sealed class StateStoreTests : IDisposable
     public async Task State_round_trips_and_is_replaced_atomically()
     {
         var store = new StateStore(_root, NamespaceName.Parse("rt"));
-        var state = NamespaceState.Empty(store.Name).With(NatRedirectTableTests.Generation(3, GenerationState.Active, (8080, 40001))) with { LastGenerationId = 3 };
+        var state = NamespaceState.Empty(store.Name).With(HandoffTableTests.Generation(3, GenerationState.Active, (8080, 40001))) with { LastGenerationId = 3 };
         using (var held = await store.LockAsync(TimeSpan.FromSeconds(1), CancellationToken.None))
         {
             held.Write(state);

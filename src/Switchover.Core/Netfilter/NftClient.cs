@@ -7,7 +7,7 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
 
-    public Task ApplyAsync(NatRedirectTable table, CancellationToken cancellationToken) =>
+    public Task ApplyAsync(HandoffTable table, CancellationToken cancellationToken) =>
         RunScriptAsync(table.Render(), check: false, cancellationToken);
 
     /// <summary>Applies an nft script as one transaction (all or nothing).</summary>
@@ -19,11 +19,11 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
         RunScriptAsync(script, check: true, cancellationToken);
 
     public Task DeleteTableAsync(NamespaceName name, CancellationToken cancellationToken) =>
-        RunScriptAsync(NatRedirectTable.RenderDelete(name), check: false, cancellationToken);
+        RunScriptAsync(HandoffTable.RenderDelete(name), check: false, cancellationToken);
 
     /// <summary>Proves that nft is installed and that this process may change the ruleset, without changing it.</summary>
     public Task CheckAsync(NamespaceName name, CancellationToken cancellationToken) =>
-        RunScriptAsync(NatRedirectTable.RenderProbe(name), check: true, cancellationToken);
+        RunScriptAsync(HandoffTable.RenderProbe(name), check: true, cancellationToken);
 
     /// <summary>The table as nft lists it, or null when it does not exist.</summary>
     public Task<string?> ListTableAsync(NamespaceName name, CancellationToken cancellationToken) =>

@@ -15,17 +15,34 @@ public enum GenerationState
     Draining,
 }
 
-/// <summary>A public port and the private port of one generation that serves it.</summary>
-public sealed record PortMapping(int PublicPort, int PrivatePort);
+/// <summary>
+/// A public endpoint and the private port of one generation that serves it. <paramref name="PublicAddress"/> null:
+/// every local address of both families; "0.0.0.0": every local IPv4 address; otherwise only that address.
+/// </summary>
+public sealed record PortMapping(int PublicPort, int PrivatePort, string? PublicAddress = null)
+{
+    /// <summary>The public side as a user writes it: "8080", "0.0.0.0:8080", "[::1]:8080".</summary>
+    [JsonIgnore]
+    public string Public => PublicAddress switch
+    {
+        null => PublicPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        var a when a.Contains(':', StringComparison.Ordinal) => $"[{a}]:{PublicPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}",
+        var a => $"{a}:{PublicPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}",
+    };
+}
 
-/// <summary>One running process of the service.</summary>
+/// <summary>
+/// One running process of the service. <paramref name="Steering"/> defaults to Redirect for state files written
+/// before TPROXY existed.
+/// </summary>
 public sealed record GenerationRecord(
     long Id,
     int Pid,
     ulong StartTime,
     GenerationState State,
     DateTimeOffset StartedAt,
-    IReadOnlyList<PortMapping> Ports)
+    IReadOnlyList<PortMapping> Ports,
+    Steering Steering = Steering.Redirect)
 {
     [JsonIgnore]
     public ProcessIdentity Process => new(Pid, StartTime);

@@ -30,6 +30,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         AppPath = appPath ?? Artifacts.EchoServer;
         PublicPort = publicPort;
         Name = name ?? "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 5));
+        Urls = $"http://*:{publicPort.ToString(CultureInfo.InvariantCulture)}";
     }
 
     public NetworkNamespace Host { get; }
@@ -37,6 +38,9 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     public string AppPath { get; }
 
     public int PublicPort { get; }
+
+    /// <summary>The <c>--urls</c> every generation gets; null gives none (for endpoints from the environment or code). Default http://*:PORT.</summary>
+    public string? Urls { get; init; }
 
     /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
     public string Name { get; }
@@ -61,7 +65,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         string[] arguments =
         [
             app,
-            "--urls", $"http://0.0.0.0:{PublicPort.ToString(CultureInfo.InvariantCulture)}",
+            .. Urls is null ? Array.Empty<string>() : ["--urls", Urls],
             $"--Switchover:Namespace={Name}",
             $"--Text={text}",
             "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
@@ -77,9 +81,11 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     }
 
     /// <summary>Launches a generation and waits until it has taken over the public port.</summary>
-    public async Task<LaunchedGeneration> DeployAsync(string text, TimeSpan timeout, CancellationToken cancellationToken, IEnumerable<string>? extraArguments = null)
+    public async Task<LaunchedGeneration> DeployAsync(
+        string text, TimeSpan timeout, CancellationToken cancellationToken, IEnumerable<string>? extraArguments = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
-        var process = Launch(text, extraArguments);
+        var process = Launch(text, extraArguments, environment: environment);
         string line;
         try
         {

@@ -1,0 +1,2 @@
+# A host without any firewall: the ruleset is empty.
+true
