@@ -15,11 +15,12 @@ namespace Switchover.Hosting;
 /// Endpoints that are not a TCP address (Unix sockets) are left to the transport as they are. Endpoints that cannot be
 /// handed from one generation to the next (an inherited file handle, a public port 0) are refused with the reason,
 /// and the generation exits before it registers.
-/// </summary>
+/// <para>
 /// When Kestrel rebinds an endpoint (a changed certificate file or endpoint configuration: it unbinds, closes that
 /// endpoint's connections, then binds again), the private listener is not closed but parked: connections that arrive
 /// meanwhile wait in its accept queue instead of being refused, and the rebind gets the same private port, so the
 /// namespace's table and state stay as they are.
+/// </para>
 /// </summary>
 internal sealed class PrivateListenerFactory(
     IConnectionListenerFactory inner, SwitchoverConfiguration configuration, LocalGeneration generation, IHostApplicationLifetime lifetime)
@@ -29,8 +30,6 @@ internal sealed class PrivateListenerFactory(
     internal static readonly TimeSpan ParkingLimit = TimeSpan.FromSeconds(60);
 
     private readonly Dictionary<IPEndPoint, Parked> _parked = [];
-
-    public IConnectionListenerFactory Inner => inner;
 
     public bool CanBind(EndPoint endpoint) => inner is not IConnectionListenerFactorySelector selector || selector.CanBind(endpoint);
 

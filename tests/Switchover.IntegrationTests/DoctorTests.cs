@@ -8,7 +8,7 @@ namespace Switchover.IntegrationTests;
 
 /// <summary>
 /// The built CLI's <c>switchover doctor --json</c>, run inside the lab's server namespace with each firewall shape
-/// loaded there (tests/Switchover.Tests/Doctor/Shapes, some of them loading the real rulesets of Firewalls/): it
+/// loaded there (tests/Switchover.Tests/Doctor/Shapes, some of them loading the real rulesets of tests/Switchover.Lab/Firewalls/): it
 /// reports what the test set up, what it says about the port matches what a client on the network gets, and it
 /// changes nothing.
 /// </summary>

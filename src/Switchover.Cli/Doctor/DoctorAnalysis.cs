@@ -45,7 +45,7 @@ internal static class DoctorAnalysis
         }
 
         var ownTable = request.Namespace is { } ns ? ruleset?.Find("inet", ns.TableName) : null;
-        var (steering, steeringSource) = DecideSteering(request, ownTable);
+        var (steering, steeringSource) = DecideSteering(request, facts.Namespace?.State, ownTable);
 
         findings.AddRange(KernelCheck.Check(facts.Kernel, steering));
         if (facts.Namespace is { } nsFacts)
@@ -170,7 +170,7 @@ internal static class DoctorAnalysis
         return legacy.Count > 0 ? ruleset.With(legacy) : ruleset;
     }
 
-    private static (Steering, string) DecideSteering(DoctorRequest request, Table? ownTable)
+    private static (Steering, string) DecideSteering(DoctorRequest request, NamespaceState? state, Table? ownTable)
     {
         if (request.Steering is { } chosen)
         {
@@ -182,6 +182,13 @@ internal static class DoctorAnalysis
             return (rules[0].Kind, "table");
         }
 
+        // No steering rule to read (no active generation, or a table in a form doctor does not read): what the
+        // generations recorded.
+        if (state?.Generations.MaxBy(g => g.Id) is { } newest)
+        {
+            return (newest.Steering, "state");
+        }
+
         return (Steering.Tproxy, "default");
     }
 
@@ -191,6 +198,7 @@ internal static class DoctorAnalysis
         {
             "option" => "as given with --steering",
             "table" => $"what the table inet {request.Namespace!.TableName} does",
+            "state" => $"what the newest generation of namespace '{request.Namespace}' recorded",
             _ => "assumed: the default; pass --steering redirect if the service sets Switchover:Steering=Redirect",
         };
         var what = steering == Steering.Tproxy

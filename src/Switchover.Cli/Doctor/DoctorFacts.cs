@@ -2,16 +2,6 @@ using Switchover.State;
 
 namespace Switchover.Cli.Doctor;
 
-/// <summary>The steering mechanism a namespace uses (Switchover:Steering).</summary>
-internal enum Steering
-{
-    /// <summary>TPROXY in prerouting (mangle, -150): the input hook sees the public port. The default.</summary>
-    Tproxy,
-
-    /// <summary>NAT REDIRECT (dstnat, -100): the input hook sees the private port.</summary>
-    Redirect,
-}
-
 /// <summary>What the user asked doctor to check.</summary>
 /// <param name="Ports">--port values; empty: the namespace's public ports, if any.</param>
 /// <param name="Steering">--steering; null: what the namespace's table does, else the default.</param>

@@ -520,12 +520,12 @@ internal static class FirewallCheck
                 $"Docker's nat chains {string.Join(", ", tied.Select(c => c.Display))} run at priority -100 (dstnat), the same as the Redirect steering's "
                 + "chains: chains of equal priority run in the order they were registered, so whether Docker's DNAT or switchover's redirect "
                 + "sees a new connection first depends on which was set up first",
-                "use Steering=Tproxy (prerouting priority -150, before any NAT), and do not publish the service's port with Docker");
+                "use Steering=Tproxy (a filter chain at prerouting priority filter + 20: no NAT, so no tie), and do not publish the service's port with Docker");
         }
         else if (tied.Count > 0)
         {
             yield return new Finding("docker-nat-priority", null, Severity.Info,
-                $"Docker's nat chains run at priority -100 ({list}); the Tproxy steering runs at -150, before them: no tie. "
+                $"Docker's nat chains run at priority -100 ({list}); the Tproxy steering is a filter chain (priority filter + 20) and does no NAT: no tie. "
                 + "With Steering=Redirect (-100) the two would tie, and registration order would decide");
         }
         else if (nat.Count > 0)

@@ -1,3 +1,3 @@
 # Real firewalld 1.3.3 (nftables backend), zone public with 8080/tcp added: the fixture of FirewallTests
-# (../../../Switchover.IntegrationTests/Firewalls/firewalld.nft, made by capture.sh there).
-nft -f "$(dirname "$0")/../../../Switchover.IntegrationTests/Firewalls/firewalld.nft"
+# (../../../Switchover.Lab/Firewalls/firewalld.nft, made by capture.sh there).
+nft -f "$(dirname "$0")/../../../Switchover.Lab/Firewalls/firewalld.nft"

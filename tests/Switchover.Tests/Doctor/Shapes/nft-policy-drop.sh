@@ -1,2 +1,2 @@
-# The native nft policy drop of FirewallTests (../../../Switchover.IntegrationTests/Firewalls/nft-policy-drop.nft).
-nft -f "$(dirname "$0")/../../../Switchover.IntegrationTests/Firewalls/nft-policy-drop.nft"
+# The native nft policy drop of FirewallTests (../../../Switchover.Lab/Firewalls/nft-policy-drop.nft).
+nft -f "$(dirname "$0")/../../../Switchover.Lab/Firewalls/nft-policy-drop.nft"
