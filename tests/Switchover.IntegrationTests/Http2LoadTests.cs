@@ -15,7 +15,7 @@ public sealed class Http2LoadTests(ITestOutputHelper output) : TestBase(output)
         var v1 = await Service.DeployAsync("v1", TakeoverTimeout, Token, h2c);
 
         // Alternate the families: IPv4 on odd handoffs, IPv6 on even ones, both over the veth (the network path).
-        var options = new H2LoadOptions { Connections = 8, StreamsPerConnection = 16, Duration = TimeSpan.FromSeconds(10) };
+        var options = new H2LoadOptions { Connections = 8, StreamsPerConnection = 16, Duration = TimeSpan.FromSeconds(15) };
         var runs = await RollingH2Load.RunAsync(Service, Lab.Client, v1, Handoffs,
             handoff => new Uri(handoff % 2 == 1 ? $"http://{Lab.ServerV4}:{PublicPort}/" : $"http://[{Lab.ServerV6}]:{PublicPort}/"),
             options, h2c, Output, Token);

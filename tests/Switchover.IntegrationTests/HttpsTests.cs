@@ -55,7 +55,7 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
         var certificate = await CertificateAsync();
         var arguments = ServerArguments(certificate);
         var v1 = await Https.DeployAsync("v1", TakeoverTimeout, Token, arguments);
-        var options = new H2LoadOptions { Connections = 16, StreamsPerConnection = 32, Duration = TimeSpan.FromSeconds(10) };
+        var options = new H2LoadOptions { Connections = 16, StreamsPerConnection = 32, Duration = TimeSpan.FromSeconds(15) };
 
         var runs = await RollingH2Load.RunAsync(Https, Lab.Client, v1, Handoffs,
             handoff => new Uri(handoff % 2 == 1 ? $"https://{Lab.ServerV4}:{HttpsPort}/" : $"https://[{Lab.ServerV6}]:{HttpsPort}/"),
@@ -73,7 +73,7 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
         var certificate = await CertificateAsync();
         var arguments = ServerArguments(certificate);
         var v1 = await Https.DeployAsync("v1", TakeoverTimeout, Token, arguments);
-        var options = new H2LoadOptions { Connections = 8, StreamsPerConnection = 16, Duration = TimeSpan.FromSeconds(10) };
+        var options = new H2LoadOptions { Connections = 8, StreamsPerConnection = 16, Duration = TimeSpan.FromSeconds(15) };
 
         var runs = await RollingH2Load.RunAsync(Https, Lab.Client, v1, Handoffs,
             handoff => new Uri(handoff % 2 == 1 ? $"http://{Lab.ServerV4}:{PublicPort}/" : $"http://[{Lab.ServerV6}]:{PublicPort}/"),

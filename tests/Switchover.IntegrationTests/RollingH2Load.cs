@@ -6,6 +6,11 @@ namespace Switchover.IntegrationTests;
 /// A rolling deploy under h2load: one h2load run per handoff, because h2load neither retries nor reconnects once its
 /// connections are told to go away (every run ends at the handoff it spans, and the next run starts on the new generation).
 /// </summary>
+/// <remarks>
+/// h2load runs for its whole duration even once its connections are gone, so the duration only has to outlast the
+/// start of the next generation on a busy machine: 15 s, as 10 s was once too short (a run whose duration ends first has
+/// no GOAWAY to show, and its streams in flight at the end count as started and not done).
+/// </remarks>
 internal static class RollingH2Load
 {
     private static readonly TimeSpan LoadBeforeHandoff = TimeSpan.FromSeconds(1.5);
