@@ -56,4 +56,10 @@ internal static partial class Log
 
     [LoggerMessage(17, LogLevel.Information, "Endpoint {Endpoint} is not a TCP address (a Unix socket): bound as configured, not handed over.")]
     public static partial void EndpointLeftAlone(ILogger logger, string endpoint);
+
+    [LoggerMessage(18, LogLevel.Information, "Certificate {Path} changed on disk: new TLS handshakes get {NewThumbprint} (was {OldThumbprint}); open connections keep theirs.")]
+    public static partial void CertificateReloaded(ILogger logger, string path, string oldThumbprint, string newThumbprint);
+
+    [LoggerMessage(19, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
+    public static partial void CertificateNotReloaded(ILogger logger, string path, string reason);
 }
