@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.Extensions.Hosting;
 using Switchover.State;
 
 namespace Switchover.Hosting;
@@ -15,22 +14,10 @@ namespace Switchover.Hosting;
 /// Endpoints that are not a TCP address (Unix sockets) are left to the transport as they are. Endpoints that cannot be
 /// handed from one generation to the next (an inherited file handle, a public port 0) are refused with the reason,
 /// and the generation exits before it registers.
-/// <para>
-/// When Kestrel rebinds an endpoint (a changed certificate file or endpoint configuration: it unbinds, closes that
-/// endpoint's connections, then binds again), the private listener is not closed but parked: connections that arrive
-/// meanwhile wait in its accept queue instead of being refused, and the rebind gets the same private port, so the
-/// namespace's table and state stay as they are.
-/// </para>
 /// </summary>
-internal sealed class PrivateListenerFactory(
-    IConnectionListenerFactory inner, SwitchoverConfiguration configuration, LocalGeneration generation, IHostApplicationLifetime lifetime)
+internal sealed class PrivateListenerFactory(IConnectionListenerFactory inner, SwitchoverConfiguration configuration, LocalGeneration generation)
     : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
-    /// <summary>How long a parked listener waits for its endpoint to be bound again before it is closed.</summary>
-    internal static readonly TimeSpan ParkingLimit = TimeSpan.FromSeconds(60);
-
-    private readonly Dictionary<IPEndPoint, Parked> _parked = [];
-
     public bool CanBind(EndPoint endpoint) => inner is not IConnectionListenerFactorySelector selector || selector.CanBind(endpoint);
 
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
@@ -45,15 +32,13 @@ internal sealed class PrivateListenerFactory(
             case IPEndPoint { Port: 0 } ip:
                 return generation.Refuse(endpoint,
                     $"Endpoint {ip} asks the kernel for a port (0). A public endpoint needs a fixed port that clients know; Switchover chooses the private ports itself.");
-            case IPEndPoint ip when Unpark(ip) is { } parked:
-                return new PrivateListener(parked, ip, generation, this);
             case IPEndPoint ip:
                 EnsureLocal(ip.Address);
                 var listener = await BindPrivateAsync(cancellationToken).ConfigureAwait(false);
                 var privatePort = ((IPEndPoint)listener.EndPoint).Port;
                 var mapping = new PortMapping(ip.Port, privatePort, PublicAddressOf(ip.Address));
                 generation.AddBinding(mapping);
-                return new PrivateListener(listener, ip, generation, this);
+                return new PrivateListener(listener, ip, generation);
             case FileHandleEndPoint handle:
                 return generation.Refuse(endpoint,
                     $"Endpoint from file handle {handle.FileHandle} (ListenHandle, or systemd socket activation) is a socket this process inherited; " +
@@ -115,81 +100,17 @@ internal sealed class PrivateListenerFactory(
         return await inner.BindAsync(new IPEndPoint(IPAddress.Any, 0), cancellationToken).ConfigureAwait(false);
     }
 
-    private IConnectionListener? Unpark(IPEndPoint endpoint)
-    {
-        lock (_parked)
-        {
-            if (!_parked.Remove(endpoint, out var parked))
-            {
-                return null;
-            }
-
-            parked.Expiry.Dispose();
-            return parked.Listener;
-        }
-    }
-
-    /// <summary>Kestrel let go of a private listener: closed when the host stops, parked for a rebind otherwise.</summary>
-    private async ValueTask ReleaseAsync(IPEndPoint endpoint, IConnectionListener listener)
-    {
-        if (lifetime.ApplicationStopping.IsCancellationRequested)
-        {
-            await listener.DisposeAsync().ConfigureAwait(false);
-            return;
-        }
-
-        // Closed at the limit, or as soon as the host stops, unless a rebind takes it first (which disposes the expiry,
-        // so that this never fires for a listener in use again).
-        var expiry = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping);
-        lock (_parked)
-        {
-            _parked[endpoint] = new Parked(listener, expiry);
-        }
-
-        expiry.Token.Register(() =>
-        {
-            bool mine;
-            lock (_parked)
-            {
-                mine = _parked.TryGetValue(endpoint, out var parked) && ReferenceEquals(parked.Listener, listener) && _parked.Remove(endpoint);
-            }
-
-            if (mine)
-            {
-                _ = listener.DisposeAsync().AsTask();
-            }
-        });
-        expiry.CancelAfter(ParkingLimit);
-    }
-
-    private sealed record Parked(IConnectionListener Listener, CancellationTokenSource Expiry);
-
     /// <summary>
     /// The transport's listener on the private port, shown to Kestrel as the public endpoint it asked for (so its logs
-    /// and IServerAddressesFeature name the port clients use), counting the connections it hands out. Unbinding it
-    /// only stops handing out connections; the socket is the factory's to close or park.
+    /// and IServerAddressesFeature name the port clients use), counting the connections it hands out.
     /// </summary>
-    private sealed class PrivateListener(IConnectionListener inner, IPEndPoint publicEndPoint, LocalGeneration generation, PrivateListenerFactory factory)
-        : IConnectionListener
+    private sealed class PrivateListener(IConnectionListener inner, IPEndPoint publicEndPoint, LocalGeneration generation) : IConnectionListener
     {
-        private readonly CancellationTokenSource _unbound = new();
-        private int _released;
-
         public EndPoint EndPoint => publicEndPoint;
 
         public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
         {
-            using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
-            ConnectionContext? connection;
-            try
-            {
-                connection = await inner.AcceptAsync(either.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (_unbound.IsCancellationRequested)
-            {
-                return null;
-            }
-
+            var connection = await inner.AcceptAsync(cancellationToken).ConfigureAwait(false);
             if (connection is not null)
             {
                 generation.ConnectionOpened();
@@ -199,18 +120,9 @@ internal sealed class PrivateListenerFactory(
             return connection;
         }
 
-        public async ValueTask UnbindAsync(CancellationToken cancellationToken = default) => await _unbound.CancelAsync().ConfigureAwait(false);
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => inner.UnbindAsync(cancellationToken);
 
-        public async ValueTask DisposeAsync()
-        {
-            await _unbound.CancelAsync().ConfigureAwait(false);
-            if (Interlocked.Exchange(ref _released, 1) == 0)
-            {
-                await factory.ReleaseAsync(publicEndPoint, inner).ConfigureAwait(false);
-            }
-
-            _unbound.Dispose();
-        }
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 }
 

@@ -58,8 +58,7 @@ public static class SwitchoverWebHostBuilderExtensions
 
             var inner = Resolver<IConnectionListenerFactory>(services, descriptor);
             services[i] = ServiceDescriptor.Singleton<IConnectionListenerFactory>(sp =>
-                new PrivateListenerFactory(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>(), sp.GetRequiredService<LocalGeneration>(),
-                    sp.GetRequiredService<IHostApplicationLifetime>()));
+                new PrivateListenerFactory(inner(sp), sp.GetRequiredService<SwitchoverConfiguration>(), sp.GetRequiredService<LocalGeneration>()));
         }
     }
 

@@ -15,7 +15,6 @@ namespace Switchover.Tests;
 public sealed class PrivateListenerFactoryTests : IAsyncDisposable
 {
     private readonly LocalGeneration _generation = new();
-    private readonly Lifetime _lifetime = new();
     private readonly List<IConnectionListener> _listeners = [];
     private readonly SocketTransportFactory _transport = new(Options.Create(new SocketTransportOptions()), NullLoggerFactory.Instance);
 
@@ -25,16 +24,14 @@ public sealed class PrivateListenerFactoryTests : IAsyncDisposable
         {
             await listener.DisposeAsync();
         }
-
-        _lifetime.Dispose();
     }
 
     private PrivateListenerFactory Factory(SwitchoverMode mode = SwitchoverMode.Required) =>
-        new(_transport, Configuration(mode), _generation, _lifetime);
+        new(_transport, Configuration(mode), _generation);
 
-    private async Task<IConnectionListener> BindAsync(EndPoint endpoint, SwitchoverMode mode = SwitchoverMode.Required, PrivateListenerFactory? factory = null)
+    private async Task<IConnectionListener> BindAsync(EndPoint endpoint, SwitchoverMode mode = SwitchoverMode.Required)
     {
-        var listener = await (factory ?? Factory(mode)).BindAsync(endpoint);
+        var listener = await Factory(mode).BindAsync(endpoint);
         _listeners.Add(listener);
         return listener;
     }
@@ -69,44 +66,6 @@ public sealed class PrivateListenerFactoryTests : IAsyncDisposable
 
         connection.Abort();
         await WaitUntilAsync(() => _generation.OpenConnections == 0);
-    }
-
-    [Fact(Timeout = 10000)]
-    public async Task A_rebind_of_the_same_endpoint_gets_the_same_private_port_and_the_connections_that_waited_meanwhile()
-    {
-        var factory = Factory();
-        var endpoint = new IPEndPoint(IPAddress.IPv6Any, 8443);
-        var first = await factory.BindAsync(endpoint);
-        var privatePort = _generation.BoundPorts()[0].PrivatePort;
-        var pending = first.AcceptAsync().AsTask();
-
-        // What Kestrel does when a certificate file changes: unbind, close the endpoint's connections, dispose, bind again.
-        await first.UnbindAsync();
-        Assert.Null(await pending);
-        await first.DisposeAsync();
-        using var waiting = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await waiting.ConnectAsync(new IPEndPoint(IPAddress.Loopback, privatePort));
-        var second = await BindAsync(endpoint, factory: factory);
-
-        Assert.Equal(privatePort, Assert.Single(_generation.BoundPorts()).PrivatePort);
-        await using var connection = await second.AcceptAsync();
-        Assert.NotNull(connection);
-    }
-
-    [Fact(Timeout = 10000)]
-    public async Task Once_the_host_stops_a_released_private_listener_is_closed()
-    {
-        var factory = Factory();
-        var listener = await factory.BindAsync(new IPEndPoint(IPAddress.IPv6Any, 8080));
-        var privatePort = _generation.BoundPorts()[0].PrivatePort;
-
-        _lifetime.Stop();
-        await listener.UnbindAsync();
-        await listener.DisposeAsync();
-
-        using var client = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        var error = await Assert.ThrowsAsync<SocketException>(() => client.ConnectAsync(new IPEndPoint(IPAddress.Loopback, privatePort)));
-        Assert.Equal(SocketError.ConnectionRefused, error.SocketErrorCode);
     }
 
     [Fact(Timeout = 10000)]
@@ -181,23 +140,6 @@ public sealed class PrivateListenerFactoryTests : IAsyncDisposable
         }
 
         Assert.True(condition(), "The condition did not hold within 5 s.");
-    }
-
-    private sealed class Lifetime : IHostApplicationLifetime, IDisposable
-    {
-        private readonly CancellationTokenSource _stopping = new();
-
-        public CancellationToken ApplicationStarted => CancellationToken.None;
-
-        public CancellationToken ApplicationStopping => _stopping.Token;
-
-        public CancellationToken ApplicationStopped => CancellationToken.None;
-
-        public void Stop() => _stopping.Cancel();
-
-        public void StopApplication() => Stop();
-
-        public void Dispose() => _stopping.Dispose();
     }
 
     private sealed class Environment : IHostEnvironment
