@@ -46,6 +46,12 @@ public sealed class EndpointFormsTests(ITestOutputHelper output) : TestBase(outp
             ["--Kestrel:Endpoints:Tls:Url=https://*:8443", "--Kestrel:Endpoints:Tls:Certificate:Path={cert}", "--Kestrel:Endpoints:Tls:Certificate:KeyPath={key}",
              "--Kestrel:Endpoints:Tls:SslProtocols:0=Tls13", "--Kestrel:Endpoints:Tls:ClientCertificateMode=AllowCertificate"],
         ["Listen with UseHttps in code"] = ["--Code:Listen=anyip:8443:https", "--Code:CertPath={cert}", "--Code:KeyPath={key}"],
+        ["Kestrel:Endpoints https with Sni"] =
+            ["--Kestrel:Endpoints:Tls:Url=https://*:8443",
+             "--Kestrel:Endpoints:Tls:Sni:*.example.com:Certificate:Path={cert}", "--Kestrel:Endpoints:Tls:Sni:*.example.com:Certificate:KeyPath={key}",
+             "--Kestrel:Endpoints:Tls:Sni:*.example.com:Protocols=Http1",
+             "--Kestrel:Endpoints:Tls:Sni:*:Certificate:Path={cert}", "--Kestrel:Endpoints:Tls:Sni:*:Certificate:KeyPath={key}",
+             "--Kestrel:Endpoints:Tls:Sni:*:SslProtocols:0=Tls12"],
     };
 
     private static string[] All => ["network-v4", "network-v6", "localhost-v4", "localhost-v6"];
