@@ -56,4 +56,10 @@ internal static partial class Log
 
     [LoggerMessage(17, LogLevel.Information, "Endpoint {Endpoint} is not a TCP address (a Unix socket): bound as configured, not handed over.")]
     public static partial void EndpointLeftAlone(ILogger logger, string endpoint);
+
+    [LoggerMessage(18, LogLevel.Warning, "Could not notify systemd ({Message}): {Reason}. Check NOTIFY_SOCKET and the unit's NotifyAccess=all.")]
+    public static partial void SystemdNotifyFailed(ILogger logger, string message, string reason);
+
+    [LoggerMessage(19, LogLevel.Warning, "Could not record this generation's outcome for switchover deploy: {Reason}")]
+    public static partial void OutcomeNotWritten(ILogger logger, string reason);
 }
