@@ -19,6 +19,7 @@ internal sealed class Deployment
     private readonly string _stateRoot;
     private readonly List<string> _warnings = [];
     private readonly Stopwatch _elapsed = new();
+    private bool _generationReported;
 
     public Deployment(IReadOnlyList<string> command, NamespaceName? name, TimeSpan timeout, string stateRoot)
     {
@@ -61,7 +62,15 @@ internal sealed class Deployment
         OutcomeFile.Remove(outcomePath);
         try
         {
-            return await LaunchAndWatchAsync(outcomePath, cancellationToken).ConfigureAwait(false);
+            var report = await LaunchAndWatchAsync(outcomePath, cancellationToken).ConfigureAwait(false);
+            if (report.Result != DeployResult.TookOver && !_generationReported && report.Serving is { } serving)
+            {
+                // The generation told systemd nothing about its failure: deploy ends the reload in its place.
+                SystemdNotify.TrySend(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"READY=1\nMAINPID={serving.Pid}\nSTATUS=reload failed: {DeployReport.Label(report.Result)}: {ToolErrors.OneLine(report.Reason ?? string.Empty)}"));
+            }
+
+            return report;
         }
         finally
         {
@@ -171,6 +180,8 @@ internal sealed class Deployment
         {
             return Report(DeployResult.TookOver, child, outcome, null);
         }
+
+        _generationReported = true;
 
         if (!await ExitsWithinAsync(child, ExitGrace).ConfigureAwait(false))
         {

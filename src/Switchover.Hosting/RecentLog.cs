@@ -11,7 +11,7 @@ internal sealed class RecentLog
 {
     private const int MaxEntryLength = 2000;
 
-    private readonly Queue<string> _lines = new();
+    private readonly LinkedList<Entry> _entries = new();
     private readonly Lock _lock = new();
 
     /// <summary>Raised after each entry, outside the lock.</summary>
@@ -25,12 +25,15 @@ internal sealed class RecentLog
         {
             lock (_lock)
             {
-                return [.. _lines];
+                return [.. _entries.Select(e => e.Count == 1
+                    ? e.Text
+                    : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{e.Text} (logged {e.Count} times in a row; this is the last)"))];
             }
         }
     }
 
-    public void Add(LogLevel level, string category, EventId eventId, string message, Exception? exception)
+    /// <param name="template">The message template ("{OriginalFormat}"), when the entry has one: entries of one template in a row are one line.</param>
+    public void Add(LogLevel level, string category, EventId eventId, string message, Exception? exception, string? template = null)
     {
         var text = $"{Level(level)}: {category}[{eventId.Id}] {message}";
         if (exception is not null && !message.Contains(exception.Message, StringComparison.Ordinal))
@@ -43,17 +46,28 @@ internal sealed class RecentLog
             text = text[..MaxEntryLength] + "...";
         }
 
+        var key = (category, eventId.Id, level, template ?? message);
         lock (_lock)
         {
-            _lines.Enqueue(text);
-            while (_lines.Count > Capacity)
+            // A retry loop (a failing health check every 100 ms) would otherwise push out everything before it.
+            if (_entries.Last?.Value is { } last && last.Key == key)
             {
-                _lines.Dequeue();
+                _entries.Last.Value = last with { Text = text, Count = last.Count + 1 };
+            }
+            else
+            {
+                _entries.AddLast(new Entry(key, text, 1));
+                while (_entries.Count > Capacity)
+                {
+                    _entries.RemoveFirst();
+                }
             }
         }
 
         Added?.Invoke();
     }
+
+    private sealed record Entry((string Category, int EventId, LogLevel Level, string Template) Key, string Text, int Count);
 
     // The console logger's abbreviations, so the lines read as they do in the journal.
     private static string Level(LogLevel level) => level switch
@@ -89,7 +103,10 @@ internal sealed class RecentLogProvider(RecentLog log) : ILoggerProvider
         {
             if (IsEnabled(logLevel))
             {
-                log.Add(logLevel, category, eventId, formatter(state, exception), exception);
+                var template = state is IReadOnlyList<KeyValuePair<string, object?>> values
+                    ? values.FirstOrDefault(v => v.Key == "{OriginalFormat}").Value as string
+                    : null;
+                log.Add(logLevel, category, eventId, formatter(state, exception), exception, template);
             }
         }
     }
