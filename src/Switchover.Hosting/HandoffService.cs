@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -33,6 +34,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private Task _takeover = Task.CompletedTask;
     private bool _tookOver;
     private bool _reported;
+    private PosixSignalRegistration? _hangup;
 
     public HandoffService(
         SwitchoverConfiguration configuration,
@@ -74,6 +76,16 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             Log.Disabled(_logger);
             _outcome.Failed(OutcomeKind.StartFailed,
                 "Switchover is disabled (Switchover:Mode=Disabled): this process binds its endpoints directly and takes nothing over.");
+        }
+        else if (_systemd.IsEnabled)
+        {
+            // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a
+            // .NET process by default. The reload is the next generation (ExecReload=switchover deploy), so this one ignores it.
+            _hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true;
+                Log.HangupIgnored(_logger);
+            });
         }
 
         return Task.CompletedTask;
@@ -156,6 +168,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     {
         _stopping.Dispose();
         _outcome.Dispose();
+        _hangup?.Dispose();
     }
 
     private async Task TakeOverAsync(Task started, CancellationToken cancellationToken)

@@ -62,4 +62,7 @@ internal static partial class Log
 
     [LoggerMessage(19, LogLevel.Warning, "Could not record this generation's outcome for switchover deploy: {Reason}")]
     public static partial void OutcomeNotWritten(ILogger logger, string reason);
+
+    [LoggerMessage(20, LogLevel.Information, "SIGHUP ignored: under systemd a reload is the next generation, started by ExecReload=switchover deploy.")]
+    public static partial void HangupIgnored(ILogger logger);
 }

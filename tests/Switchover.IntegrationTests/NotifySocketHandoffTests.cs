@@ -12,7 +12,7 @@ namespace Switchover.IntegrationTests;
 public sealed class NotifySocketHandoffTests(ITestOutputHelper output) : TestBase(output)
 {
     [Fact(Timeout = 240_000)]
-    public async Task Generations_tell_the_notify_socket_who_the_main_pid_is_frame_reloads_restore_a_failed_one_and_the_last_says_stopping()
+    public async Task Generations_tell_the_notify_socket_who_the_main_pid_is_frame_reloads_ignore_SIGHUP_restore_a_failed_reload_and_the_last_says_stopping()
     {
         using var systemd = new Receiver();
         var app = Track(new SwitchoverService(Lab.Server, Artifacts.TestServer, PublicPort));
@@ -25,6 +25,11 @@ public sealed class NotifySocketHandoffTests(ITestOutputHelper output) : TestBas
         var v2 = await app.DeployAsync("v2", TakeoverTimeout, Token, environment: environment);
         await systemd.WaitForAsync(m => m.StartsWith($"MAINPID={v2.Process.Pid}\nREADY=1", StringComparison.Ordinal), Token);
         Assert.Equal(0, await ExitsWithinAsync(v1.Process, TimeSpan.FromSeconds(30)));
+
+        // Type=notify-reload sends SIGHUP to the main process on reload; it must not end the generation that serves.
+        v2.Process.SendSignal(Signals.Hangup);
+        await v2.Process.WaitForOutputAsync("SIGHUP ignored", TimeSpan.FromSeconds(10), Token);
+        Assert.StartsWith("v2 ", (await GetAsync(Lab.Client, new System.Net.IPEndPoint(Lab.ServerV4, PublicPort), "/", Token)).Body, StringComparison.Ordinal);
 
         var v3 = app.Launch("v3", ["--FailHealth=true", "--Switchover:ReadinessTimeout=00:00:03"], environment: environment);
         Assert.Equal(1, await ExitsWithinAsync(v3, TimeSpan.FromSeconds(60)));
