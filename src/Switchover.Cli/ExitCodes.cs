@@ -13,4 +13,24 @@ internal static class ExitCodes
 
     /// <summary>doctor found things to look at (warnings) but nothing that is sure to break (no problem).</summary>
     public const int Warnings = 3;
+
+    // switchover deploy: the new generation did not take over, and why. The running generation keeps serving.
+
+    /// <summary>It did not get ready within its Switchover:ReadinessTimeout (health checks or its readiness request failed).</summary>
+    public const int DeployUnhealthy = 4;
+
+    /// <summary>It exited before it took over without saying why (a crash, a kill, or a stop signal).</summary>
+    public const int DeployCrashed = 5;
+
+    /// <summary>It waited longer than Switchover:LockTimeout for the namespace lock (another deploy held it).</summary>
+    public const int DeployLockTimeout = 6;
+
+    /// <summary>A newer generation took over first, so it stepped aside.</summary>
+    public const int DeploySuperseded = 7;
+
+    /// <summary>The command could not be started, or could not start as a generation (configuration, endpoints, nft, Mode=Disabled).</summary>
+    public const int DeployStartFailed = 8;
+
+    /// <summary>deploy's --timeout passed first; deploy stopped the generation.</summary>
+    public const int DeployTimedOut = 9;
 }

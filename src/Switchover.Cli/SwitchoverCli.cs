@@ -13,12 +13,14 @@ internal static class SwitchoverCli
         var cleanup = CleanupCommand.Create(tools);
         var doctor = Doctor.DoctorCommand.Create(tools);
         var migrate = MigrateCommand.Create();
+        var deploy = DeployCommand.Create();
         var root = new RootCommand(
-            "Inspect, check and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
+            "Deploy, inspect, check and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
             "/run/switchover/<namespace>/ that handoffs between generations of a server use.")
         {
             tools.Nft,
             tools.Conntrack,
+            deploy,
             status,
             cleanup,
             doctor,
@@ -32,7 +34,9 @@ internal static class SwitchoverCli
                 (ExitCodes.Failure, "the command ran but failed or found a problem; see 'switchover COMMAND --help'"),
                 (ExitCodes.Usage, "the command line is wrong; nothing was touched"),
                 (ExitCodes.Warnings, "doctor only: warnings, no problem"),
+                (ExitCodes.DeployUnhealthy, "deploy only, 4 to 9: the new generation did not take over, and why; see 'switchover deploy --help'"),
             ]),
+            [deploy] = DeployCommand.ExitCodeHelp,
             [status] = StatusCommand.ExitCodeHelp,
             [cleanup] = CleanupCommand.ExitCodeHelp,
             [doctor] = Doctor.DoctorCommand.ExitCodeHelp,

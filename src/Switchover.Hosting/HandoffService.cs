@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -26,9 +27,14 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private readonly IServiceProvider _services;
     private readonly ILogger _logger;
     private readonly NamespaceName _namespace;
+    private readonly SystemdNotifications _systemd;
+    private readonly DeployOutcome _outcome;
     private readonly CancellationTokenSource _stopping = new();
     private Handoff? _handoff;
     private Task _takeover = Task.CompletedTask;
+    private bool _tookOver;
+    private bool _reported;
+    private PosixSignalRegistration? _hangup;
 
     public HandoffService(
         SwitchoverConfiguration configuration,
@@ -36,8 +42,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         IHostApplicationLifetime lifetime,
         IHostEnvironment environment,
         IServiceProvider services,
+        SystemdNotifications systemd,
+        DeployOutcome outcome,
         ILogger<HandoffService> logger)
     {
+        _systemd = systemd;
+        _outcome = outcome;
         _configuration = configuration;
         _options = configuration.Options;
         _generation = generation;
@@ -55,13 +65,27 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     {
         if (_configuration.Invalid)
         {
-            Log.InvalidConfiguration(_logger, string.Join(Environment.NewLine, _configuration.Errors.Select(e => "  - " + e)));
+            var errors = string.Join(Environment.NewLine, _configuration.Errors.Select(e => "  - " + e));
+            Log.InvalidConfiguration(_logger, errors);
+            _outcome.Failed(OutcomeKind.StartFailed, "Switchover configuration is invalid:" + Environment.NewLine + errors);
             Environment.ExitCode = 1;
             _lifetime.StopApplication();
         }
         else if (!Enabled)
         {
             Log.Disabled(_logger);
+            _outcome.Failed(OutcomeKind.StartFailed,
+                "Switchover is disabled (Switchover:Mode=Disabled): this process binds its endpoints directly and takes nothing over.");
+        }
+        else if (_systemd.IsEnabled)
+        {
+            // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a
+            // .NET process by default. The reload is the next generation (ExecReload=switchover deploy), so this one ignores it.
+            _hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true;
+                Log.HangupIgnored(_logger);
+            });
         }
 
         return Task.CompletedTask;
@@ -78,6 +102,10 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             _lifetime.ApplicationStarted.Register(() => started.TrySetResult());
             _takeover = Task.Run(() => TakeOverAsync(started.Task, _stopping.Token), CancellationToken.None);
         }
+        else if (!_configuration.Invalid)
+        {
+            _lifetime.ApplicationStarted.Register(_systemd.ReadyWithoutHandoff);
+        }
 
         return Task.CompletedTask;
     }
@@ -86,6 +114,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     {
         if (!Enabled)
         {
+            if (!_configuration.Invalid)
+            {
+                _systemd.StoppingWithoutHandoff();
+            }
+
             return;
         }
 
@@ -115,13 +148,28 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
     public async Task StoppedAsync(CancellationToken cancellationToken)
     {
-        if (Enabled && _generation.Record is { } record && _handoff is not null)
+        if (!Enabled)
+        {
+            return;
+        }
+
+        if (_generation.Record is { } record && _handoff is not null)
         {
             await LeaveAsync(record).ConfigureAwait(false);
         }
+
+        if (!_tookOver && !_reported)
+        {
+            Report(OutcomeKind.Stopped, "it was stopped (SIGTERM, or the host stopping) before it took over");
+        }
     }
 
-    public void Dispose() => _stopping.Dispose();
+    public void Dispose()
+    {
+        _stopping.Dispose();
+        _outcome.Dispose();
+        _hangup?.Dispose();
+    }
 
     private async Task TakeOverAsync(Task started, CancellationToken cancellationToken)
     {
@@ -130,6 +178,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         {
             await started.WaitAsync(cancellationToken).ConfigureAwait(false);
             var handoff = Handoff.Create(_options.StateDirectory, _namespace, _options.LockTimeout, _options.NftPath);
+
+            // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
+            _systemd.Starting(ReadState());
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
             await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
 
@@ -140,6 +191,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var record = registration.Generation;
             LogStale(registration.StaleRemoved);
             Log.Registered(_logger, record.Id, _namespace.Value, record.Pid, Describe(ports));
+            _outcome.Registered(_namespace, record.Id);
 
             var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
             await readiness.WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
@@ -147,7 +199,10 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
             var result = await handoff.TakeOverAsync(record.Id, cancellationToken).ConfigureAwait(false);
             _generation.Record = result.Generation;
+            _tookOver = true;
+            _systemd.TookOver(result.Generation, ReadState());
             LogStale(result.StaleRemoved);
+            var launchToServing = (DateTime.UtcNow - launchedAt).TotalMilliseconds;
 
             Log.TookOver(_logger, _namespace.Value,
                 result.Previous.Count == 0 ? "(none)" : string.Join(",", result.Previous.Select(g => g.Id)),
@@ -155,22 +210,38 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 result.Previous.Count == 0 ? "(none)" : string.Join(",", result.Previous.Select(g => Describe(g.Ports))),
                 Describe(ports),
                 result.RuleTransaction.TotalMilliseconds,
-                (DateTime.UtcNow - launchedAt).TotalMilliseconds);
+                launchToServing);
             Log.Ruleset(_logger, result.Ruleset);
+            _outcome.TookOver(launchToServing);
+            if (_outcome.WriteError is { } error)
+            {
+                Log.OutcomeNotWritten(_logger, error);
+            }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // Stopped before taking over; StoppedAsync leaves the namespace.
+            // Stopped before taking over; StoppedAsync leaves the namespace and reports it.
         }
         catch (SupersededException e)
         {
             Log.Superseded(_logger, _generation.Record?.Id ?? 0, e.Message);
-            await FailAsync().ConfigureAwait(false);
+            await FailAsync(OutcomeKind.Superseded, e.Message).ConfigureAwait(false);
+        }
+        catch (TimeoutException e)
+        {
+            // Readiness gave up: the health checks or the request to its own private port never succeeded.
+            Log.StartFailed(_logger, e.Message, e);
+            await FailAsync(OutcomeKind.Unhealthy, e.Message).ConfigureAwait(false);
+        }
+        catch (StateException e) when (e.IsLockTimeout)
+        {
+            Log.StartFailed(_logger, e.Message, e);
+            await FailAsync(OutcomeKind.LockTimeout, e.Message).ConfigureAwait(false);
         }
         catch (Exception e)
         {
             Log.StartFailed(_logger, e.Message, e);
-            await FailAsync().ConfigureAwait(false);
+            await FailAsync(OutcomeKind.StartFailed, e.Message).ConfigureAwait(false);
         }
     }
 
@@ -229,7 +300,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         }
     }
 
-    private async Task FailAsync()
+    private async Task FailAsync(OutcomeKind kind, string reason)
     {
         if (_generation.Record is { } record && _handoff is not null)
         {
@@ -237,8 +308,34 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             _generation.Record = null;
         }
 
+        Report(kind, reason);
         Environment.ExitCode = 1;
         _lifetime.StopApplication();
+    }
+
+    /// <summary>Tells systemd and the waiting deploy (if any) that this generation will not take over.</summary>
+    private void Report(OutcomeKind kind, string reason)
+    {
+        _reported = true;
+        _systemd.DidNotTakeOver(reason, ReadState());
+        _outcome.Failed(kind, reason);
+        if (_outcome.WriteError is { } error)
+        {
+            Log.OutcomeNotWritten(_logger, error);
+        }
+    }
+
+    /// <summary>The namespace's state as it is now, without the lock (for what systemd is told); null when unreadable.</summary>
+    private NamespaceState? ReadState()
+    {
+        try
+        {
+            return new StateStore(_options.StateDirectory, _namespace).ReadUnlocked();
+        }
+        catch (Exception e) when (e is StateException or IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     private async Task LeaveAsync(GenerationRecord record)
@@ -249,6 +346,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         {
             var last = await _handoff!.LeaveAsync(record.Id, timeout.Token).ConfigureAwait(false);
             Log.Left(_logger, record.Id, _namespace.Value, last ? "; it was the last, so its table and state were removed" : string.Empty);
+            _systemd.Left(last, last ? null : ReadState());
         }
         catch (Exception e)
         {

@@ -57,9 +57,18 @@ internal static partial class Log
     [LoggerMessage(17, LogLevel.Information, "Endpoint {Endpoint} is not a TCP address (a Unix socket): bound as configured, not handed over.")]
     public static partial void EndpointLeftAlone(ILogger logger, string endpoint);
 
-    [LoggerMessage(18, LogLevel.Information, "Certificate {Path} changed on disk: new TLS handshakes get {NewThumbprint} (was {OldThumbprint}); open connections keep theirs.")]
+    [LoggerMessage(18, LogLevel.Warning, "Could not notify systemd ({Message}): {Reason}. Check NOTIFY_SOCKET and the unit's NotifyAccess=all.")]
+    public static partial void SystemdNotifyFailed(ILogger logger, string message, string reason);
+
+    [LoggerMessage(19, LogLevel.Warning, "Could not record this generation's outcome for switchover deploy: {Reason}")]
+    public static partial void OutcomeNotWritten(ILogger logger, string reason);
+
+    [LoggerMessage(20, LogLevel.Information, "SIGHUP ignored: under systemd a reload is the next generation, started by ExecReload=switchover deploy.")]
+    public static partial void HangupIgnored(ILogger logger);
+
+    [LoggerMessage(21, LogLevel.Information, "Certificate {Path} changed on disk: new TLS handshakes get {NewThumbprint} (was {OldThumbprint}); open connections keep theirs.")]
     public static partial void CertificateReloaded(ILogger logger, string path, string oldThumbprint, string newThumbprint);
 
-    [LoggerMessage(19, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
+    [LoggerMessage(22, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
     public static partial void CertificateNotReloaded(ILogger logger, string path, string reason);
 }

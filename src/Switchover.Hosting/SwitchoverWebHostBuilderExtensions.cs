@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Switchover.Hosting;
 
@@ -32,6 +33,10 @@ public static class SwitchoverWebHostBuilderExtensions
                 .Configure(configure);
             services.TryAddSingleton<SwitchoverConfiguration>();
             services.TryAddSingleton<LocalGeneration>();
+            services.TryAddSingleton<SystemdNotifications>();
+            services.TryAddSingleton<RecentLog>();
+            services.TryAddSingleton<DeployOutcome>();
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoggerProvider, RecentLogProvider>(sp => new RecentLogProvider(sp.GetRequiredService<RecentLog>())));
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<SocketTransportOptions>, TransparentSockets>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<KestrelServerOptions>, CertificateReload>());
             services.TryAddEnumerable(ServiceDescriptor.Transient<IStartupFilter, DrainStartupFilter>());

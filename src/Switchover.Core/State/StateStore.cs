@@ -80,7 +80,10 @@ public sealed class StateStore
             if (DateTime.UtcNow >= deadline)
             {
                 throw new StateException($"Timed out after {timeout.TotalSeconds:0.#} s waiting for the namespace lock {LockPath}. " +
-                    "Another deploy of this namespace is in progress; retry when it has finished.");
+                    "Another deploy of this namespace is in progress; retry when it has finished.")
+                {
+                    IsLockTimeout = true,
+                };
             }
 
             await Task.Delay(25, cancellationToken).ConfigureAwait(false);
@@ -255,4 +258,7 @@ public sealed class StateException : Exception
         : base(message, inner)
     {
     }
+
+    /// <summary>The namespace lock was not free within the lock timeout (another deploy held it).</summary>
+    public bool IsLockTimeout { get; init; }
 }

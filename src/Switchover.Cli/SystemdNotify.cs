@@ -1,0 +1,42 @@
+using System.Net.Sockets;
+using System.Text;
+
+namespace Switchover.Cli;
+
+/// <summary>
+/// sd_notify for deploy: under <c>ExecReload=</c> deploy runs in the unit with NOTIFY_SOCKET set. It speaks only when
+/// the generation it launched could not (it crashed, never started, or was stopped by deploy): then a reload it had
+/// announced with RELOADING=1 must still end with READY=1 and the pid of the generation that serves.
+/// The datagram is written here rather than through Microsoft.Extensions.Hosting.Systemd's notifier (which the
+/// generations use): that package brings Microsoft.Extensions.Hosting and its dependencies into a tool that has no host.
+/// </summary>
+internal static class SystemdNotify
+{
+    /// <summary>Sends one notification; false when there is no NOTIFY_SOCKET or it cannot be reached.</summary>
+    public static bool TrySend(string message, string? socketPath = null)
+    {
+        var path = socketPath ?? Environment.GetEnvironmentVariable("NOTIFY_SOCKET");
+        if (string.IsNullOrEmpty(path))
+        {
+            return false;
+        }
+
+        // A leading '@' names a socket in the abstract namespace, as sd_notify(3) defines it.
+        if (path[0] == '@')
+        {
+            path = "\0" + path[1..];
+        }
+
+        try
+        {
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+            socket.Connect(new UnixDomainSocketEndPoint(path));
+            socket.Send(Encoding.UTF8.GetBytes(message));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+}
