@@ -1,0 +1,40 @@
+using Switchover.VmLab.Boot;
+
+namespace Switchover.VmLab.Tests;
+
+/// <summary>A VM stopped at any point, also in the middle of its boot, leaves no process and no file behind.</summary>
+public sealed class VmLifecycleTests
+{
+    [Fact(Timeout = 180_000)]
+    public async Task A_vm_whose_boot_is_cancelled_leaves_no_qemu_process_and_no_temporary_files()
+    {
+        await BootImage.GetOrBuildAsync(GuestKernel.Find(), null, null, CancellationToken.None);
+        var launched = new TaskCompletionSource<(int Group, string Directory)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var cancel = new CancellationTokenSource();
+        var options = new VmOptions { OnQemuStarted = (group, directory) => launched.TrySetResult((group, directory)) };
+
+        var start = VirtualMachine.StartAsync(options, cancel.Token);
+        var (group, directory) = await launched.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        Assert.NotEmpty(Leftovers.ProcessesInGroup(group)); // qemu is running: the check below can see it
+        await cancel.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => start);
+        Assert.Empty(Leftovers.Of(group, null, directory));
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task A_vm_that_does_not_boot_in_time_is_stopped_and_the_error_shows_its_console()
+    {
+        await BootImage.GetOrBuildAsync(GuestKernel.Find(), null, null, CancellationToken.None);
+        (int Group, string Directory)? launched = null;
+        var options = new VmOptions { BootTimeout = TimeSpan.FromSeconds(3), OnQemuStarted = (group, directory) => launched = (group, directory) };
+
+        var error = await Assert.ThrowsAsync<VmLabException>(() => VirtualMachine.StartAsync(options));
+
+        Assert.Contains("did not answer within 3 s", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Last console lines:", error.Message, StringComparison.Ordinal);
+        Assert.NotNull(launched);
+        Assert.Empty(Leftovers.Of(launched.Value.Group, null, launched.Value.Directory));
+    }
+}
