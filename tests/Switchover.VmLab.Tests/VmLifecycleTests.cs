@@ -37,4 +37,24 @@ public sealed class VmLifecycleTests
         Assert.NotNull(launched);
         Assert.Empty(Leftovers.Of(launched.Value.Group, null, launched.Value.Directory));
     }
+
+    [Fact]
+    public void The_directory_of_a_vm_whose_qemu_is_gone_counts_as_abandoned_and_a_fresh_one_does_not()
+    {
+        var directory = Directory.CreateTempSubdirectory("vmlab-abandoned-").FullName;
+        try
+        {
+            Assert.False(VirtualMachine.IsAbandoned(directory)); // just created: maybe a VM starting in another process
+
+            File.WriteAllText(Path.Combine(directory, "qemu.pid"), $"{Environment.ProcessId}\n");
+            Assert.True(VirtualMachine.IsAbandoned(directory)); // the pid is alive but is not this directory's qemu
+
+            File.WriteAllText(Path.Combine(directory, "qemu.pid"), "999999999\n");
+            Assert.True(VirtualMachine.IsAbandoned(directory));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
 }

@@ -20,6 +20,7 @@ public sealed class VirtualMachine : IAsyncDisposable
     public const string GuestShareDirectory = "/mnt/vmlab";
 
     private const string PayloadDirectory = ".agent";
+    private const string WorkDirectoryPrefix = "switchover-vm-";
 
     private readonly QemuProcess _qemu;
     private readonly AgentChannel _channel;
@@ -78,7 +79,8 @@ public sealed class VirtualMachine : IAsyncDisposable
         var boot = await BootImage.GetOrBuildAsync(kernel, options.Modules, cacheDirectory, cancellationToken).ConfigureAwait(false);
         var accelerator = await AcceleratorChoice.ChooseAsync(options.Accelerator, boot, cacheDirectory, cancellationToken).ConfigureAwait(false);
 
-        var workDirectory = Directory.CreateTempSubdirectory("switchover-vmlab-").FullName;
+        RemoveAbandonedWorkDirectories();
+        var workDirectory = Directory.CreateTempSubdirectory(WorkDirectoryPrefix).FullName;
         Directory.CreateDirectory(Path.Combine(workDirectory, "share", PayloadDirectory));
         AgentChannel? channel = null;
         QemuProcess? qemu = null;
@@ -319,6 +321,44 @@ public sealed class VirtualMachine : IAsyncDisposable
         if (missing.Count > 0)
         {
             throw new VmLabException($"The VM lab needs {string.Join(", ", missing)} on PATH; run .ci/prerequisites as root.");
+        }
+    }
+
+    /// <summary>
+    /// Removes the directories of VMs whose test process was killed before it could dispose them (their qemu died
+    /// with it, through the watchdog): the pid file names a process that is gone, or there is none after 10 minutes.
+    /// </summary>
+    private static void RemoveAbandonedWorkDirectories()
+    {
+        foreach (var directory in Directory.GetDirectories(Path.GetTempPath(), WorkDirectoryPrefix + "*"))
+        {
+            if (IsAbandoned(directory))
+            {
+                RemoveDirectory(directory);
+            }
+        }
+    }
+
+    internal static bool IsAbandoned(string directory)
+    {
+        try
+        {
+            var pidFile = Path.Combine(directory, "qemu.pid");
+            if (!File.Exists(pidFile))
+            {
+                // Being started by another test process right now, or crashed before qemu ran.
+                return Directory.GetLastWriteTimeUtc(directory) < DateTime.UtcNow.AddMinutes(-10);
+            }
+
+            var cmdline = int.TryParse(File.ReadAllText(pidFile).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)
+                && File.Exists($"/proc/{pid}/cmdline")
+                    ? File.ReadAllText($"/proc/{pid}/cmdline")
+                    : "";
+            return !cmdline.Contains(directory, StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false; // Removed meanwhile, or its qemu exited as we looked; the next sweep decides.
         }
     }
 

@@ -67,6 +67,12 @@ public sealed record BootImage(string KernelRelease, string KernelImage, string 
 
         Directory.CreateDirectory(cacheDirectory);
         RemoveStale(cacheDirectory, kernel.Release, directory);
+        if (Directory.Exists(directory))
+        {
+            // Same key but incomplete (a file was deleted, a disk filled up): build it again.
+            Directory.Delete(directory, recursive: true);
+        }
+
         var staging = Path.Combine(cacheDirectory, $".building-{Guid.NewGuid():N}");
         Directory.CreateDirectory(staging);
         try

@@ -80,7 +80,7 @@ internal static class AcceleratorChoice
 
     private static async Task<Accelerator> ProbeAsync(BootImage boot, CancellationToken cancellationToken)
     {
-        var directory = Directory.CreateTempSubdirectory("switchover-vmlab-probe-").FullName;
+        var directory = Directory.CreateTempSubdirectory("switchover-vm-probe-").FullName;
         try
         {
             var console = Path.Combine(directory, "console.log");
