@@ -1,4 +1,5 @@
 using Switchover.VmLab.Boot;
+using Switchover.VmLab.Qemu;
 
 namespace Switchover.VmLab.Tests;
 
@@ -55,6 +56,39 @@ public sealed class VmLifecycleTests
         finally
         {
             Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task The_kvm_probe_answers_within_its_bound_and_leaves_no_qemu_behind()
+    {
+        var boot = await BootImage.GetOrBuildAsync(GuestKernel.Find(), null, null, CancellationToken.None);
+        var before = QemuPids();
+        var started = System.Diagnostics.Stopwatch.StartNew();
+
+        var accelerator = await AcceleratorChoice.ProbeAsync(boot, TimeSpan.FromSeconds(10), CancellationToken.None);
+
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(40), $"the probe took {started.Elapsed}");
+        Assert.True(
+            accelerator.Name == "kvm" ? accelerator.Reason.Contains("reached the initramfs", StringComparison.Ordinal) : accelerator.Name == "tcg",
+            accelerator.ToString());
+        Assert.DoesNotContain(QemuPids().Except(before), pid => TryRead($"/proc/{pid}/cmdline").Contains("vmlab.init=probe", StringComparison.Ordinal));
+    }
+
+    private static HashSet<int> QemuPids() =>
+        [.. Directory.GetDirectories("/proc")
+            .Select(d => int.TryParse(Path.GetFileName(d), out var pid) ? pid : 0)
+            .Where(pid => pid > 0 && TryRead($"/proc/{pid}/comm").StartsWith("qemu-system", StringComparison.Ordinal))];
+
+    private static string TryRead(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return "";
         }
     }
 }

@@ -45,7 +45,7 @@ internal static class AcceleratorChoice
                 return name == "kvm" ? Accelerator.Kvm(cachedReason + " (cached)") : Accelerator.Tcg(cachedReason + " (cached)");
             }
 
-            var chosen = await ProbeAsync(boot, cancellationToken).ConfigureAwait(false);
+            var chosen = await ProbeAsync(boot, ProbeTimeout, cancellationToken).ConfigureAwait(false);
             Directory.CreateDirectory(cacheDirectory);
             await File.WriteAllLinesAsync(cache, [chosen.Name, chosen.Reason], cancellationToken).ConfigureAwait(false);
             return chosen;
@@ -78,7 +78,8 @@ internal static class AcceleratorChoice
         return null;
     }
 
-    private static async Task<Accelerator> ProbeAsync(BootImage boot, CancellationToken cancellationToken)
+    /// <summary>Boots the initramfs under KVM up to its first line (internal for testing).</summary>
+    internal static async Task<Accelerator> ProbeAsync(BootImage boot, TimeSpan timeout, CancellationToken cancellationToken)
     {
         var directory = Directory.CreateTempSubdirectory("switchover-vm-probe-").FullName;
         try
@@ -103,7 +104,7 @@ internal static class AcceleratorChoice
                     return Accelerator.Kvm($"a KVM probe boot reached the initramfs in {started.Elapsed.TotalSeconds:0.0} s");
                 }
 
-                if (exited || started.Elapsed > ProbeTimeout)
+                if (exited || started.Elapsed > timeout)
                 {
                     break;
                 }
@@ -114,7 +115,7 @@ internal static class AcceleratorChoice
             var output = qemu.Output.Trim();
             return Accelerator.Tcg(qemu.Exited.IsCompleted
                 ? $"a KVM probe boot failed: qemu exited ({(output.Length > 0 ? output : "no message")})"
-                : $"a KVM probe boot did not reach the initramfs within {ProbeTimeout.TotalSeconds:0} s");
+                : $"a KVM probe boot did not reach the initramfs within {timeout.TotalSeconds:0} s");
         }
         finally
         {

@@ -104,7 +104,8 @@ public sealed record Accelerator(string Name, string Cpu, string Reason)
     /// <summary>
     /// TCG's "max" CPU has every feature TCG emulates, including SSE4.2 and POPCNT, which .NET requires.
     /// </summary>
-    public static Accelerator Tcg(string reason) => new("tcg", "max", reason);
+    public static Accelerator Tcg(string reason) =>
+        new("tcg", Environment.GetEnvironmentVariable("SWITCHOVER_VMLAB_CPU") is { Length: > 0 } cpu ? cpu : "max", reason);
 
     public static Accelerator Kvm(string reason) => new("kvm", "host", reason);
 }
