@@ -61,6 +61,8 @@ public sealed class SmallInitVmTests : IClassFixture<SmallVmFixture>
     public async Task The_vm_has_no_network_device_only_loopback_and_the_namespaces_it_creates()
     {
         var result = await _vm.RunAsync("""
+            # A network controller is PCI class 0x02xxxx, with or without a driver bound to it.
+            for device in /sys/bus/pci/devices/*; do case "$(cat "$device/class")" in 0x02*) echo "nic ${device##*/}" ;; esac; done
             for device in /sys/class/net/*; do [ -e "$device/device" ] && echo "device ${device##*/}"; done
             ip route show default | sed 's/^/route /'
             ip netns add vmlab-a
