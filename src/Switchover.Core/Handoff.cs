@@ -79,9 +79,14 @@ public sealed class Handoff
     /// Draining and sends them SIGTERM (after the lock is released).
     /// </summary>
     /// <exception cref="SupersededException">A newer generation is already active.</exception>
-    public async Task<TakeoverResult> TakeOverAsync(long id, CancellationToken cancellationToken)
+    /// <param name="committed">
+    /// Called with the result and the state just written, before the previous generations are signalled: whatever must
+    /// hear of the takeover before the old generation can exit (systemd's MAINPID) is told here.
+    /// </param>
+    public async Task<TakeoverResult> TakeOverAsync(long id, CancellationToken cancellationToken, Action<TakeoverResult, NamespaceState>? committed = null)
     {
         TakeoverResult result;
+        NamespaceState written;
         using (var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false))
         {
             var original = held.Read();
@@ -104,8 +109,10 @@ public sealed class Handoff
             state = state.With(self);
             var (ruleset, elapsed) = await CommitAsync(held, original, state, cancellationToken).ConfigureAwait(false);
             result = new TakeoverResult(self, previous, stale, ruleset, elapsed);
+            written = state;
         }
 
+        committed?.Invoke(result, written);
         foreach (var old in result.Previous)
         {
             old.Process.Signal(Libc.SIGTERM);

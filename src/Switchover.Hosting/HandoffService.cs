@@ -197,10 +197,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             await readiness.WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
             Log.Ready(_logger, record.Id, (DateTime.UtcNow - launchedAt).TotalMilliseconds);
 
-            var result = await handoff.TakeOverAsync(record.Id, cancellationToken).ConfigureAwait(false);
+            // systemd hears MAINPID before the previous generation is told to drain, so it never sees the main pid exit.
+            var result = await handoff.TakeOverAsync(record.Id, cancellationToken, (taken, state) => _systemd.TookOver(taken.Generation, state))
+                .ConfigureAwait(false);
             _generation.Record = result.Generation;
             _tookOver = true;
-            _systemd.TookOver(result.Generation, ReadState());
             LogStale(result.StaleRemoved);
             var launchToServing = (DateTime.UtcNow - launchedAt).TotalMilliseconds;
 

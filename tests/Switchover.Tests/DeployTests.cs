@@ -157,7 +157,7 @@ public sealed class DeployTests : IDisposable
     {
         var serving = await ServingGenerationAsync();
         using var systemd = new NotifySocket();
-        var report = Track(await NotifySocket.WithNotifySocket(systemd.Path, () => Deploy("kill -9 $$", name: Shop).RunAsync(CancellationToken.None)));
+        var report = Track(await NotifySocket.WithNotifySocketAsync(systemd.Path, () => Deploy("kill -9 $$", name: Shop).RunAsync(CancellationToken.None)));
 
         Assert.Equal(new ServingGeneration(6, serving.Pid), report.Serving);
         var message = Assert.Single(systemd.Received());
@@ -173,7 +173,7 @@ public sealed class DeployTests : IDisposable
     {
         await ServingGenerationAsync();
         using var systemd = new NotifySocket();
-        var report = Track(await NotifySocket.WithNotifySocket(systemd.Path,
+        var report = Track(await NotifySocket.WithNotifySocketAsync(systemd.Path,
             () => Deploy($"{Writes(Outcome(OutcomeKind.Unhealthy, "no"))}; exit 1", name: Shop).RunAsync(CancellationToken.None)));
 
         Assert.Equal(DeployResult.Unhealthy, report.Result);

@@ -45,6 +45,21 @@ internal sealed class NotifySocket : IDisposable
         }
     }
 
+    /// <summary>As <see cref="WithNotifySocket{T}"/>, for code that reads NOTIFY_SOCKET anywhere in an asynchronous run.</summary>
+    public static async Task<T> WithNotifySocketAsync<T>(string? path, Func<Task<T>> action)
+    {
+        var before = Environment.GetEnvironmentVariable("NOTIFY_SOCKET");
+        Environment.SetEnvironmentVariable("NOTIFY_SOCKET", path);
+        try
+        {
+            return await action();
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("NOTIFY_SOCKET", before);
+        }
+    }
+
     /// <summary>Every datagram that arrives within <paramref name="quiet"/> of the previous one (or of the call).</summary>
     public IReadOnlyList<string> Received(TimeSpan? quiet = null)
     {
