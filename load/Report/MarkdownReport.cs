@@ -403,7 +403,7 @@ internal static class MarkdownReport
     private static string Latency(LatencySummary? latency) =>
         latency is null || latency.Count == 0 ? "-" : $"{Ms(latency.P50)} / {Ms(latency.P99)} / {Ms(latency.P999)} / {Ms(latency.Max)}";
 
-    private static string WrkLatency(Clients.WrkResult wrk, string percentile) =>
+    private static string WrkLatency(WrkResult wrk, string percentile) =>
         wrk.LatencyPercentiles.TryGetValue(percentile, out var value) ? Ms(value) : "-";
 
     private static string Three(List<double> values) =>

@@ -161,11 +161,11 @@ public sealed class HttpsTests(ITestOutputHelper output) : TestBase(output)
     /// <summary>Waits for every wrk run, prints every count, then asserts that each completed requests and failed none.</summary>
     private async Task AssertWrkCleanAsync(TimeSpan duration, string during, params (string Name, LabProcess Wrk)[] runs)
     {
-        var counts = new List<(string Name, WrkCount Count)>();
+        var counts = new List<(string Name, WrkResult Count)>();
         foreach (var (name, wrk) in runs)
         {
             await wrk.Exited.WaitAsync(duration + TimeSpan.FromSeconds(30), Token);
-            var count = WrkCount.Parse(wrk.Output);
+            var count = WrkResult.Parse(wrk.Output);
             Output.WriteLine($"{name}: {count} {during}");
             counts.Add((name, count));
         }

@@ -71,7 +71,7 @@ public sealed class ClientReportTests
     [Fact]
     public void Wrk_report_counts_socket_errors_and_responses_outside_2xx_and_3xx_as_failures()
     {
-        var count = WrkCount.Parse(WrkReport);
+        var count = WrkResult.Parse(WrkReport);
 
         Assert.Equal((56249L, 49L, 8L, 0L, 0L, 3L), (count.Requests, count.ConnectErrors, count.ReadErrors, count.WriteErrors, count.TimeoutErrors, count.Non2xx3xx));
         Assert.Equal(60, count.Failures);
@@ -80,7 +80,7 @@ public sealed class ClientReportTests
     [Fact]
     public void Wrk_report_without_errors_has_no_failures()
     {
-        var count = WrkCount.Parse("  1000 requests in 1.00s, 10.00KB read\nRequests/sec: 1000.00\n");
+        var count = WrkResult.Parse("  1000 requests in 1.00s, 10.00KB read\nRequests/sec: 1000.00\n");
 
         Assert.Equal((1000L, 0L), (count.Requests, count.Failures));
     }

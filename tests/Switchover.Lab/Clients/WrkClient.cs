@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.RegularExpressions;
 
 namespace Switchover.Lab;
 
@@ -9,7 +8,7 @@ namespace Switchover.Lab;
 /// </summary>
 public static class WrkClient
 {
-    /// <summary>Starts wrk for a whole number of seconds; it stops by itself. Await its exit, then <see cref="WrkCount.Parse"/>.</summary>
+    /// <summary>Starts wrk for a whole number of seconds; it stops by itself. Await its exit, then <see cref="WrkResult.Parse"/>.</summary>
     /// <param name="connectionClose">Send <c>Connection: close</c> with every request: a new connection (and handshake) per request.</param>
     public static LabProcess Start(NetworkNamespace client, Uri target, int connections, TimeSpan duration, bool connectionClose = false)
     {
@@ -32,50 +31,4 @@ public static class WrkClient
         arguments.Add(target.ToString());
         return client.StartProcess("wrk", arguments);
     }
-}
-
-/// <summary>What wrk counted: requests, its socket errors, and responses outside 2xx/3xx.</summary>
-public sealed partial record WrkCount(long Requests, long ConnectErrors, long ReadErrors, long WriteErrors, long TimeoutErrors, long Non2xx3xx, string Output)
-{
-    /// <summary>Every request wrk counts as not OK.</summary>
-    public long Failures => ConnectErrors + ReadErrors + WriteErrors + TimeoutErrors + Non2xx3xx;
-
-    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"wrk: {Requests} requests; socket errors: connect {ConnectErrors}, read {ReadErrors}, write {WriteErrors}, timeout {TimeoutErrors}; non-2xx/3xx {Non2xx3xx}");
-
-    /// <summary>Parses wrk's report. Throws <see cref="FormatException"/> when the totals line is missing.</summary>
-    public static WrkCount Parse(string output)
-    {
-        ArgumentNullException.ThrowIfNull(output);
-        var totals = Totals().Match(output);
-        if (!totals.Success)
-        {
-            throw new FormatException($"wrk printed no '<n> requests in <t>' line:\n{output}");
-        }
-
-        long connect = 0, read = 0, write = 0, timeout = 0, non2xx = 0;
-        if (SocketErrors().Match(output) is { Success: true } errors)
-        {
-            connect = long.Parse(errors.Groups["connect"].Value, CultureInfo.InvariantCulture);
-            read = long.Parse(errors.Groups["read"].Value, CultureInfo.InvariantCulture);
-            write = long.Parse(errors.Groups["write"].Value, CultureInfo.InvariantCulture);
-            timeout = long.Parse(errors.Groups["timeout"].Value, CultureInfo.InvariantCulture);
-        }
-
-        if (Non2xx().Match(output) is { Success: true } bad)
-        {
-            non2xx = long.Parse(bad.Groups[1].Value, CultureInfo.InvariantCulture);
-        }
-
-        return new WrkCount(long.Parse(totals.Groups[1].Value, CultureInfo.InvariantCulture), connect, read, write, timeout, non2xx, output);
-    }
-
-    [GeneratedRegex(@"^\s*(\d+) requests in ", RegexOptions.Multiline)]
-    private static partial Regex Totals();
-
-    [GeneratedRegex(@"Socket errors: connect (?<connect>\d+), read (?<read>\d+), write (?<write>\d+), timeout (?<timeout>\d+)")]
-    private static partial Regex SocketErrors();
-
-    [GeneratedRegex(@"Non-2xx or 3xx responses: (\d+)")]
-    private static partial Regex Non2xx();
 }

@@ -1,10 +1,10 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace Switchover.Load.Clients;
+namespace Switchover.Lab;
 
 /// <summary>What wrk printed: requests, its own socket-error counts, non-2xx/3xx responses and latency percentiles.</summary>
-internal sealed partial record WrkResult(
+public sealed partial record WrkResult(
     long Requests,
     TimeSpan Duration,
     long ConnectErrors,
@@ -24,6 +24,8 @@ internal sealed partial record WrkResult(
 
     public string ErrorsText => string.Create(CultureInfo.InvariantCulture,
         $"connect {ConnectErrors}, read {ReadErrors}, write {WriteErrors}, timeout {TimeoutErrors}; non-2xx/3xx {Non2xx3xx}");
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"wrk: {Requests} requests; socket errors: {ErrorsText}");
 
     /// <summary>Parses wrk's report (run with --latency). Throws <see cref="FormatException"/> when the totals line is missing.</summary>
     public static WrkResult Parse(string output)
