@@ -17,7 +17,7 @@ internal static class DeployCommand
         (ExitCodes.Failure, "deploy itself could not run (e.g. the state directory cannot be written); nothing was started"),
         (ExitCodes.Usage, "the command line is wrong; nothing was started"),
         (ExitCodes.DeployUnhealthy, "unhealthy: the generation did not get ready within its Switchover:ReadinessTimeout (health checks or its readiness request failed)"),
-        (ExitCodes.DeployCrashed, "crashed: the generation exited before it took over without saying why (a crash, a kill, a stop signal); its exit status is printed"),
+        (ExitCodes.DeployCrashed, "crashed: the generation exited before it took over without saying why (a crash, a kill, a stop signal); its exit status is printed (under a service manager, which adopts it, the journal has it)"),
         (ExitCodes.DeployLockTimeout, "lock timeout: the generation waited longer than Switchover:LockTimeout for the namespace lock (another deploy held it)"),
         (ExitCodes.DeploySuperseded, "superseded: a newer generation took over first"),
         (ExitCodes.DeployStartFailed, "start failure: the command could not be started, or not as a generation (invalid configuration, an endpoint that cannot move, nft missing, Switchover:Mode=Disabled)"),
@@ -49,7 +49,8 @@ internal static class DeployCommand
         };
         var deploy = new Command("deploy",
             "Launch the next generation of a service and wait until it has taken the public ports over, or has failed. The " +
-            "generation runs on after deploy exits (in deploy's cgroup and session, with deploy's standard output and error); " +
+            "generation runs on after deploy exits, in deploy's cgroup, with deploy's standard output and error (under a service manager, " +
+            "i.e. with NOTIFY_SOCKET set, it is forked away into a session of its own, so that the manager adopts it as the unit's main process); " +
             "if it fails, the running generation keeps serving and the reason and its last log lines are printed.")
         {
             ns,

@@ -1,13 +1,11 @@
-using System.ComponentModel;
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using Switchover.Interop;
 using Switchover.State;
 
 namespace Switchover.Cli;
 
 /// <summary>
-/// One <c>switchover deploy</c>: launches the new generation as a child that outlives deploy, and watches three things
+/// One <c>switchover deploy</c>: launches the new generation (see <see cref="LaunchedGeneration"/>), and watches three things
 /// until it knows how the launch ended: the outcome file the generation writes (took over, or failed and why, with its
 /// last log lines), the namespace's state (the child's pid becoming Active), and the child's own exit.
 /// </summary>
@@ -80,48 +78,33 @@ internal sealed class Deployment
 
     private async Task<DeployReport> LaunchAndWatchAsync(string outcomePath, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo(_command[0])
-        {
-            UseShellExecute = false,
-
-            // Standard output and error are inherited, not piped: the generation outlives deploy, and its logs go
-            // where deploy's go (under systemd, the journal). Standard input gets a pipe that is closed at once, so a
-            // generation started from a terminal never touches it (a background process that does is stopped by SIGTTOU).
-            RedirectStandardInput = true,
-        };
-        foreach (var argument in _command.Skip(1))
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        start.Environment[OutcomeFile.EnvironmentVariable] = outcomePath;
+        var environment = new Dictionary<string, string> { [OutcomeFile.EnvironmentVariable] = outcomePath };
         if (_namespace is { } name)
         {
             // The namespace deploy watches is the one the generation joins, unless its own command line says otherwise.
-            start.Environment["Switchover__Namespace"] = name.Value;
+            environment["Switchover__Namespace"] = name.Value;
         }
 
         _elapsed.Start();
-        Process child;
+        LaunchedGeneration child;
         try
         {
-            child = Process.Start(start) ?? throw new Win32Exception("Process.Start returned no process");
+            child = SystemdNotify.IsEnabled
+                ? await LaunchedGeneration.StartDetachedAsync(_command, environment, outcomePath + ".pid", cancellationToken).ConfigureAwait(false)
+                : LaunchedGeneration.StartChild(_command, environment);
         }
-        catch (Win32Exception e)
+        catch (LaunchException e)
         {
-            return Report(DeployResult.StartFailed, null, null,
-                $"'{_command[0]}' could not be started ({Marshal.GetPInvokeErrorMessage(e.NativeErrorCode)}). Check the command after '--'.");
+            return Report(DeployResult.StartFailed, null, null, e.Message);
         }
 
         using (child)
         {
-            child.StandardInput.Close();
-            var identity = ProcessIdentity.Read(child.Id);
-            return await WatchAsync(child, identity, outcomePath, cancellationToken).ConfigureAwait(false);
+            return await WatchAsync(child, child.Identity, outcomePath, cancellationToken).ConfigureAwait(false);
         }
     }
 
-    private async Task<DeployReport> WatchAsync(Process child, ProcessIdentity? identity, string outcomePath, CancellationToken cancellationToken)
+    private async Task<DeployReport> WatchAsync(LaunchedGeneration child, ProcessIdentity? identity, string outcomePath, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_timeout);
@@ -145,7 +128,9 @@ internal sealed class Deployment
                 }
 
                 return Report(DeployResult.Crashed, child, outcome,
-                    $"it {DeployReport.DescribeExit(child.ExitCode)} before it took over" +
+                    (child.ExitCode is { } code
+                        ? $"it {DeployReport.DescribeExit(code)} before it took over"
+                        : "it exited before it took over (its exit status went to the service manager that adopted it: see the unit's journal)") +
                     (outcome is null ? " (it never reported to deploy: is it an app with UseSwitchover()?)" : string.Empty),
                     exitCode: child.ExitCode);
             }
@@ -174,7 +159,7 @@ internal sealed class Deployment
     }
 
     /// <summary>The generation said how it ended. A failed one exits by itself; one that does not (Mode=Disabled) is stopped.</summary>
-    private async Task<DeployReport> FinishAsync(Process child, ProcessIdentity? identity, GenerationOutcome outcome)
+    private async Task<DeployReport> FinishAsync(LaunchedGeneration child, ProcessIdentity? identity, GenerationOutcome outcome)
     {
         if (outcome.Kind == OutcomeKind.TookOver)
         {
@@ -204,7 +189,7 @@ internal sealed class Deployment
     /// The timeout passed (or deploy was interrupted) first. The generation is stopped, so that it cannot take over
     /// after deploy reported failure; under the namespace lock, so that it cannot take over while deploy decides.
     /// </summary>
-    private async Task<DeployReport> GiveUpAsync(Process child, ProcessIdentity? identity, string outcomePath, GenerationOutcome? outcome, bool interrupted)
+    private async Task<DeployReport> GiveUpAsync(LaunchedGeneration child, ProcessIdentity? identity, string outcomePath, GenerationOutcome? outcome, bool interrupted)
     {
         var name = NamespaceOf(outcome);
         var store = name is null ? null : new StateStore(_stateRoot, name);
@@ -242,7 +227,7 @@ internal sealed class Deployment
         return Report(DeployResult.TimedOut, child, late ?? outcome, reason, child.HasExited ? child.ExitCode : null);
     }
 
-    private async Task StopAsync(Process child, ProcessIdentity? identity, TimeSpan? grace = null, bool signalled = false)
+    private async Task StopAsync(LaunchedGeneration child, ProcessIdentity? identity, TimeSpan? grace = null, bool signalled = false)
     {
         if (!signalled)
         {
@@ -269,7 +254,7 @@ internal sealed class Deployment
         }
     }
 
-    private static async Task<bool> ExitsWithinAsync(Process child, TimeSpan timeout)
+    private static async Task<bool> ExitsWithinAsync(LaunchedGeneration child, TimeSpan timeout)
     {
         using var wait = new CancellationTokenSource(timeout);
         try
@@ -325,7 +310,7 @@ internal sealed class Deployment
         }
     }
 
-    private DeployReport Report(DeployResult result, Process? child, GenerationOutcome? outcome, string? reason, int? exitCode = null)
+    private DeployReport Report(DeployResult result, LaunchedGeneration? child, GenerationOutcome? outcome, string? reason, int? exitCode = null)
     {
         var elapsed = _elapsed.Elapsed.TotalMilliseconds;
         var name = NamespaceOf(outcome);

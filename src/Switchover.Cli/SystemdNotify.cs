@@ -12,6 +12,9 @@ namespace Switchover.Cli;
 /// </summary>
 internal static class SystemdNotify
 {
+    /// <summary>True when deploy runs under a service manager that listens for notifications (NOTIFY_SOCKET is set).</summary>
+    public static bool IsEnabled => !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NOTIFY_SOCKET"));
+
     /// <summary>Sends one notification; false when there is no NOTIFY_SOCKET or it cannot be reached.</summary>
     public static bool TrySend(string message, string? socketPath = null)
     {

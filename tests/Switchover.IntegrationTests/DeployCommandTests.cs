@@ -89,6 +89,34 @@ public sealed partial class DeployCommandTests(ITestOutputHelper output) : TestB
         Assert.False(Directory.Exists(App.StateDirectory));
     }
 
+    /// <summary>
+    /// Under a service manager (NOTIFY_SOCKET set) the generation must not be deploy's child when it sends MAINPID=:
+    /// systemd 252 does not wait for an "alien" main pid on stop, and kills it (the VM lab's Systemd stop test).
+    /// </summary>
+    [Fact(Timeout = 240_000)]
+    public async Task Under_a_service_manager_deploy_forks_the_generation_away_in_a_session_of_its_own_and_still_reports_a_crash()
+    {
+        StartApp();
+        var v1 = await App.DeployAsync("v1", TakeoverTimeout, Token);
+        var manager = new Dictionary<string, string> { ["NOTIFY_SOCKET"] = Path.Combine(Path.GetTempPath(), $"switchover-no-manager-{Guid.NewGuid():N}") };
+
+        var deploy = Lab.Server.StartProcess("dotnet", [Artifacts.Cli, "deploy", "--namespace", App.Name, "--", .. Generation("v2")], manager);
+        Assert.Equal(0, await ExitsWithinAsync(deploy, DeployTimeout));
+        var v2 = TookOver(deploy, generation: 2);
+        var stat = File.ReadAllText($"/proc/{v2.ToString(CultureInfo.InvariantCulture)}/stat");
+        // Its own session (setsid -f): it was forked away. (Its parent proves nothing once deploy exited: any orphan is adopted.)
+        var session = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[3], CultureInfo.InvariantCulture);
+        Assert.Equal(v2, session);
+        Assert.Equal(0, await ExitsWithinAsync(v1.Process, TimeSpan.FromSeconds(30)));
+        Assert.Equal($"v2 {v2}", (await GetAsync(Lab.Client, Public, "/", Token)).Body.Trim());
+
+        var crash = Lab.Server.StartProcess("dotnet", [Artifacts.Cli, "deploy", "--namespace", App.Name, "--", .. Generation("v3", "--CrashAfterMs=0")], manager);
+        Assert.Equal(5, await ExitsWithinAsync(crash, DeployTimeout));
+        Output.WriteLine(crash.Output);
+        Assert.Contains("crashed: it exited before it took over (its exit status went to the service manager", crash.Output, StringComparison.Ordinal);
+        Assert.Equal($"v2 {v2}", (await GetAsync(Lab.Client, Public, "/", Token)).Body.Trim());
+    }
+
     [Fact(Timeout = 240_000)]
     public async Task A_deploy_whose_generation_is_unhealthy_fails_with_exit_code_4_the_reason_and_its_log_lines_while_the_old_generation_serves_on()
     {

@@ -7,12 +7,14 @@ namespace Switchover.VmLab.Tests;
 /// The sample unit (samples/systemd/echo.service) under a real systemd (PID 1 of a lab VM): `systemctl reload` is the
 /// deploy, systemd follows each generation as the unit's main process, a failed deploy leaves the running one serving,
 /// `systemctl stop` leaves nothing behind. One VM for the class; the three tests about the reload run of the sample
-/// unit (v1, then two reloads, then stop) share that one run, which the first of them starts.
+/// unit (v1, then three reloads, then stop) share that one run, which the first of them starts.
 /// Filter: FullyQualifiedName~SystemdHandoff. Needs a Release (or Debug) build of the solution first.
 /// </summary>
 public sealed class SystemdHandoffTests : IClassFixture<SystemdHandoffFixture>
 {
-    private const int Timeout = 300_000;
+    // Under TCG a generation takes 30-60 s from launch to serving on a quiet machine, minutes on a busy one; the shared
+    // reload run (v1 and three reloads) is bounded inside, this is the backstop.
+    private const int Timeout = 900_000;
     private readonly SystemdHandoffFixture _fixture;
 
     public SystemdHandoffTests(SystemdHandoffFixture fixture) => _fixture = fixture;
@@ -30,7 +32,7 @@ public sealed class SystemdHandoffTests : IClassFixture<SystemdHandoffFixture>
         Assert.True(
             run.Load.States.Keys.All(s => s is "active" or "reloading"),
             $"systemctl is-active said something other than active/reloading: {run.Load}");
-        Assert.Equal(3, run.Generations.Count);
+        Assert.Equal(4, run.Generations.Count);
         Assert.Equal(run.Generations.Count, run.Generations.Select(g => g.Pid).Distinct().Count());
         foreach (var generation in run.Generations)
         {
@@ -42,7 +44,7 @@ public sealed class SystemdHandoffTests : IClassFixture<SystemdHandoffFixture>
         Assert.All(run.Generations, g => Assert.Contains(g.Pid, run.Load.PidsSeen));
     }
 
-    [Fact(Timeout = Timeout, Skip = "Fails: after `systemctl stop` the unit is `failed`, not `inactive` (VM lab run of 2026-12-01); cause not found yet, see the branch's report")]
+    [Fact(Timeout = Timeout)]
     public async Task Systemd_stop_drains_every_generation_and_leaves_no_table_state_or_process_and_the_unit_inactive()
     {
         var run = await _fixture.ReloadRunAsync();
@@ -83,7 +85,7 @@ public sealed class SystemdHandoffTests : IClassFixture<SystemdHandoffFixture>
         await using var unit = await EchoUnit.StartAsync(Vm, _fixture.Paths, dropIn:
             // The reload's generation is the TestServer with its failing health check, ready never.
             "[Service]\nExecReload=\n" +
-            $"ExecReload=/usr/bin/dotnet ${{SWITCHOVER_CLI}} deploy --namespace echo --timeout 60s -- /usr/bin/dotnet {_fixture.Paths.TestServer} " +
+            $"ExecReload=/usr/bin/dotnet ${{SWITCHOVER_CLI}} deploy --namespace echo --timeout 240s -- /usr/bin/dotnet {_fixture.Paths.TestServer} " +
             $"--urls http://*:8080 --contentRoot {Path.GetDirectoryName(_fixture.Paths.TestServer)} --FailHealth=true --Switchover:ReadinessTimeout=00:00:03\n");
         var before = await unit.ServingPidAsync();
 
@@ -191,7 +193,12 @@ internal sealed class EchoUnit : IAsyncDisposable
         await vm.WaitForSystemdAsync(TimeSpan.FromMinutes(3));
         var share = vm.HostShareDirectory;
         await File.WriteAllTextAsync(Path.Combine(share, "echo.default"), $"ECHO_DIR={paths.EchoDirectory}\nSWITCHOVER_CLI={paths.Cli}\n");
-        await File.WriteAllTextAsync(Path.Combine(share, "echo.dropin"), dropIn ?? "");
+        // The lab's bounds on a start and a deploy: under TCG on a busy 2-core machine a generation takes 30-150 s from
+        // launch to serving (about 1 s on the machine itself), beyond the sample's TimeoutStartSec=90 and --timeout 60s.
+        // The sample's own ExecReload= otherwise; a test's drop-in comes after and may replace it.
+        var execReload = File.ReadAllLines(paths.Unit).Single(l => l.StartsWith("ExecReload=", StringComparison.Ordinal));
+        await File.WriteAllTextAsync(Path.Combine(share, "echo.dropin"),
+            $"[Service]\nTimeoutStartSec=280\nExecReload=\n{execReload.Replace("--timeout 60s", "--timeout 240s", StringComparison.Ordinal)}\n" + (dropIn ?? ""));
         var g = VirtualMachine.GuestShareDirectory;
         var install = await vm.RunAsync(
             $"cp {VirtualMachine.Quote(paths.Unit)} /etc/systemd/system/echo.service && cp {g}/echo.default /etc/default/echo && " +
@@ -315,7 +322,7 @@ public sealed class SystemdHandoffFixture : VmFixture
     public EchoPaths Paths => _paths ??= EchoPaths.Find();
 
     /// <summary>
-    /// v1 by `systemctl start`, then two `systemctl reload`s (v2, v3) while a client in another network namespace of
+    /// v1 by `systemctl start`, then three `systemctl reload`s (v2, v3, v4) while a client in another network namespace of
     /// the VM sends requests (a new connection each, and keep-alive), then `systemctl stop`. Run once; the tests read it.
     /// </summary>
     public Task<ReloadRun> ReloadRunAsync() => _run.Value;
@@ -335,29 +342,25 @@ public sealed class SystemdHandoffFixture : VmFixture
             AfterStop afterStop;
             LoadResult load;
             string journal;
-            // The sample's own ExecReload= with the lab's bounds: under TCG on a busy 2-core machine a generation takes
-            // 30-80 s from launch to serving (about 1 s on the machine itself), beyond the sample's 60 s and 90 s.
-            var execReload = File.ReadAllLines(Paths.Unit).Single(l => l.StartsWith("ExecReload=", StringComparison.Ordinal));
-            var unit = await EchoUnit.StartAsync(vm, Paths, dropIn:
-                $"[Service]\nTimeoutStartSec=280\nExecReload=\n{execReload.Replace("--timeout 60s", "--timeout 240s", StringComparison.Ordinal)}\n");
+            var unit = await EchoUnit.StartAsync(vm, Paths);
             try
             {
                 generations.Add(await SeenAsync(unit, "systemctl start"));
                 Console.WriteLine($"vmlab: echo v1 serving after {watch.Elapsed.TotalSeconds:0.0} s");
 
-                // Bounded: until the stop file appears, or 240 s. Each round: one request on a new connection (its body
+                // Bounded: until the stop file appears, or 720 s. Each round: one request on a new connection (its body
                 // names the pid), ten on one keep-alive connection, and one sample of `systemctl is-active`.
                 var loadTask = vm.RunAsync(
-                    "rm -f /tmp/swc.stop; end=$((SECONDS+240)); while [ ! -e /tmp/swc.stop ] && [ $SECONDS -lt $end ]; do " +
+                    "rm -f /tmp/swc.stop; end=$((SECONDS+720)); while [ ! -e /tmp/swc.stop ] && [ $SECONDS -lt $end ]; do " +
                     $"  r=$({Client} curl -s --max-time 5 -w ' %{{http_code}}' http://192.0.2.1:8080/ | tr -d '\\n'); echo \"new $r\"; " +
                     $"  {Client} curl -s --max-time 10 -w 'ka %{{http_code}}\\n'" + string.Concat(Enumerable.Repeat(" -o /dev/null http://192.0.2.1:8080/", 10)) + "; " +
                     "  echo \"state $(systemctl is-active echo)\"; sleep 0.5; " +
                     "done; rm -f /tmp/swc.stop",
-                    TimeSpan.FromSeconds(270));
+                    TimeSpan.FromSeconds(750));
                 await Task.Delay(TimeSpan.FromSeconds(2));
                 try
                 {
-                    for (var i = 2; i <= 3; i++)
+                    for (var i = 2; i <= 4; i++)
                     {
                         var reload = await vm.RunAsync("systemctl reload echo", TimeSpan.FromSeconds(300));
                         if (!reload.Succeeded)
@@ -370,7 +373,7 @@ public sealed class SystemdHandoffFixture : VmFixture
                         Console.WriteLine($"vmlab: echo v{i} serving after {watch.Elapsed.TotalSeconds:0.0} s");
                     }
 
-                    // A few rounds against v3 alone, while v2 drains.
+                    // A few rounds against v4 alone, while v3 drains.
                     await Task.Delay(TimeSpan.FromSeconds(3));
                 }
                 finally
