@@ -28,6 +28,36 @@ internal sealed record DrainPlan(IdleConnectionPolicy IdleConnections, TimeSpan 
         var bound = superseded ? options.Bound(keepAliveTimeout) : options.MaxDuration ?? DrainOptions.CloseAfterQuietBound;
         return new DrainPlan(policy, options.QuietPeriod, options.PollInterval, bound, keepAliveTimeout);
     }
+
+    /// <summary>
+    /// Under <see cref="IdleConnectionPolicy.WaitForClient"/>, why the drain's bound cannot wait out the keep-alive
+    /// timeout (the bound wins), or null when it can. Kestrel's keep-alive timeout is only known once its options are
+    /// built, so this is a warning at start rather than a validation error.
+    /// </summary>
+    public static string? BoundWarning(DrainOptions options, TimeSpan keepAliveTimeout)
+    {
+        if (options.IdleConnections != IdleConnectionPolicy.WaitForClient)
+        {
+            return null;
+        }
+
+        if (DrainOptions.IsInfinite(keepAliveTimeout))
+        {
+            var bound = options.Bound(keepAliveTimeout);
+            return $"Kestrel's keep-alive timeout is infinite, so Switchover:Drain:IdleConnections=WaitForClient waits for idle connections for at most " +
+                   $"{bound.TotalSeconds:0} s (Switchover:Drain:MaxDuration{(options.MaxDuration is null ? ", default" : string.Empty)}); connections " +
+                   "still idle then are closed. Give Kestrel a finite KeepAliveTimeout (KestrelServerOptions.Limits) or set MaxDuration to what you mean.";
+        }
+
+        var needed = keepAliveTimeout + options.QuietPeriod;
+        return options.MaxDuration is { } max && max < needed
+            ? $"Switchover:Drain:MaxDuration ({max.TotalSeconds:0.#} s) is shorter than Kestrel's keep-alive timeout ({keepAliveTimeout.TotalSeconds:0.#} s) " +
+              $"plus Switchover:Drain:QuietPeriod ({options.QuietPeriod.TotalSeconds:0.#} s). MaxDuration wins: a superseded generation closes idle " +
+              $"connections after {max.TotalSeconds:0.#} s, and a client that reuses one then without checking it loses its request. Raise MaxDuration to at " +
+              $"least {needed.TotalSeconds:0.#} s (or remove it: the default is the keep-alive timeout plus {DrainOptions.KeepAliveMargin.TotalSeconds:0} s), " +
+              "or lower Kestrel's KeepAliveTimeout."
+            : null;
+    }
 }
 
 /// <summary>

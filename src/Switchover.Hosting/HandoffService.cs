@@ -82,6 +82,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             Log.ShutdownTimeoutRaised(_logger, raised.From.TotalSeconds, raised.To.TotalSeconds, _configuration.DrainBound.TotalSeconds);
         }
 
+        if (Enabled && DrainPlan.BoundWarning(_options.Drain, _configuration.KeepAliveTimeout) is { } warning)
+        {
+            Log.DrainBoundShort(_logger, warning);
+        }
+
         if (Enabled && _systemd.IsEnabled)
         {
             // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a

@@ -82,4 +82,7 @@ internal static partial class Log
     [LoggerMessage(41, LogLevel.Information,
         "The host's ShutdownTimeout was raised from {FromSeconds:0} s to {ToSeconds:0} s: a superseded generation drains for up to {BoundSeconds:0} s (Switchover:Drain:MaxDuration, or the keep-alive timeout plus 10 s) inside the host's shutdown, and Kestrel needs time to stop after it. For shorter drains set Switchover:Drain:MaxDuration, or Switchover:Drain:IdleConnections=CloseAfterQuiet.")]
     public static partial void ShutdownTimeoutRaised(ILogger logger, double fromSeconds, double toSeconds, double boundSeconds);
+
+    [LoggerMessage(42, LogLevel.Warning, "{Warning}")]
+    public static partial void DrainBoundShort(ILogger logger, string warning);
 }

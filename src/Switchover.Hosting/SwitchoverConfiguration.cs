@@ -14,15 +14,15 @@ namespace Switchover.Hosting;
 internal sealed class SwitchoverConfiguration
 {
     private readonly Lazy<IReadOnlyList<string>> _errors;
-    private readonly IOptions<KestrelServerOptions>? _kestrel;
+    private readonly IServiceProvider _services;
 
     public SwitchoverConfiguration(IOptions<SwitchoverOptions> options, IHostEnvironment environment, IServiceProvider services)
     {
         Options = options.Value;
-        _kestrel = services.GetService<IOptions<KestrelServerOptions>>();
+        _services = services;
         _errors = new Lazy<IReadOnlyList<string>>(() =>
         {
-            var result = new SwitchoverOptionsValidator(environment, KeepAliveTimeout).Validate(null, Options);
+            var result = new SwitchoverOptionsValidator(environment).Validate(null, Options);
             List<string> errors = result.Failed ? [.. result.Failures] : [];
             if (Options.Mode == SwitchoverMode.Required && TransportError(services) is { } transport)
             {
@@ -48,8 +48,10 @@ internal sealed class SwitchoverConfiguration
     /// <summary>
     /// How long Kestrel keeps an idle connection open (<c>Kestrel:Limits:KeepAliveTimeout</c>, or as set in code), as
     /// the server uses it; Kestrel's default when the server is not Kestrel.
+    /// Resolved when asked, never in the constructor: Kestrel's options depend on this class (CertificateReload).
     /// </summary>
-    public TimeSpan KeepAliveTimeout => _kestrel?.Value.Limits.KeepAliveTimeout ?? new KestrelServerLimits().KeepAliveTimeout;
+    public TimeSpan KeepAliveTimeout =>
+        _services.GetService<IOptions<KestrelServerOptions>>()?.Value.Limits.KeepAliveTimeout ?? new KestrelServerLimits().KeepAliveTimeout;
 
     /// <summary>Set when Switchover raised the host's ShutdownTimeout to cover the drain (see <see cref="DrainShutdownTimeout"/>).</summary>
     public (TimeSpan From, TimeSpan To)? ShutdownTimeoutRaised { get; set; }

@@ -95,6 +95,9 @@ public sealed class DrainOptions
     /// <summary>Added to Kestrel's keep-alive timeout for the default <see cref="MaxDuration"/> under <see cref="IdleConnectionPolicy.WaitForClient"/>.</summary>
     internal static readonly TimeSpan KeepAliveMargin = TimeSpan.FromSeconds(10);
 
+    /// <summary>The default <see cref="MaxDuration"/> under <see cref="IdleConnectionPolicy.WaitForClient"/> when Kestrel's keep-alive timeout is infinite.</summary>
+    internal static readonly TimeSpan InfiniteKeepAliveBound = TimeSpan.FromMinutes(10);
+
     /// <summary>The default <see cref="MaxDuration"/> under <see cref="IdleConnectionPolicy.CloseAfterQuiet"/>.</summary>
     internal static readonly TimeSpan CloseAfterQuietBound = TimeSpan.FromSeconds(20);
 
@@ -114,9 +117,10 @@ public sealed class DrainOptions
     /// <summary>
     /// The upper bound of the drain; Kestrel then stops, closing what is still open. Default: Kestrel's keep-alive
     /// timeout plus 10 s under <see cref="IdleConnectionPolicy.WaitForClient"/> (140 s with Kestrel's defaults), 20 s
-    /// under <see cref="IdleConnectionPolicy.CloseAfterQuiet"/>. Under WaitForClient it must cover the keep-alive
-    /// timeout plus the quiet period. The host's <c>ShutdownTimeout</c> is raised to cover it (and logged), since the
-    /// drain runs inside the host's shutdown.
+    /// under <see cref="IdleConnectionPolicy.CloseAfterQuiet"/> (10 min under WaitForClient when the keep-alive timeout
+    /// is infinite). A MaxDuration set here always wins: under WaitForClient one shorter than the keep-alive timeout plus
+    /// the quiet period closes connections a client may still reuse, and a warning at start says so. The host's
+    /// <c>ShutdownTimeout</c> is raised to cover the bound (and logged), since the drain runs inside the host's shutdown.
     /// </summary>
     public TimeSpan? MaxDuration { get; set; }
 
@@ -126,6 +130,8 @@ public sealed class DrainOptions
     /// <summary>The drain's bound given the server's keep-alive timeout: <see cref="MaxDuration"/>, or its default.</summary>
     internal TimeSpan Bound(TimeSpan keepAliveTimeout) => MaxDuration
         ?? (IdleConnections != IdleConnectionPolicy.WaitForClient ? CloseAfterQuietBound
-            : keepAliveTimeout == Timeout.InfiniteTimeSpan || keepAliveTimeout > TimeSpan.FromDays(1) ? TimeSpan.FromDays(1)
+            : IsInfinite(keepAliveTimeout) ? InfiniteKeepAliveBound
             : keepAliveTimeout + KeepAliveMargin);
+
+    internal static bool IsInfinite(TimeSpan timeout) => timeout == Timeout.InfiniteTimeSpan || timeout >= TimeSpan.FromDays(1);
 }

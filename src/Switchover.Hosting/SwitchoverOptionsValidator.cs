@@ -1,15 +1,15 @@
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace Switchover.Hosting;
 
-/// <summary>Validates the options at start, reporting every error at once.</summary>
-/// <param name="keepAliveTimeout">Kestrel's configured keep-alive timeout; null: Kestrel's default (130 s).</param>
-internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment, TimeSpan? keepAliveTimeout = null) : IValidateOptions<SwitchoverOptions>
+/// <summary>
+/// Validates the options at start, reporting every error at once. How the drain's bound relates to Kestrel's keep-alive
+/// timeout is not checked here: Kestrel's options are not built yet (and building them asks whether Switchover is
+/// enabled, i.e. this validation); <see cref="DrainPlan.BoundWarning"/> checks it once they are, and the bound wins.
+/// </summary>
+internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) : IValidateOptions<SwitchoverOptions>
 {
-    private static readonly TimeSpan DefaultKeepAliveTimeout = new KestrelServerLimits().KeepAliveTimeout;
-
     public ValidateOptionsResult Validate(string? name, SwitchoverOptions options)
     {
         if (options.Mode == SwitchoverMode.Disabled)
@@ -45,7 +45,7 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment, T
 
         Positive(errors, "Switchover:ReadinessTimeout", options.ReadinessTimeout);
         Positive(errors, "Switchover:LockTimeout", options.LockTimeout);
-        ValidateDrain(errors, options.Drain, keepAliveTimeout ?? DefaultKeepAliveTimeout);
+        ValidateDrain(errors, options.Drain);
         if (!Enum.IsDefined(options.Steering))
         {
             errors.Add($"Switchover:Steering '{options.Steering}' is unknown; use Tproxy (default) or Redirect.");
@@ -54,14 +54,13 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment, T
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
-    private static void ValidateDrain(List<string> errors, DrainOptions drain, TimeSpan keepAlive)
+    private static void ValidateDrain(List<string> errors, DrainOptions drain)
     {
         Positive(errors, "Switchover:Drain:QuietPeriod", drain.QuietPeriod);
         Positive(errors, "Switchover:Drain:PollInterval", drain.PollInterval);
         if (!Enum.IsDefined(drain.IdleConnections))
         {
             errors.Add($"Switchover:Drain:IdleConnections '{drain.IdleConnections}' is unknown; use WaitForClient (default) or CloseAfterQuiet.");
-            return;
         }
 
         if (drain.MaxDuration is { } max)
@@ -71,26 +70,6 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment, T
             {
                 errors.Add($"Switchover:Drain:QuietPeriod ({drain.QuietPeriod}) is longer than Switchover:Drain:MaxDuration ({max}).");
             }
-        }
-
-        if (drain.IdleConnections != IdleConnectionPolicy.WaitForClient)
-        {
-            return;
-        }
-
-        var infinite = keepAlive == Timeout.InfiniteTimeSpan || keepAlive == TimeSpan.MaxValue;
-        if (infinite && drain.MaxDuration is null)
-        {
-            errors.Add("Kestrel's keep-alive timeout (Kestrel:Limits:KeepAliveTimeout) is infinite, so Switchover:Drain:IdleConnections=WaitForClient " +
-                       "would keep a superseded generation alive for as long as any client keeps a connection idle. Set Switchover:Drain:MaxDuration " +
-                       "(idle connections still open then are closed), give Kestrel a finite keep-alive timeout, or set IdleConnections=CloseAfterQuiet.");
-        }
-        else if (!infinite && drain.MaxDuration is { } bound && bound < keepAlive + drain.QuietPeriod)
-        {
-            errors.Add($"Switchover:Drain:MaxDuration ({bound}) is shorter than Kestrel's keep-alive timeout ({keepAlive}) plus Switchover:Drain:QuietPeriod " +
-                       $"({drain.QuietPeriod}), so IdleConnections=WaitForClient would close connections a client may still reuse. Raise MaxDuration to at " +
-                       $"least {keepAlive + drain.QuietPeriod} (or remove it: the default is the keep-alive timeout plus {DrainOptions.KeepAliveMargin.TotalSeconds:0} s), " +
-                       "lower Kestrel:Limits:KeepAliveTimeout, or set Switchover:Drain:IdleConnections=CloseAfterQuiet.");
         }
     }
 

@@ -1,4 +1,7 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 using Switchover.Hosting;
 using Switchover.Netfilter;
 using Switchover.State;
@@ -147,6 +150,49 @@ public sealed class DrainTests
         Assert.Equal(TimeSpan.FromSeconds(20), DrainPlan.For(new DrainOptions { IdleConnections = IdleConnectionPolicy.CloseAfterQuiet }, TimeSpan.FromSeconds(130), superseded: true).Bound);
         Assert.Equal(TimeSpan.FromSeconds(20), DrainPlan.For(new DrainOptions(), TimeSpan.FromSeconds(130), superseded: false).Bound);
         Assert.Equal(TimeSpan.FromSeconds(300), DrainPlan.For(new DrainOptions { MaxDuration = TimeSpan.FromSeconds(300) }, TimeSpan.FromSeconds(130), superseded: true).Bound);
+    }
+
+    [Fact]
+    public void A_drain_bound_shorter_than_the_keep_alive_timeout_is_warned_about_with_the_ways_out_and_wins()
+    {
+        var options = new DrainOptions { MaxDuration = TimeSpan.FromSeconds(20) };
+
+        var warning = DrainPlan.BoundWarning(options, TimeSpan.FromSeconds(130));
+
+        Assert.NotNull(warning);
+        Assert.Contains("Switchover:Drain:MaxDuration (20 s) is shorter than Kestrel's keep-alive timeout (130 s)", warning, StringComparison.Ordinal);
+        Assert.Contains("MaxDuration wins", warning, StringComparison.Ordinal);
+        Assert.Contains("at least 131 s", warning, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(20), DrainPlan.For(options, TimeSpan.FromSeconds(130), superseded: true).Bound);
+        Assert.Null(DrainPlan.BoundWarning(options, TimeSpan.FromSeconds(15)));
+        Assert.Null(DrainPlan.BoundWarning(new DrainOptions(), TimeSpan.FromSeconds(130)));
+        options.IdleConnections = IdleConnectionPolicy.CloseAfterQuiet;
+        Assert.Null(DrainPlan.BoundWarning(options, TimeSpan.FromSeconds(130)));
+    }
+
+    [Fact]
+    public void An_infinite_keep_alive_timeout_bounds_the_wait_at_ten_minutes_and_says_so()
+    {
+        var warning = DrainPlan.BoundWarning(new DrainOptions(), Timeout.InfiniteTimeSpan);
+
+        Assert.Contains("infinite", warning, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromMinutes(10), DrainPlan.For(new DrainOptions(), Timeout.InfiniteTimeSpan, superseded: true).Bound);
+    }
+
+    [Theory]
+    [InlineData(null, 155)]
+    [InlineData("CloseAfterQuiet", 35)]
+    public void The_hosts_shutdown_timeout_is_raised_to_cover_the_drain_and_Kestrels_stop(string? policy, int expectedSeconds)
+    {
+        string[] args = ["--Switchover:Namespace=unit", .. policy is null ? Array.Empty<string>() : [$"--Switchover:Drain:IdleConnections={policy}"]];
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateBuilder(args);
+        Microsoft.AspNetCore.Hosting.SwitchoverWebHostBuilderExtensions.UseSwitchover(builder.WebHost);
+        using var app = builder.Build();
+
+        var host = app.Services.GetRequiredService<IOptions<HostOptions>>().Value;
+
+        Assert.Equal(TimeSpan.FromSeconds(expectedSeconds), host.ShutdownTimeout);
+        Assert.Equal((TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(expectedSeconds)), app.Services.GetRequiredService<SwitchoverConfiguration>().ShutdownTimeoutRaised);
     }
 
     private static DrainPlan Plan(DrainOptions options, TimeSpan? keepAlive = null) =>

@@ -36,40 +36,6 @@ public sealed class OptionsValidationTests
     }
 
     [Fact]
-    public void A_drain_bound_shorter_than_the_keep_alive_timeout_is_refused_under_WaitForClient_with_the_ways_out()
-    {
-        var options = new SwitchoverOptions { Mode = SwitchoverMode.Required };
-        options.Drain.MaxDuration = TimeSpan.FromSeconds(20);
-
-        var result = Validator().Validate(null, options);
-
-        Assert.True(result.Failed);
-        var failure = Assert.Single(result.Failures!);
-        Assert.Contains("Switchover:Drain:MaxDuration (00:00:20) is shorter than Kestrel's keep-alive timeout (00:02:10)", failure, StringComparison.Ordinal);
-        Assert.Contains("at least 00:02:11", failure, StringComparison.Ordinal);
-        Assert.Contains("IdleConnections=CloseAfterQuiet", failure, StringComparison.Ordinal);
-
-        options.Drain.IdleConnections = IdleConnectionPolicy.CloseAfterQuiet;
-        Assert.True(Validator().Validate(null, options).Succeeded);
-        Assert.True(new SwitchoverOptionsValidator(new Environment(), TimeSpan.FromSeconds(15)).Validate(null, new SwitchoverOptions
-        {
-            Mode = SwitchoverMode.Required,
-            Drain = { MaxDuration = TimeSpan.FromSeconds(20) },
-        }).Succeeded);
-    }
-
-    [Fact]
-    public void An_infinite_keep_alive_timeout_needs_an_explicit_drain_bound_under_WaitForClient()
-    {
-        var validator = new SwitchoverOptionsValidator(new Environment(), Timeout.InfiniteTimeSpan);
-        var options = new SwitchoverOptions { Mode = SwitchoverMode.Required };
-
-        Assert.Contains("infinite", Assert.Single(validator.Validate(null, options).Failures!), StringComparison.Ordinal);
-        options.Drain.MaxDuration = TimeSpan.FromMinutes(10);
-        Assert.True(validator.Validate(null, options).Succeeded);
-    }
-
-    [Fact]
     public void An_unknown_idle_connection_policy_and_bad_drain_durations_are_reported_together()
     {
         var options = new SwitchoverOptions { Mode = SwitchoverMode.Required };
