@@ -192,11 +192,11 @@ public sealed class IdleKeepAliveDrainTests(ITestOutputHelper output) : TestBase
         return socket;
     }
 
-    /// <summary>One GET on an open connection; the echo app's body has a Content-Length.</summary>
+    /// <summary>One GET on an open connection: the body (Content-Length or chunked, as the echo app sends it) and the header.</summary>
     private async Task<(string Body, string Headers)> RequestAsync(Socket socket, string path)
     {
         await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: lab\r\n\r\n"), SocketFlags.None, Token);
-        var buffer = new byte[4096];
+        var buffer = new byte[8192];
         var length = 0;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Token);
         timeout.CancelAfter(TimeSpan.FromSeconds(10));
@@ -205,21 +205,50 @@ public sealed class IdleKeepAliveDrainTests(ITestOutputHelper output) : TestBase
             var read = await socket.ReceiveAsync(buffer.AsMemory(length), SocketFlags.None, timeout.Token);
             Assert.True(read > 0, $"The connection closed after {length} bytes of the response: '{Encoding.ASCII.GetString(buffer, 0, length)}'.");
             length += read;
-            var text = Encoding.ASCII.GetString(buffer, 0, length);
-            var end = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
-            if (end < 0)
+            if (ParseResponse(Encoding.ASCII.GetString(buffer, 0, length)) is { } response)
             {
-                continue;
-            }
-
-            var headers = text[..end];
-            var lengthLine = headers.Split("\r\n").Single(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
-            var bodyLength = int.Parse(lengthLine["Content-Length:".Length..].Trim(), CultureInfo.InvariantCulture);
-            if (text.Length >= end + 4 + bodyLength)
-            {
-                return (text.Substring(end + 4, bodyLength), headers);
+                return response;
             }
         }
+    }
+
+    /// <summary>The body and header of a complete response, or null while it is incomplete.</summary>
+    private static (string Body, string Headers)? ParseResponse(string text)
+    {
+        var end = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        if (end < 0)
+        {
+            return null;
+        }
+
+        var headers = text[..end];
+        var rest = text[(end + 4)..];
+        if (headers.Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase)) is { } lengthLine)
+        {
+            var bodyLength = int.Parse(lengthLine["Content-Length:".Length..].Trim(), CultureInfo.InvariantCulture);
+            return rest.Length >= bodyLength ? (rest[..bodyLength], headers) : null;
+        }
+
+        var body = new StringBuilder();
+        var position = 0;
+        while (rest.IndexOf("\r\n", position, StringComparison.Ordinal) is var lineEnd and >= 0)
+        {
+            var size = Convert.ToInt32(rest[position..lineEnd].Split(';')[0].Trim(), 16);
+            if (size == 0)
+            {
+                return rest.IndexOf("\r\n", lineEnd + 2, StringComparison.Ordinal) >= 0 ? (body.ToString(), headers) : null;
+            }
+
+            if (rest.Length < lineEnd + 2 + size + 2)
+            {
+                return null;
+            }
+
+            body.Append(rest, lineEnd + 2, size);
+            position = lineEnd + 2 + size + 2;
+        }
+
+        return null;
     }
 
     private static readonly JsonSerializerOptions JsonOptions = new() { PropertyNameCaseInsensitive = true };
