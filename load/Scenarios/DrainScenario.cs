@@ -94,7 +94,7 @@ internal sealed partial class DrainScenario(SuiteSettings settings, Progress pro
         {
             for (var version = 2; version <= settings.DrainHandoffs + 1; version++)
             {
-                var idle = await IdleConnections.OpenAsync(lab.Client, [v4, v6], settings.DrainAbandoned, 32, cancellationToken);
+                var idle = await IdleConnections.OpenAsync(lab.Client, [v4, v6], settings.DrainAbandoned, Math.Clamp(settings.DrainAbandoned, 1, 32), cancellationToken);
                 abandoned.Add(idle);
                 problems.AddRange(idle.Failures.Take(3).Select(f => "abandoned connection not opened: " + f));
                 await Task.Delay(settings.Interval, cancellationToken);

@@ -51,6 +51,10 @@ internal static class SuiteCommand
         {
             Description = "Drain scenario: Kestrel's keep-alive timeout in seconds (default: Kestrel's own, 130; quick 10).",
         };
+        var drainAbandoned = new Option<int?>("--drain-abandoned")
+        {
+            Description = "Drain scenario: idle connections opened on each generation and never used again (default 200; 0 for returning clients only).",
+        };
         var maxMinutes = new Option<double?>("--max-minutes") { Description = "Abort the suite after this many minutes (default 30; quick 10)." };
         var output = new Option<string?>("--output") { Description = "Report directory (default load/results/<UTC timestamp>)." };
 
@@ -60,7 +64,7 @@ internal static class SuiteCommand
             "showed no failure either (the harness did not see drops).")
         {
             quick, scenarios, modes, contenders, clients, handoffs, baselineHandoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
-            roundSeconds, drainKeepAlive, maxMinutes, output,
+            roundSeconds, drainKeepAlive, drainAbandoned, maxMinutes, output,
         };
 
         root.SetAction(async (parse, cancellationToken) =>
@@ -76,6 +80,7 @@ internal static class SuiteCommand
                     RunTiming = selectedScenarios?.Contains("timing") ?? settings.RunTiming,
                     RunDrain = selectedScenarios?.Contains("drain") ?? settings.RunDrain,
                     DrainKeepAlive = Seconds(parse.GetValue(drainKeepAlive), "--drain-keepalive") ?? settings.DrainKeepAlive,
+                    DrainAbandoned = parse.GetValue(drainAbandoned) is { } a and >= 0 ? a : settings.DrainAbandoned,
                     Modes = Pick(parse.GetValue(modes), "mode", ["keepalive", "newconn"])?
                         .Select(m => m == "keepalive" ? ConnectionMode.KeepAlive : ConnectionMode.NewConnectionPerRequest).ToList() ?? settings.Modes,
                     Contenders = Pick(parse.GetValue(contenders), "contender", ["switchover", "naive", "reuseport"])?
