@@ -11,7 +11,9 @@ namespace Switchover.Hosting;
 /// <summary>
 /// While draining, tells clients to reconnect (they reach the new generation) instead of letting them send a request
 /// into a connection that is about to close: HTTP/1.x responses carry <c>Connection: close</c>, HTTP/2 gets GOAWAY,
-/// sent the way <see cref="Http2GoAway"/> describes so that no stream is refused.
+/// sent the way <see cref="Http2GoAway"/> describes so that no stream is refused. Always (draining or not), marks the
+/// start and end of every request on its connection's <see cref="ConnectionActivity"/>, which tells the drain which
+/// connections are idle, for how long, and which speak HTTP/2.
 /// </summary>
 internal sealed class DrainStartupFilter(LocalGeneration generation) : IStartupFilter
 {
