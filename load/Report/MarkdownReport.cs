@@ -58,6 +58,7 @@ internal static class MarkdownReport
             Timing(md, result);
         }
 
+        DrainScenario.Render(md, result.Drain);
         md.AppendLine("## Machine").AppendLine().AppendLine("| | |").AppendLine("|---|---|");
         foreach (var (name, value) in result.Machine.Facts)
         {

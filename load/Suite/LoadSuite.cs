@@ -61,13 +61,22 @@ internal static class LoadSuite
             timing = await Guard("timing", () => new TimingScenario(settings, progress).RunAsync(token), errors, progress);
         }
 
+        IReadOnlyList<DrainPolicyRun> drain = [];
+        if (settings.RunDrain && !token.IsCancellationRequested)
+        {
+            drain = await Guard("drain", () => new DrainScenario(settings, progress).RunAsync(token), errors, progress) ?? [];
+        }
+
         if (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             errors.Add($"The suite was aborted after {settings.MaxSuiteDuration.TotalMinutes:0} minutes (--max-minutes).");
         }
 
         var result = new SuiteResult(settings, commandLine, started, DateTime.UtcNow - started, machine, git, MachineInfo.LoadAverage(),
-            rolling, overhead, timing, errors);
+            rolling, overhead, timing, errors)
+        {
+            Drain = drain,
+        };
         var charts = WriteCharts(result, output);
         var reportPath = Path.Combine(output, "report.md");
         await File.WriteAllTextAsync(reportPath, MarkdownReport.Render(result, charts), CancellationToken.None);

@@ -12,7 +12,7 @@ internal static class SuiteCommand
         var quick = new Option<bool>("--quick") { Description = "The short suite (under two minutes): fewer handoffs, rounds and swaps." };
         var scenarios = new Option<string[]>("--scenarios")
         {
-            Description = "Which scenarios to run: rolling, overhead, timing (default: all).",
+            Description = "Which scenarios to run: rolling, overhead, timing, drain (default: rolling, overhead, timing).",
             AllowMultipleArgumentsPerToken = true,
         };
         var modes = new Option<string[]>("--modes")
@@ -47,6 +47,14 @@ internal static class SuiteCommand
         var idleSwaps = new Option<int?>("--idle-swaps") { Description = "Handoffs with the idle connections held (default 5; quick 1)." };
         var rounds = new Option<int?>("--overhead-rounds") { Description = "Alternating rounds per variant of the overhead scenario (default 3; quick 2)." };
         var roundSeconds = new Option<double?>("--overhead-seconds") { Description = "Seconds per overhead round (default 3; quick 1)." };
+        var drainKeepAlive = new Option<double?>("--drain-keepalive")
+        {
+            Description = "Drain scenario: Kestrel's keep-alive timeout in seconds (default: Kestrel's own, 130; quick 10).",
+        };
+        var drainAbandoned = new Option<int?>("--drain-abandoned")
+        {
+            Description = "Drain scenario: idle connections opened on each generation and never used again (default 200; 0 for returning clients only).",
+        };
         var maxMinutes = new Option<double?>("--max-minutes") { Description = "Abort the suite after this many minutes (default 30; quick 10)." };
         var output = new Option<string?>("--output") { Description = "Report directory (default load/results/<UTC timestamp>)." };
 
@@ -56,7 +64,7 @@ internal static class SuiteCommand
             "showed no failure either (the harness did not see drops).")
         {
             quick, scenarios, modes, contenders, clients, handoffs, baselineHandoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
-            roundSeconds, maxMinutes, output,
+            roundSeconds, drainKeepAlive, drainAbandoned, maxMinutes, output,
         };
 
         root.SetAction(async (parse, cancellationToken) =>
@@ -64,12 +72,15 @@ internal static class SuiteCommand
             var settings = parse.GetValue(quick) ? SuiteSettings.QuickSuite : SuiteSettings.Full;
             try
             {
-                var selectedScenarios = Pick(parse.GetValue(scenarios), "scenario", ["rolling", "overhead", "timing"]);
+                var selectedScenarios = Pick(parse.GetValue(scenarios), "scenario", ["rolling", "overhead", "timing", "drain"]);
                 settings = settings with
                 {
                     RunRolling = selectedScenarios?.Contains("rolling") ?? settings.RunRolling,
                     RunOverhead = selectedScenarios?.Contains("overhead") ?? settings.RunOverhead,
                     RunTiming = selectedScenarios?.Contains("timing") ?? settings.RunTiming,
+                    RunDrain = selectedScenarios?.Contains("drain") ?? settings.RunDrain,
+                    DrainKeepAlive = Seconds(parse.GetValue(drainKeepAlive), "--drain-keepalive") ?? settings.DrainKeepAlive,
+                    DrainAbandoned = parse.GetValue(drainAbandoned) is { } a and >= 0 ? a : settings.DrainAbandoned,
                     Modes = Pick(parse.GetValue(modes), "mode", ["keepalive", "newconn"])?
                         .Select(m => m == "keepalive" ? ConnectionMode.KeepAlive : ConnectionMode.NewConnectionPerRequest).ToList() ?? settings.Modes,
                     Contenders = Pick(parse.GetValue(contenders), "contender", ["switchover", "naive", "reuseport"])?

@@ -17,6 +17,9 @@ internal sealed record SuiteResult(
     TimingResult? Timing,
     IReadOnlyList<string> Errors)
 {
+    /// <summary>The drain scenario's runs, one per idle-connection policy (empty when it did not run).</summary>
+    public IReadOnlyList<DrainPolicyRun> Drain { get; init; } = [];
+
     public IEnumerable<RollingRun> SwitchoverRuns => Rolling.Where(r => r.Contender == ContenderKind.Switchover);
 
     /// <summary>Every failure Switchover showed anywhere in the suite, one line each.</summary>
@@ -45,6 +48,16 @@ internal sealed record SuiteResult(
             foreach (var handoff in timing.Handoffs.Where(h => h.Fates is { } f && (f.Reset > 0 || f.UnexpectedData > 0)))
             {
                 failures.Add($"timing: {handoff.Fates!.Reset} idle connections reset, {handoff.Fates.UnexpectedData} got unexpected data when v{handoff.Version - 1} drained");
+            }
+        }
+
+        // Under the default policy a returning client loses nothing; CloseAfterQuiet is the comparison and may.
+        foreach (var run in Drain.Where(r => r.Policy == "WaitForClient"))
+        {
+            if (run.Returning.FailureCount > 0 || run.Fates.Reset > 0 || run.Problems.Count > 0)
+            {
+                failures.Add($"drain {run.Policy}: {run.Returning.FailureCount} failed requests, {run.Fates.Reset} abandoned connections reset" +
+                             (run.Problems.Count > 0 ? "; " + string.Join("; ", run.Problems) : string.Empty));
             }
         }
 

@@ -33,6 +33,9 @@ internal sealed record SuiteSettings
 
     public bool RunTiming { get; init; } = true;
 
+    /// <summary>The drain scenario (what the idle-connection policies cost); not in the default selection: <c>--scenarios drain</c>.</summary>
+    public bool RunDrain { get; init; }
+
     public IReadOnlyList<ConnectionMode> Modes { get; init; } = [ConnectionMode.KeepAlive, ConnectionMode.NewConnectionPerRequest];
 
     public IReadOnlyList<ContenderKind> Contenders { get; init; } = [ContenderKind.Switchover, ContenderKind.Naive, ContenderKind.ReusePort];
@@ -87,6 +90,17 @@ internal sealed record SuiteSettings
 
     public int IdleSwaps { get; init; } = 5;
 
+    /// <summary>Drain scenario: Kestrel's keep-alive timeout for its generations; null: Kestrel's default (130 s).</summary>
+    public TimeSpan? DrainKeepAlive { get; init; }
+
+    public int DrainHandoffs { get; init; } = 4;
+
+    /// <summary>Drain scenario: clients that come back after 0 to 3 s idle, over IPv4 and IPv6.</summary>
+    public int DrainReturningClients { get; init; } = 8;
+
+    /// <summary>Drain scenario: idle connections opened on each generation and never used again.</summary>
+    public int DrainAbandoned { get; init; } = 200;
+
     /// <summary>The whole suite is aborted (and reported as an error) after this long.</summary>
     public TimeSpan MaxSuiteDuration { get; init; } = TimeSpan.FromMinutes(30);
 
@@ -108,6 +122,8 @@ internal sealed record SuiteSettings
         OverheadRoundDuration = TimeSpan.FromSeconds(1),
         TimingSwaps = 4,
         IdleSwaps = 1,
+        DrainKeepAlive = TimeSpan.FromSeconds(10),
+        DrainHandoffs = 2,
         MaxSuiteDuration = TimeSpan.FromMinutes(10),
     };
 }

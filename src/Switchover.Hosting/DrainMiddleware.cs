@@ -11,7 +11,9 @@ namespace Switchover.Hosting;
 /// <summary>
 /// While draining, tells clients to reconnect (they reach the new generation) instead of letting them send a request
 /// into a connection that is about to close: HTTP/1.x responses carry <c>Connection: close</c>, HTTP/2 gets GOAWAY,
-/// sent the way <see cref="Http2GoAway"/> describes so that no stream is refused.
+/// sent the way <see cref="Http2GoAway"/> describes so that no stream is refused. Always (draining or not), marks the
+/// start and end of every request on its connection's <see cref="ConnectionActivity"/>, which tells the drain which
+/// connections are idle, for how long, and which speak HTTP/2.
 /// </summary>
 internal sealed class DrainStartupFilter(LocalGeneration generation) : IStartupFilter
 {
@@ -24,35 +26,78 @@ internal sealed class DrainStartupFilter(LocalGeneration generation) : IStartupF
         app.Use((context, nextMiddleware) =>
         {
             generation.RequestReceived();
-            if (!generation.Draining)
+
+            // The connection's activity (set by PrivateListenerFactory; Kestrel's request features fall back to the
+            // connection's) tells the drain which connections are idle and for how long.
+            if (context.Features.Get<ConnectionActivity>() is not { } activity)
             {
-                return nextMiddleware(context);
+                return Handle(context, nextMiddleware);
             }
 
-            var protocol = context.Request.Protocol;
-            if (HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol))
+            activity.RequestStarted(HttpProtocol.IsHttp2(context.Request.Protocol));
+            Task handled;
+            try
             {
-                context.Response.Headers.Connection = "close";
-                return nextMiddleware(context);
+                handled = Handle(context, nextMiddleware);
+            }
+            catch
+            {
+                activity.RequestEnded();
+                throw;
             }
 
-            var lifetime = context.Features.Get<IConnectionLifetimeNotificationFeature>();
-            if (lifetime is null)
+            if (handled.IsCompleted)
             {
-                return nextMiddleware(context);
+                activity.RequestEnded();
+                return handled;
             }
 
-            if (!HttpProtocol.IsHttp2(protocol))
-            {
-                lifetime.RequestClose();
-                return nextMiddleware(context);
-            }
-
-            var released = _goAways.GetValue(lifetime, l => Http2GoAway.For(l, context)).EnterAsync();
-            return released.IsCompleted ? nextMiddleware(context) : RunAfterAsync(released, context, nextMiddleware);
+            return EndAfterAsync(handled, activity);
         });
         next(app);
     };
+
+    private static async Task EndAfterAsync(Task handled, ConnectionActivity activity)
+    {
+        try
+        {
+            await handled.ConfigureAwait(false);
+        }
+        finally
+        {
+            activity.RequestEnded();
+        }
+    }
+
+    private Task Handle(HttpContext context, RequestDelegate nextMiddleware)
+    {
+        if (!generation.Draining)
+        {
+            return nextMiddleware(context);
+        }
+
+        var protocol = context.Request.Protocol;
+        if (HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol))
+        {
+            context.Response.Headers.Connection = "close";
+            return nextMiddleware(context);
+        }
+
+        var lifetime = context.Features.Get<IConnectionLifetimeNotificationFeature>();
+        if (lifetime is null)
+        {
+            return nextMiddleware(context);
+        }
+
+        if (!HttpProtocol.IsHttp2(protocol))
+        {
+            lifetime.RequestClose();
+            return nextMiddleware(context);
+        }
+
+        var released = _goAways.GetValue(lifetime, l => Http2GoAway.For(l, context)).EnterAsync();
+        return released.IsCompleted ? nextMiddleware(context) : RunAfterAsync(released, context, nextMiddleware);
+    }
 
     private static async Task RunAfterAsync(Task released, HttpContext context, RequestDelegate next)
     {

@@ -77,7 +77,17 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             _outcome.Failed(OutcomeKind.StartFailed,
                 "Switchover is disabled (Switchover:Mode=Disabled): this process binds its endpoints directly and takes nothing over.");
         }
-        else if (_systemd.IsEnabled)
+        else if (_configuration.ShutdownTimeoutRaised is { } raised)
+        {
+            Log.ShutdownTimeoutRaised(_logger, raised.From.TotalSeconds, raised.To.TotalSeconds, _configuration.DrainBound.TotalSeconds);
+        }
+
+        if (Enabled && DrainPlan.BoundWarning(_options.Drain, _configuration.KeepAliveTimeout) is { } warning)
+        {
+            Log.DrainBoundShort(_logger, warning);
+        }
+
+        if (Enabled && _systemd.IsEnabled)
         {
             // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a
             // .NET process by default. The reload is the next generation (ExecReload=switchover deploy), so this one ignores it.
@@ -127,20 +137,25 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         // A generation that never took over has nothing to drain; one stopped while active steps down first.
         if (_generation.Record is { State: not GenerationState.Starting } record && _handoff is not null)
         {
-            if (record.State == GenerationState.Active && await StepDownAsync(record).ConfigureAwait(false))
+            var steppedDown = record.State == GenerationState.Active && await StepDownAsync(record).ConfigureAwait(false);
+            if (steppedDown)
             {
                 Log.SteppedDown(_logger, record.Id);
             }
 
-            Log.DrainStarted(_logger, record.Id);
-            var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger);
+            // Superseded by a deploy, or stepped down with no successor (then idle connections have nowhere to go).
+            var plan = DrainPlan.For(_options.Drain, _configuration.KeepAliveTimeout, superseded: !steppedDown);
+            Log.DrainStarted(_logger, record.Id, plan.IdleConnections, plan.KeepAliveTimeout.TotalSeconds, plan.Bound.TotalSeconds, _generation.OpenConnections);
+            var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), plan, _logger);
 
             // The drain gives up at its own bound or when the host's shutdown timeout fires; it never throws out of here,
             // which would make the host rethrow from app.Run() and abort the process.
             using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            bound.CancelAfter(_options.Drain.MaxDuration);
+            bound.CancelAfter(plan.Bound);
             var report = await drain.RunAsync(record, bound.Token).ConfigureAwait(false);
-            Log.DrainFinished(_logger, record.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", report.OpenConnections);
+            var left = report.Connections;
+            Log.DrainFinished(_logger, record.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", left.Open,
+                left.Waiting, left.IdlePastKeepAlive, left.Http2, report.OpenAtStart);
         }
     }
 

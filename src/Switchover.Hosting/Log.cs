@@ -24,11 +24,13 @@ internal static partial class Log
     [LoggerMessage(6, LogLevel.Critical, "Switchover: this generation did not take over and exits; the previous generation keeps serving. {Reason}")]
     public static partial void StartFailed(ILogger logger, string reason, Exception exception);
 
-    [LoggerMessage(7, LogLevel.Information, "Generation {GenerationId} drains: listeners stay open until accept queues and half-open flows are gone.")]
-    public static partial void DrainStarted(ILogger logger, long generationId);
+    [LoggerMessage(7, LogLevel.Information,
+        "Generation {GenerationId} drains: listeners stay open until accept queues and half-open flows are gone; idle connections: {Policy} (keep-alive timeout {KeepAliveSeconds:0} s, drain bound {BoundSeconds:0} s); {Connections} connection(s) open.")]
+    public static partial void DrainStarted(ILogger logger, long generationId, IdleConnectionPolicy policy, double keepAliveSeconds, double boundSeconds, int connections);
 
-    [LoggerMessage(8, LogLevel.Information, "Generation {GenerationId} drained in {ElapsedMs:0} ms ({Outcome}); {Connections} connection(s) still open; stopping Kestrel.")]
-    public static partial void DrainFinished(ILogger logger, long generationId, double elapsedMs, string outcome, int connections);
+    [LoggerMessage(8, LogLevel.Information,
+        "Generation {GenerationId} drained in {ElapsedMs:0} ms ({Outcome}); {Connections} connection(s) still open ({Waiting} with a client still to come back, {PastKeepAlive} idle past the keep-alive timeout, {Http2} HTTP/2) of {OpenAtStart} at the start; stopping Kestrel.")]
+    public static partial void DrainFinished(ILogger logger, long generationId, double elapsedMs, string outcome, int connections, int waiting, int pastKeepAlive, int http2, int openAtStart);
 
     [LoggerMessage(9, LogLevel.Information, "Generation {GenerationId} left namespace '{Namespace}'{Last}.")]
     public static partial void Left(ILogger logger, long generationId, string @namespace, string last);
@@ -71,4 +73,16 @@ internal static partial class Log
 
     [LoggerMessage(22, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
     public static partial void CertificateNotReloaded(ILogger logger, string path, string reason);
+
+    // 40-49: the drain's idle-connection policy (issue 9).
+    [LoggerMessage(40, LogLevel.Information,
+        "Generation {GenerationId} waits for its clients: {Busy} connection(s) with a request in progress, {Idle} idle (longest {LongestIdleSeconds:0.0} s); each closes after its next request (answered with Connection: close) or when its client closes it, at the latest after the keep-alive timeout of {KeepAliveSeconds:0} s (drain bound {BoundSeconds:0} s).")]
+    public static partial void DrainWaitsForClients(ILogger logger, long generationId, int busy, int idle, double longestIdleSeconds, double keepAliveSeconds, double boundSeconds);
+
+    [LoggerMessage(41, LogLevel.Information,
+        "The host's ShutdownTimeout was raised from {FromSeconds:0} s to {ToSeconds:0} s: a superseded generation drains for up to {BoundSeconds:0} s (Switchover:Drain:MaxDuration, or the keep-alive timeout plus 10 s) inside the host's shutdown, and Kestrel needs time to stop after it. For shorter drains set Switchover:Drain:MaxDuration, or Switchover:Drain:IdleConnections=CloseAfterQuiet.")]
+    public static partial void ShutdownTimeoutRaised(ILogger logger, double fromSeconds, double toSeconds, double boundSeconds);
+
+    [LoggerMessage(42, LogLevel.Warning, "{Warning}")]
+    public static partial void DrainBoundShort(ILogger logger, string warning);
 }

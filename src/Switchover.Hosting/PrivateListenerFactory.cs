@@ -102,7 +102,8 @@ internal sealed class PrivateListenerFactory(IConnectionListenerFactory inner, S
 
     /// <summary>
     /// The transport's listener on the private port, shown to Kestrel as the public endpoint it asked for (so its logs
-    /// and IServerAddressesFeature name the port clients use), counting the connections it hands out.
+    /// and IServerAddressesFeature name the port clients use), counting the connections it hands out and giving each a <see cref="ConnectionActivity"/> feature, which the drain
+    /// middleware finds on every request of the connection.
     /// </summary>
     private sealed class PrivateListener(IConnectionListener inner, IPEndPoint publicEndPoint, LocalGeneration generation) : IConnectionListener
     {
@@ -113,8 +114,9 @@ internal sealed class PrivateListenerFactory(IConnectionListenerFactory inner, S
             var connection = await inner.AcceptAsync(cancellationToken).ConfigureAwait(false);
             if (connection is not null)
             {
-                generation.ConnectionOpened();
-                connection.ConnectionClosed.Register(static state => ((LocalGeneration)state!).ConnectionClosed(), generation);
+                var activity = generation.ConnectionOpened();
+                connection.Features.Set(activity);
+                connection.ConnectionClosed.Register(() => generation.ConnectionClosed(activity));
             }
 
             return connection;

@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -13,10 +14,12 @@ namespace Switchover.Hosting;
 internal sealed class SwitchoverConfiguration
 {
     private readonly Lazy<IReadOnlyList<string>> _errors;
+    private readonly IServiceProvider _services;
 
     public SwitchoverConfiguration(IOptions<SwitchoverOptions> options, IHostEnvironment environment, IServiceProvider services)
     {
         Options = options.Value;
+        _services = services;
         _errors = new Lazy<IReadOnlyList<string>>(() =>
         {
             var result = new SwitchoverOptionsValidator(environment).Validate(null, Options);
@@ -41,6 +44,20 @@ internal sealed class SwitchoverConfiguration
             : null;
 
     public SwitchoverOptions Options { get; }
+
+    /// <summary>
+    /// How long Kestrel keeps an idle connection open (<c>Kestrel:Limits:KeepAliveTimeout</c>, or as set in code), as
+    /// the server uses it; Kestrel's default when the server is not Kestrel.
+    /// Resolved when asked, never in the constructor: Kestrel's options depend on this class (CertificateReload).
+    /// </summary>
+    public TimeSpan KeepAliveTimeout =>
+        _services.GetService<IOptions<KestrelServerOptions>>()?.Value.Limits.KeepAliveTimeout ?? new KestrelServerLimits().KeepAliveTimeout;
+
+    /// <summary>Set when Switchover raised the host's ShutdownTimeout to cover the drain (see <see cref="DrainShutdownTimeout"/>).</summary>
+    public (TimeSpan From, TimeSpan To)? ShutdownTimeoutRaised { get; set; }
+
+    /// <summary>The bound of this generation's drain: Switchover:Drain:MaxDuration, or its default for the policy and keep-alive timeout.</summary>
+    public TimeSpan DrainBound => Options.Drain.Bound(KeepAliveTimeout);
 
     public IReadOnlyList<string> Errors => _errors.Value;
 

@@ -69,18 +69,69 @@ public sealed class SwitchoverOptions
     public string ConntrackPath { get; set; } = "conntrack";
 }
 
+/// <summary>What a superseded generation does with an HTTP/1.x connection that is open but has no request in progress.</summary>
+public enum IdleConnectionPolicy
+{
+    /// <summary>
+    /// Keep it open until the client sends its next request (answered, with <c>Connection: close</c>) or closes it,
+    /// for as long as the server would without a deploy: Kestrel's keep-alive timeout
+    /// (<c>Kestrel:Limits:KeepAliveTimeout</c>, 130 s by default). A deploy then closes no connection under a client
+    /// that the client could not also lose without one. The cost: a superseded generation lives until its last client
+    /// came back or went, at most the keep-alive timeout (see docs/drain.md).
+    /// </summary>
+    WaitForClient,
+
+    /// <summary>
+    /// Close idle connections once no request has arrived on the generation for <see cref="DrainOptions.QuietPeriod"/>
+    /// (the behaviour before issue 9). Short drains; a client that reuses a pooled connection without checking it first
+    /// (Python's http.client, many HTTP/1.1 clients) can lose the request it sends just as the connection closes.
+    /// </summary>
+    CloseAfterQuiet,
+}
+
 /// <summary>How a superseded generation drains before Kestrel stops.</summary>
 public sealed class DrainOptions
 {
+    /// <summary>Added to Kestrel's keep-alive timeout for the default <see cref="MaxDuration"/> under <see cref="IdleConnectionPolicy.WaitForClient"/>.</summary>
+    internal static readonly TimeSpan KeepAliveMargin = TimeSpan.FromSeconds(10);
+
+    /// <summary>The default <see cref="MaxDuration"/> under <see cref="IdleConnectionPolicy.WaitForClient"/> when Kestrel's keep-alive timeout is infinite.</summary>
+    internal static readonly TimeSpan InfiniteKeepAliveBound = TimeSpan.FromMinutes(10);
+
+    /// <summary>The default <see cref="MaxDuration"/> under <see cref="IdleConnectionPolicy.CloseAfterQuiet"/>.</summary>
+    internal static readonly TimeSpan CloseAfterQuietBound = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// What happens to idle HTTP/1.x keep-alive connections of a generation superseded by a deploy. Default:
+    /// <see cref="IdleConnectionPolicy.WaitForClient"/>. A generation stopped with no successor (it stepped down) always
+    /// closes them after the quiet period: a client has nowhere to go then. HTTP/2 connections get GOAWAY either way.
+    /// </summary>
+    public IdleConnectionPolicy IdleConnections { get; set; } = IdleConnectionPolicy.WaitForClient;
+
     /// <summary>
     /// How long the accept queues must stay empty, with no half-open flow redirected to this generation and no
-    /// request received, before the listeners close. Default: 1 s.
+    /// connection it must still wait for (see <see cref="IdleConnections"/>), before the listeners close. Default: 1 s.
     /// </summary>
     public TimeSpan QuietPeriod { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>The upper bound of the drain; Kestrel then stops with the host's shutdown timeout. Default: 20 s.</summary>
-    public TimeSpan MaxDuration { get; set; } = TimeSpan.FromSeconds(20);
+    /// <summary>
+    /// The upper bound of the drain; Kestrel then stops, closing what is still open. Default: Kestrel's keep-alive
+    /// timeout plus 10 s under <see cref="IdleConnectionPolicy.WaitForClient"/> (140 s with Kestrel's defaults), 20 s
+    /// under <see cref="IdleConnectionPolicy.CloseAfterQuiet"/> (10 min under WaitForClient when the keep-alive timeout
+    /// is infinite). A MaxDuration set here always wins: under WaitForClient one shorter than the keep-alive timeout plus
+    /// the quiet period closes connections a client may still reuse, and a warning at start says so. The host's
+    /// <c>ShutdownTimeout</c> is raised to cover the bound (and logged), since the drain runs inside the host's shutdown.
+    /// </summary>
+    public TimeSpan? MaxDuration { get; set; }
 
     /// <summary>How often the accept queues and conntrack are read. Default: 100 ms.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The drain's bound given the server's keep-alive timeout: <see cref="MaxDuration"/>, or its default.</summary>
+    internal TimeSpan Bound(TimeSpan keepAliveTimeout) => MaxDuration
+        ?? (IdleConnections != IdleConnectionPolicy.WaitForClient ? CloseAfterQuietBound
+            : IsInfinite(keepAliveTimeout) ? InfiniteKeepAliveBound
+            : keepAliveTimeout + KeepAliveMargin);
+
+    internal static bool IsInfinite(TimeSpan timeout) => timeout == Timeout.InfiniteTimeSpan || timeout >= TimeSpan.FromDays(1);
 }

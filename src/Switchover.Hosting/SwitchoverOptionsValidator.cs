@@ -3,7 +3,11 @@ using Microsoft.Extensions.Options;
 
 namespace Switchover.Hosting;
 
-/// <summary>Validates the options at start, reporting every error at once.</summary>
+/// <summary>
+/// Validates the options at start, reporting every error at once. How the drain's bound relates to Kestrel's keep-alive
+/// timeout is not checked here: Kestrel's options are not built yet (and building them asks whether Switchover is
+/// enabled, i.e. this validation); <see cref="DrainPlan.BoundWarning"/> checks it once they are, and the bound wins.
+/// </summary>
 internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) : IValidateOptions<SwitchoverOptions>
 {
     public ValidateOptionsResult Validate(string? name, SwitchoverOptions options)
@@ -41,20 +45,32 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) :
 
         Positive(errors, "Switchover:ReadinessTimeout", options.ReadinessTimeout);
         Positive(errors, "Switchover:LockTimeout", options.LockTimeout);
-        Positive(errors, "Switchover:Drain:QuietPeriod", options.Drain.QuietPeriod);
-        Positive(errors, "Switchover:Drain:MaxDuration", options.Drain.MaxDuration);
-        Positive(errors, "Switchover:Drain:PollInterval", options.Drain.PollInterval);
-        if (options.Drain.QuietPeriod > options.Drain.MaxDuration)
-        {
-            errors.Add($"Switchover:Drain:QuietPeriod ({options.Drain.QuietPeriod}) is longer than Switchover:Drain:MaxDuration ({options.Drain.MaxDuration}).");
-        }
-
+        ValidateDrain(errors, options.Drain);
         if (!Enum.IsDefined(options.Steering))
         {
             errors.Add($"Switchover:Steering '{options.Steering}' is unknown; use Tproxy (default) or Redirect.");
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void ValidateDrain(List<string> errors, DrainOptions drain)
+    {
+        Positive(errors, "Switchover:Drain:QuietPeriod", drain.QuietPeriod);
+        Positive(errors, "Switchover:Drain:PollInterval", drain.PollInterval);
+        if (!Enum.IsDefined(drain.IdleConnections))
+        {
+            errors.Add($"Switchover:Drain:IdleConnections '{drain.IdleConnections}' is unknown; use WaitForClient (default) or CloseAfterQuiet.");
+        }
+
+        if (drain.MaxDuration is { } max)
+        {
+            Positive(errors, "Switchover:Drain:MaxDuration", max);
+            if (drain.QuietPeriod > max)
+            {
+                errors.Add($"Switchover:Drain:QuietPeriod ({drain.QuietPeriod}) is longer than Switchover:Drain:MaxDuration ({max}).");
+            }
+        }
     }
 
     private static void Positive(List<string> errors, string key, TimeSpan value)

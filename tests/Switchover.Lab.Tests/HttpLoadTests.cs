@@ -47,6 +47,52 @@ public sealed class HttpLoadTests(LabFixture fixture, ITestOutputHelper output) 
         Assert.True(result.RecentResponses.Count > 500);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task With_the_probe_on_a_connection_the_server_closed_while_idle_is_replaced_before_the_request_is_sent()
+    {
+        await using var server = TinyHttpServer.Start(Lab.Server, ServerBehavior.CloseSilentlyEverySecondResponse);
+        var options = new LoadOptions
+        {
+            Concurrency = 2,
+            MaxRequests = 40,
+            MinIdleBetweenRequests = TimeSpan.FromMilliseconds(20),
+            MaxIdleBetweenRequests = TimeSpan.FromMilliseconds(60),
+            Seed = 1,
+        };
+
+        var result = await HttpLoad.RunAsync([NetV4(server.Port)], options, _timeout.Token);
+        output.WriteLine(result.Summary);
+
+        Assert.True(result.FailureCount == 0, result.Summary);
+        Assert.Equal(40, result.TotalRequests);
+        Assert.InRange(result.StaleConnectionsDiscarded, 17, 20);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task With_the_probe_off_a_request_sent_into_a_connection_the_server_closed_while_idle_fails_as_lost_on_reuse()
+    {
+        await using var server = TinyHttpServer.Start(Lab.Server, ServerBehavior.CloseSilentlyEverySecondResponse);
+        var options = new LoadOptions
+        {
+            Concurrency = 2,
+            MaxRequests = 60,
+            ProbeBeforeReuse = false,
+            MinIdleBetweenRequests = TimeSpan.FromMilliseconds(20),
+            MaxIdleBetweenRequests = TimeSpan.FromMilliseconds(60),
+            Seed = 1,
+        };
+
+        var result = await HttpLoad.RunAsync([NetV4(server.Port)], options, _timeout.Token);
+        output.WriteLine(result.Summary);
+
+        // Every third request goes into a connection closed after its second response: OK, OK, lost, OK, OK, lost...
+        Assert.Equal(60, result.TotalRequests);
+        Assert.Equal(0, result.StaleConnectionsDiscarded);
+        Assert.InRange(result.Count(RequestOutcome.ReusedConnectionClosed), 18, 20);
+        Assert.Equal(result.FailureCount, result.Count(RequestOutcome.ReusedConnectionClosed));
+        Assert.All(result.Failures, f => Assert.Contains("reused kept-alive connection was closed by the server", f.Detail, StringComparison.Ordinal));
+    }
+
     [Theory(Timeout = 60_000)]
     [InlineData(ServerBehavior.Chunked, ConnectionMode.KeepAlive)]
     [InlineData(ServerBehavior.Chunked, ConnectionMode.NewConnectionPerRequest)]

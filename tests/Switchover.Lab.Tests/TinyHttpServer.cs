@@ -30,6 +30,12 @@ public enum ServerBehavior
 
     /// <summary>Answers with bytes that are not HTTP.</summary>
     Garbage,
+
+    /// <summary>
+    /// 200, but after every second response on a connection the server closes it (FIN) without having said
+    /// <c>Connection: close</c>, as a server does with a connection left idle past its keep-alive timeout.
+    /// </summary>
+    CloseSilentlyEverySecondResponse,
 }
 
 /// <summary>
@@ -103,7 +109,7 @@ internal sealed class TinyHttpServer : TinyServer
                     default:
                         var close = clientWantsClose || (_behavior == ServerBehavior.CloseEveryThirdResponse && served % 3 == 0);
                         await connection.SendAsync(Response(close), SocketFlags.None);
-                        if (close)
+                        if (close || (_behavior == ServerBehavior.CloseSilentlyEverySecondResponse && served % 2 == 0))
                         {
                             connection.Shutdown(SocketShutdown.Send);
                             return;

@@ -5,6 +5,8 @@
 //   --ReusePort=true      listening sockets are bound with SO_REUSEPORT, so a new process can bind the same port while
 //                         the old one still listens (the overlap baseline; use with --Switchover:Mode=Disabled)
 //   --Code:UseUrls=U1;U2  the URLs set in code with UseUrls
+//   --Kestrel:Limits:X=V  Kestrel's limits from configuration (bound here, as WebApplication binds only the endpoints),
+//                         e.g. --Kestrel:Limits:KeepAliveTimeout=00:00:10 for the load suite's drain scenario
 //   --Code:Listen=S1;S2   endpoints set in code with Listen*(): anyip:PORT, any:PORT, loopback:PORT, localhost:PORT,
 //                         ip:ADDRESS:PORT, handle:FD; a suffix ":https" adds UseHttps with --Code:CertPath/--Code:KeyPath (PEM)
 using System.Diagnostics;
@@ -20,6 +22,7 @@ if (builder.Configuration.GetValue<bool>("ReusePort"))
 }
 
 builder.WebHost.UseSwitchover();
+builder.Services.Configure<Microsoft.AspNetCore.Server.Kestrel.Core.KestrelServerOptions>(builder.Configuration.GetSection("Kestrel"));
 if (builder.Configuration["Code:UseUrls"] is { } codeUrls)
 {
     builder.WebHost.UseUrls(codeUrls.Split(';'));

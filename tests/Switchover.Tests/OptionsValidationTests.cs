@@ -27,6 +27,28 @@ public sealed class OptionsValidationTests
     }
 
     [Fact]
+    public void The_default_drain_options_are_valid_with_kestrels_default_keep_alive_timeout()
+    {
+        var options = new SwitchoverOptions { Mode = SwitchoverMode.Required };
+
+        Assert.Equal(IdleConnectionPolicy.WaitForClient, options.Drain.IdleConnections);
+        Assert.True(Validator().Validate(null, options).Succeeded);
+    }
+
+    [Fact]
+    public void An_unknown_idle_connection_policy_and_bad_drain_durations_are_reported_together()
+    {
+        var options = new SwitchoverOptions { Mode = SwitchoverMode.Required };
+        options.Drain.IdleConnections = (IdleConnectionPolicy)9;
+        options.Drain.PollInterval = TimeSpan.Zero;
+
+        var failures = Validator().Validate(null, options).Failures!.ToList();
+
+        Assert.Contains(failures, f => f.Contains("Switchover:Drain:IdleConnections '9' is unknown; use WaitForClient (default) or CloseAfterQuiet", StringComparison.Ordinal));
+        Assert.Contains(failures, f => f.Contains("Switchover:Drain:PollInterval must be positive", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Disabled_mode_validates_nothing() =>
         Assert.True(Validator().Validate(null, new SwitchoverOptions { Mode = SwitchoverMode.Disabled, Namespace = "BAD" }).Succeeded);
 

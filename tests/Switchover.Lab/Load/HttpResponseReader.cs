@@ -6,7 +6,11 @@ using System.Text;
 namespace Switchover.Lab;
 
 /// <summary>The server closed the connection before a complete response had arrived.</summary>
-internal sealed class HttpEndOfStreamException(string message) : Exception(message);
+/// <param name="beforeAnyByte">Nothing of the response had arrived: the connection ended before it began.</param>
+internal sealed class HttpEndOfStreamException(string message, bool beforeAnyByte = false) : Exception(message)
+{
+    public bool BeforeAnyByte { get; } = beforeAnyByte;
+}
 
 /// <summary>The response is not valid HTTP/1.1 (or is beyond this reader's limits).</summary>
 internal sealed class HttpProtocolException(string message) : Exception(message);
@@ -43,6 +47,9 @@ internal sealed class HttpResponseReader : IDisposable
     public bool ConnectionClose { get; private set; }
 
     public ReadOnlySpan<byte> Body => _body.AsSpan(0, _bodyLength);
+
+    /// <summary>Whether any byte of the response being read has arrived (or is left over from the previous one).</summary>
+    public bool HasPendingBytes => _end > _start;
 
     /// <summary>Forgets buffered bytes: call when the reader moves to a new connection.</summary>
     public void Reset()
@@ -404,9 +411,10 @@ internal sealed class HttpResponseReader : IDisposable
         var received = await socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, cancellationToken).ConfigureAwait(false);
         if (received == 0)
         {
-            throw new HttpEndOfStreamException(_end == _start && what == "the response header" && _bodyLength == 0
+            var beforeAnyByte = _end == _start && what == "the response header" && _bodyLength == 0;
+            throw new HttpEndOfStreamException(beforeAnyByte
                 ? "connection closed before any byte of the response arrived"
-                : $"connection closed while reading {what}");
+                : $"connection closed while reading {what}", beforeAnyByte);
         }
 
         _end += received;

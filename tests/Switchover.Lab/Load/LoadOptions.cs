@@ -78,6 +78,28 @@ public sealed class LoadOptions
     /// </summary>
     public Func<string, bool>? BodyValidator { get; set; }
 
+    /// <summary>
+    /// Whether a worker checks a kept-alive connection before it sends the next request on it, as a careful client
+    /// does: one the server has closed (FIN or RST already arrived) is replaced before anything is sent, and counted in
+    /// <see cref="LoadResult.StaleConnectionsDiscarded"/>, not as a failure. False reuses the connection blindly, as
+    /// Python's http.client and many HTTP/1.1 clients do: a request sent into a connection the server closed while it
+    /// was idle fails as <see cref="RequestOutcome.ReusedConnectionClosed"/>. Default: true.
+    /// </summary>
+    public bool ProbeBeforeReuse { get; set; } = true;
+
+    /// <summary>
+    /// Each worker pauses between a response and its next request for a time drawn uniformly from
+    /// [<see cref="MinIdleBetweenRequests"/>, <see cref="MaxIdleBetweenRequests"/>], keeping its connection open and
+    /// idle meanwhile (a client that thinks between requests). Default: zero, no pause.
+    /// </summary>
+    public TimeSpan MinIdleBetweenRequests { get; set; }
+
+    /// <summary>See <see cref="MinIdleBetweenRequests"/>. Default: zero.</summary>
+    public TimeSpan MaxIdleBetweenRequests { get; set; }
+
+    /// <summary>Seeds the idle times (worker i uses Seed + i); null: a random seed. Default: null.</summary>
+    public int? Seed { get; set; }
+
     /// <summary>Failures kept with their details; further ones are only counted. Default: 100,000.</summary>
     public int MaxRecordedFailures { get; set; } = 100_000;
 
@@ -134,6 +156,11 @@ public sealed class LoadOptions
         if (RawGreetingResponses is < 0 or > 100)
         {
             errors.Add($"{nameof(RawGreetingResponses)} must be 0 to 100 (was {RawGreetingResponses})");
+        }
+
+        if (MinIdleBetweenRequests < TimeSpan.Zero || MaxIdleBetweenRequests < MinIdleBetweenRequests || MaxIdleBetweenRequests > TimeSpan.FromHours(1))
+        {
+            errors.Add($"{nameof(MinIdleBetweenRequests)} and {nameof(MaxIdleBetweenRequests)} must satisfy 0 <= min <= max <= 1 h (were {MinIdleBetweenRequests} and {MaxIdleBetweenRequests})");
         }
 
         if (MaxRecordedFailures < 0)

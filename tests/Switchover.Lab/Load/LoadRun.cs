@@ -44,7 +44,8 @@ public sealed class LoadRun : IAsyncDisposable
             var request = BuildRequest(targets[t], options);
             for (var w = 0; w < options.Concurrency; w++)
             {
-                _workers[(t * options.Concurrency) + w] = new LoadWorker(this, targets[t], options, request);
+                var index = (t * options.Concurrency) + w;
+                _workers[index] = new LoadWorker(this, targets[t], options, request, index);
             }
         }
 
@@ -160,6 +161,20 @@ public sealed class LoadRun : IAsyncDisposable
         }
 
         return !_stop.IsCancellationRequested;
+    }
+
+    /// <summary>A worker's pause between requests; false: the run is stopping.</summary>
+    internal async ValueTask<bool> IdleAsync(TimeSpan idle)
+    {
+        try
+        {
+            await Task.Delay(idle, _stop.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
     }
 
     internal void RecordOk(string target, string body, long timestamp)

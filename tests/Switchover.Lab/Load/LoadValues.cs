@@ -26,6 +26,13 @@ public enum RequestOutcome
 
     /// <summary>Anything else: a malformed response, an unexpected socket error. The detail says what.</summary>
     OtherError,
+
+    /// <summary>
+    /// With <see cref="LoadOptions.ProbeBeforeReuse"/> off only: the request was sent on a kept-alive connection reused
+    /// from an earlier request, and the connection ended (FIN or RST) before any byte of the response: the server had
+    /// closed it while it was idle. Python's http.client reports this as <c>RemoteDisconnected</c>.
+    /// </summary>
+    ReusedConnectionClosed,
 }
 
 /// <summary>Why a run stopped.</summary>

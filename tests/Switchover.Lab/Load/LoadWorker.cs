@@ -26,13 +26,21 @@ internal sealed class LoadWorker : IDisposable
     private readonly int _rawGreetings;
     private readonly BodyCache _bodies = new();
     private readonly byte[] _closeBuffer = new byte[256];
+    private readonly bool _probe;
+    private readonly TimeSpan _minIdle;
+    private readonly TimeSpan _maxIdle;
+    private readonly Random _random;
     private CancellationTokenSource _timeout;
     private Socket? _socket;
     private long[] _timelineOk = new long[64];
     private long[] _timelineFailed = new long[64];
 
-    public LoadWorker(LoadRun run, LoadTarget target, LoadOptions options, byte[] request)
+    public LoadWorker(LoadRun run, LoadTarget target, LoadOptions options, byte[] request, int index)
     {
+        _probe = options.ProbeBeforeReuse;
+        _minIdle = options.MinIdleBetweenRequests;
+        _maxIdle = options.MaxIdleBetweenRequests;
+        _random = options.Seed is { } seed ? new Random(seed + index) : new Random();
         _run = run;
         _target = target;
         _mode = options.Mode;
@@ -73,8 +81,20 @@ internal sealed class LoadWorker : IDisposable
 
     public async Task RunAsync()
     {
-        while (await _run.NextRequestAsync().ConfigureAwait(false))
+        var first = true;
+        while (true)
         {
+            if (!first && _maxIdle > TimeSpan.Zero && !await _run.IdleAsync(NextIdle()).ConfigureAwait(false))
+            {
+                break;
+            }
+
+            first = false;
+            if (!await _run.NextRequestAsync().ConfigureAwait(false))
+            {
+                break;
+            }
+
             var start = Stopwatch.GetTimestamp();
             var attempt = await ExecuteAsync().ConfigureAwait(false);
             var end = Stopwatch.GetTimestamp();
@@ -109,6 +129,8 @@ internal sealed class LoadWorker : IDisposable
         _timeout.Dispose();
     }
 
+    private TimeSpan NextIdle() => _minIdle + ((_maxIdle - _minIdle) * _random.NextDouble());
+
     private static RequestOutcome Classify(SocketError error) => error switch
     {
         SocketError.ConnectionRefused => RequestOutcome.ConnectionRefused,
@@ -132,9 +154,10 @@ internal sealed class LoadWorker : IDisposable
     private async ValueTask<Attempt> ExecuteAsync()
     {
         var phase = Phase.Connect;
+        var reused = false;
         try
         {
-            if (_socket is not null && !IsReusable(_socket))
+            if (_probe && _socket is not null && !IsReusable(_socket))
             {
                 // The server closed (or reset) the idle connection before we used it again. Any client checks a pooled
                 // connection before use; nothing was sent yet, so this is not a retry and not a failed request.
@@ -161,6 +184,11 @@ internal sealed class LoadWorker : IDisposable
                         await _raw.ReadAsync(_socket, _rawTerminator, _timeout.Token).ConfigureAwait(false);
                     }
                 }
+            }
+
+            else
+            {
+                reused = true;
             }
 
             phase = Phase.Send;
@@ -203,13 +231,19 @@ internal sealed class LoadWorker : IDisposable
         }
         catch (SocketException e)
         {
+            var lost = reused && !_probe && !_rawTcp && (phase is Phase.Send or Phase.Receive) && !_reader.HasPendingBytes
+                && Classify(e.SocketErrorCode) == RequestOutcome.ConnectionReset;
             CloseSocket();
-            return Attempt.Failed(Classify(e.SocketErrorCode), $"{e.SocketErrorCode} while {Describe(phase)}: {e.Message}");
+            return lost
+                ? Attempt.Failed(RequestOutcome.ReusedConnectionClosed, $"reused kept-alive connection was closed by the server: {e.SocketErrorCode} while {Describe(phase)}")
+                : Attempt.Failed(Classify(e.SocketErrorCode), $"{e.SocketErrorCode} while {Describe(phase)}: {e.Message}");
         }
         catch (HttpEndOfStreamException e)
         {
             CloseSocket();
-            return Attempt.Failed(RequestOutcome.EndOfStreamBeforeResponse, e.Message);
+            return reused && !_probe && e.BeforeAnyByte
+                ? Attempt.Failed(RequestOutcome.ReusedConnectionClosed, "reused kept-alive connection was closed by the server before any byte of the response (http.client: RemoteDisconnected)")
+                : Attempt.Failed(RequestOutcome.EndOfStreamBeforeResponse, e.Message);
         }
         catch (HttpProtocolException e)
         {
