@@ -133,7 +133,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             }
 
             Log.DrainStarted(_logger, record.Id);
-            var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger);
+            var drain = new Drain(_generation, ConntrackClient.Create(_options.ConntrackPath), _options.Drain, _logger);
 
             // The drain gives up at its own bound or when the host's shutdown timeout fires; it never throws out of here,
             // which would make the host rethrow from app.Run() and abort the process.
@@ -182,7 +182,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
             _systemd.Starting(ReadState());
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
-            await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
+            await ConntrackClient.Create(_options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
 
             var ports = EndpointPlan();
             var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, cancellationToken).ConfigureAwait(false);
