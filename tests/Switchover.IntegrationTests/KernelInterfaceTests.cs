@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.ExceptionServices;
@@ -111,6 +112,22 @@ public sealed partial class KernelInterfaceTests : IAsyncLifetime
             Assert.Equal(await program.CountAsync(40002, Token), await ctnetlink.CountAsync(40002, Token));
             Assert.Equal(0, await ctnetlink.CountHalfOpenAsync(redirected, Token));
             Assert.Equal(new FlowCounts(0, 0, 0), await ctnetlink.CountAsync(40009, Token));
+
+            // The drain's watch: the first count reads the table, the later ones look the remembered entry up again.
+            // Once SYNs to 40003 pass, the client's next SYN retransmit completes the handshake and the entry is assured.
+            var drain = new ConntrackClient(new CtNetlinkSource(protocol => InNamespace(() => NetlinkSocket.Open(protocol))));
+            Assert.Equal(1, await drain.CountHalfOpenAsync(tproxied, Token));
+            Assert.Equal(1, await drain.CountHalfOpenAsync(tproxied, Token));
+            await _ns.RunAsync("nft", ["flush", "chain", "inet", "kt", "in"], Token);
+            using var listener = Listen(new IPEndPoint(IPAddress.Loopback, 40003));
+            var waited = Stopwatch.StartNew();
+            while (await drain.CountHalfOpenAsync(tproxied, Token) > 0 && waited.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Task.Delay(100, Token);
+            }
+
+            Assert.Equal(0, await drain.CountHalfOpenAsync(tproxied, Token));
+            Assert.Equal(new FlowCounts(4, 0, 0), await ctnetlink.CountMarkedAsync(0x00040000, HandoffTable.CtMarkMask, Token));
         }
         finally
         {

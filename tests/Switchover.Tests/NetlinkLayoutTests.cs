@@ -79,6 +79,24 @@ public sealed class NetlinkLayoutTests
     }
 
     [Fact]
+    public void A_lookup_asks_again_about_one_entry_by_the_original_tuple_the_kernel_gave()
+    {
+        var payload = Convert.FromHexString(string.Concat(
+            "02000000",
+            "34000180", "1400018008000100", "7f000001", "08000200", "7f000001", "1c000280050001000600000006000200be860000060003009c410000",
+            "34000280", "1400018008000100", "7f000001", "08000200", "7f000001", "1c0002800500010006000000060002009c41000006000300be860000",
+            "080003000000000e", "0800080000040000"));
+
+        var request = CtNetlink.LookupRequest(payload, Sequence);
+
+        // nlmsghdr (72 bytes, CT_GET, REQUEST|ACK 0x0005), nfgenmsg AF_INET, then the CTA_TUPLE_ORIG attribute as it came.
+        Assert.Equal(
+            "48000000" + "0101" + "0500" + "04030201" + "00000000" + "02000000" +
+            "34000180" + "1400018008000100" + "7f000001" + "08000200" + "7f000001" + "1c000280050001000600000006000200be860000060003009c410000",
+            Convert.ToHexStringLower(request));
+    }
+
+    [Fact]
     public void Tcp_states_are_counted_as_established_half_open_or_closing()
     {
         // SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, TIME_WAIT, SYN_SENT2, no state.

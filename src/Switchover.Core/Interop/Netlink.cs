@@ -209,6 +209,9 @@ internal sealed class NetlinkMessageWriter
         return this;
     }
 
+    /// <summary>A whole attribute (header included) as the kernel sent it, e.g. a tuple to ask about again.</summary>
+    public NetlinkMessageWriter RawAttribute(ReadOnlySpan<byte> attribute) => Raw(attribute);
+
     public NetlinkMessageWriter U8(ushort type, byte value) => Attribute(type, [value]);
 
     public NetlinkMessageWriter U16BigEndian(ushort type, ushort value)
@@ -292,6 +295,9 @@ internal ref struct NetlinkAttributes(ReadOnlySpan<byte> span)
 
     public ReadOnlySpan<byte> Value { get; private set; }
 
+    /// <summary>The whole current attribute: header and value, without padding.</summary>
+    public ReadOnlySpan<byte> Whole { get; private set; }
+
     public bool MoveNext()
     {
         if (_rest.Length < 4)
@@ -307,6 +313,7 @@ internal ref struct NetlinkAttributes(ReadOnlySpan<byte> span)
 
         Type = (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(_rest[2..]) & 0x3fff);
         Value = _rest[4..length];
+        Whole = _rest[..length];
         var aligned = NetlinkSocket.Align(length);
         _rest = aligned >= _rest.Length ? [] : _rest[aligned..];
         return true;

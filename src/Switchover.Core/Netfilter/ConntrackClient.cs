@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Globalization;
 using Switchover.Interop;
 using Switchover.Processes;
@@ -19,7 +20,16 @@ internal interface IConntrackSource
 
     Task<FlowCounts> CountAsync(FlowFilter filter, CancellationToken cancellationToken);
 
+    /// <summary>Half-open flows of a generation that can get no new ones (it no longer receives SYNs), counted again on each call.</summary>
+    IHalfOpenWatch WatchHalfOpen(FlowFilter filter);
+
     Task CheckAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>A superseded generation's half-open flows, for its drain to poll.</summary>
+internal interface IHalfOpenWatch
+{
+    Task<int> CountAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -30,6 +40,7 @@ internal interface IConntrackSource
 internal sealed class ConntrackClient
 {
     private readonly IConntrackSource _source;
+    private readonly Dictionary<(long Id, Steering Steering), IHalfOpenWatch[]> _watches = [];
 
     public ConntrackClient(IConntrackSource source) => _source = source;
 
@@ -61,11 +72,31 @@ internal sealed class ConntrackClient
         CountAsync(generation, halfOpenOnly: false, cancellationToken);
 
     /// <summary>
-    /// The number of a generation's flows whose handshake has not completed: what its drain waits for. Only those
-    /// entries are read, however many established connections the generation holds.
+    /// The number of a superseded generation's flows whose handshake has not completed: what its drain waits for.
+    /// A generation that no longer receives SYNs (the takeover's transaction steered them away before its drain began)
+    /// gets no new half-open flow, so its set only shrinks: the first call for a generation reads that set from the
+    /// kernel (which walks its whole table once, filtering by mark or reply port and by "not assured"), and later calls
+    /// ask the kernel again about those entries only, each a hash lookup: a poll costs the generation's half-open
+    /// flows, not its ten thousand established ones, nor the host's table.
     /// </summary>
-    public async Task<int> CountHalfOpenAsync(GenerationRecord generation, CancellationToken cancellationToken) =>
-        (await CountAsync(generation, halfOpenOnly: true, cancellationToken).ConfigureAwait(false)).HalfOpen;
+    public async Task<int> CountHalfOpenAsync(GenerationRecord generation, CancellationToken cancellationToken)
+    {
+        if (!_watches.TryGetValue((generation.Id, generation.Steering), out var watches))
+        {
+            watches = generation.Steering == Steering.Tproxy
+                ? [_source.WatchHalfOpen(new FlowFilter(HandoffTable.CtMarkOf(generation.Id), HandoffTable.CtMarkMask, HalfOpenOnly: true))]
+                : [.. generation.Ports.Select(p => p.PrivatePort).Distinct().Select(p => _source.WatchHalfOpen(new FlowFilter(ReplySourcePort: p, HalfOpenOnly: true)))];
+            _watches[(generation.Id, generation.Steering)] = watches;
+        }
+
+        var total = 0;
+        foreach (var watch in watches)
+        {
+            total += await watch.CountAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return total;
+    }
 
     /// <summary>The TCP flows of a generation on one of its endpoints.</summary>
     public Task<FlowCounts> CountAsync(GenerationRecord generation, PortMapping port, CancellationToken cancellationToken) =>
@@ -163,6 +194,80 @@ internal sealed class CtNetlinkSource(Func<int, NetlinkSocket> open) : IConntrac
     public Task CheckAsync(CancellationToken cancellationToken) =>
         CountAsync(new FlowFilter(Mark: 0xffffffff, MarkMask: 0xffffffff, HalfOpenOnly: true), cancellationToken);
 
+    public IHalfOpenWatch WatchHalfOpen(FlowFilter filter) => new Watch(this, filter);
+
+    /// <summary>The half-open entries the first dump found, as lookup requests; each poll asks again about those still half-open.</summary>
+    private List<byte[]> Snapshot(FlowFilter filter, CancellationToken cancellationToken)
+    {
+        var lookups = new List<byte[]>();
+        using var socket = Open();
+        foreach (var family in CtNetlink.Families(filter))
+        {
+            try
+            {
+                socket.Dump(CtNetlink.DumpRequest(filter, family, NetlinkSocket.NextSequence()), (type, payload) =>
+                {
+                    if (type == CtNetlink.EntryMessageType && filter.Matches(CtNetlink.ParseEntry(payload)))
+                    {
+                        lookups.Add(CtNetlink.LookupRequest(payload, 0));
+                    }
+                }, cancellationToken);
+            }
+            catch (NetlinkException e)
+            {
+                throw Explain(e);
+            }
+        }
+
+        return lookups;
+    }
+
+    private List<byte[]> StillHalfOpen(List<byte[]> lookups, FlowFilter filter, CancellationToken cancellationToken)
+    {
+        if (lookups.Count == 0)
+        {
+            return lookups;
+        }
+
+        var still = new List<byte[]>();
+        using var socket = Open();
+        foreach (var lookup in lookups)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(lookup.AsSpan(8), NetlinkSocket.NextSequence());
+            var halfOpen = false;
+            try
+            {
+                socket.Dump(lookup, (type, payload) => halfOpen |= type == CtNetlink.EntryMessageType && filter.Matches(CtNetlink.ParseEntry(payload)), cancellationToken);
+            }
+            catch (NetlinkException e) when (e.Errno == 2)
+            {
+                // ENOENT: the entry is gone (reset, or timed out).
+            }
+            catch (NetlinkException e)
+            {
+                throw Explain(e);
+            }
+
+            if (halfOpen)
+            {
+                still.Add(lookup);
+            }
+        }
+
+        return still;
+    }
+
+    private sealed class Watch(CtNetlinkSource source, FlowFilter filter) : IHalfOpenWatch
+    {
+        private List<byte[]>? _lookups;
+
+        public Task<int> CountAsync(CancellationToken cancellationToken)
+        {
+            _lookups = _lookups is null ? source.Snapshot(filter, cancellationToken) : source.StillHalfOpen(_lookups, filter, cancellationToken);
+            return Task.FromResult(_lookups.Count);
+        }
+    }
+
     private NetlinkSocket Open()
     {
         try
@@ -199,6 +304,15 @@ internal sealed class ConntrackProgramSource(ICommandRunner runner, string connt
         }
 
         return Parse(result.StandardOutput);
+    }
+
+    /// <summary>The program reads the table again on each poll (it has no lookup by a remembered entry).</summary>
+    public IHalfOpenWatch WatchHalfOpen(FlowFilter filter) => new Watch(this, filter);
+
+    private sealed class Watch(ConntrackProgramSource source, FlowFilter filter) : IHalfOpenWatch
+    {
+        public async Task<int> CountAsync(CancellationToken cancellationToken) =>
+            (await source.CountAsync(filter, cancellationToken).ConfigureAwait(false)).HalfOpen;
     }
 
     /// <summary>The program's filter options; it has none for "not assured", so half-open counts take all and keep HalfOpen.</summary>

@@ -48,6 +48,7 @@ internal static class CtNetlink
     private const ushort CtaStatus = 3;
     private const ushort CtaProtoinfo = 4;
     private const ushort CtaMark = 8;
+    private const ushort CtaZone = 18;
     private const ushort CtaMarkMask = 21;
     private const ushort CtaFilter = 25;
     private const ushort CtaStatusMask = 26;
@@ -99,6 +100,28 @@ internal static class CtNetlink
         }
 
         return message.ToArray();
+    }
+
+    /// <summary>
+    /// IPCTNL_MSG_CT_GET of one entry, by the original tuple (and zone) the kernel gave for it in a dump: a hash lookup
+    /// in the kernel, however large its table. With NLM_F_ACK, so the answer ends with an ack (or ENOENT: gone).
+    /// </summary>
+    public static byte[] LookupRequest(ReadOnlySpan<byte> entryPayload, uint sequence)
+    {
+        var message = new NetlinkMessageWriter((SubsysCtnetlink << 8) | MsgCtGet, NetlinkSocket.NlmFRequest | NetlinkSocket.NlmFAck, sequence)
+            .Raw([entryPayload.Length > 0 ? entryPayload[0] : AfUnspec, NfnetlinkV0, 0, 0]);
+        var attributes = new NetlinkAttributes(entryPayload.Length >= 4 ? entryPayload[4..] : []);
+        var tuple = false;
+        while (attributes.MoveNext())
+        {
+            if (attributes.Type is CtaTupleOrig or CtaZone)
+            {
+                message.RawAttribute(attributes.Whole);
+                tuple |= attributes.Type == CtaTupleOrig;
+            }
+        }
+
+        return tuple ? message.ToArray() : throw new ArgumentException("The entry has no original tuple.", nameof(entryPayload));
     }
 
     /// <summary>Reads one entry of a dump (the payload after the nlmsghdr: nfgenmsg, then attributes).</summary>
