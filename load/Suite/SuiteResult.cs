@@ -17,6 +17,9 @@ internal sealed record SuiteResult(
     TimingResult? Timing,
     IReadOnlyList<string> Errors)
 {
+    /// <summary>The kernel scenario's measurements, when it ran.</summary>
+    public KernelResult? Kernel { get; init; }
+
     public IEnumerable<RollingRun> SwitchoverRuns => Rolling.Where(r => r.Contender == ContenderKind.Switchover);
 
     /// <summary>Every failure Switchover showed anywhere in the suite, one line each.</summary>
@@ -48,6 +51,7 @@ internal sealed record SuiteResult(
             }
         }
 
+        failures.AddRange(Kernel?.Problems.Select(p => "kernel: " + p) ?? []);
         return failures;
     }
 

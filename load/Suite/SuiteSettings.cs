@@ -33,6 +33,17 @@ internal sealed record SuiteSettings
 
     public bool RunTiming { get; init; } = true;
 
+    public bool RunKernel { get; init; } = true;
+
+    /// <summary>Rule transactions per transport (libnftables, the nft program) in each phase of the kernel scenario.</summary>
+    public int KernelTransactions { get; init; } = 300;
+
+    /// <summary>Idle connections held on the old generation for the kernel scenario's drain polls and handoffs, one handoff each.</summary>
+    public IReadOnlyList<int> KernelIdleConnections { get; init; } = [10_000, 50_000];
+
+    /// <summary>Alternating rounds of the memory comparison (Switchover, then Mode=Disabled).</summary>
+    public int KernelMemoryRounds { get; init; } = 5;
+
     public IReadOnlyList<ConnectionMode> Modes { get; init; } = [ConnectionMode.KeepAlive, ConnectionMode.NewConnectionPerRequest];
 
     public IReadOnlyList<ContenderKind> Contenders { get; init; } = [ContenderKind.Switchover, ContenderKind.Naive, ContenderKind.ReusePort];
@@ -108,6 +119,9 @@ internal sealed record SuiteSettings
         OverheadRoundDuration = TimeSpan.FromSeconds(1),
         TimingSwaps = 4,
         IdleSwaps = 1,
+        KernelTransactions = 100,
+        KernelIdleConnections = [10_000],
+        KernelMemoryRounds = 3,
         MaxSuiteDuration = TimeSpan.FromMinutes(10),
     };
 }

@@ -1,0 +1,101 @@
+using System.Globalization;
+using System.Text;
+using Switchover.Load.Scenarios;
+
+namespace Switchover.Load.Report;
+
+/// <summary>The kernel scenario's part of the report: headline lines and its section.</summary>
+internal static class KernelReport
+{
+    public static IEnumerable<string> Headlines(KernelResult kernel)
+    {
+        foreach (var phase in new[] { "no load", "rolling load" })
+        {
+            var lib = kernel.Transactions.FirstOrDefault(t => t.Label == $"libnftables, {phase}");
+            var program = kernel.Transactions.FirstOrDefault(t => t.Label == $"nft program, {phase}");
+            if (lib is not null && program is not null)
+            {
+                yield return Inv($"Rule transaction, {phase}: libnftables p50 **{lib.P50:0.000} ms**, p99 **{lib.P99:0.000} ms** (target p99 ≤ 1 ms), CPU p50 {lib.CpuP50:0.000} ms, p99 {lib.CpuP99:0.000} ms; ") +
+                             Inv($"the nft program p50 {program.P50:0.0} ms, p99 {program.P99:0.0} ms, CPU p50 {program.CpuP50:0.0} ms (n = {lib.Count} each, alternating).");
+            }
+        }
+
+        foreach (var exec in kernel.Execs)
+        {
+            yield return Inv($"Programs started during one handoff and drain, {exec.Configuration}: **{exec.NewGeneration + exec.OldGeneration}**") +
+                         (exec.Programs.Count > 0 ? " (" + string.Join(", ", exec.Programs.Select(p => Inv($"{p.Value} {p.Key}"))) + ")" : string.Empty) + ".";
+        }
+
+        foreach (var group in kernel.Polls.GroupBy(p => p.Idle))
+        {
+            yield return Inv($"Drain poll with {group.Key:N0} idle connections: ") +
+                         string.Join("; ", group.Select(p => Inv($"{p.Method} CPU {p.CpuMedianMs:0.000} ms"))) + " (median per poll; target < 1 ms).";
+        }
+
+        var switchover = Median(kernel.Memory, "Switchover");
+        var disabled = Median(kernel.Memory, "Mode=Disabled");
+        if (switchover is not null && disabled is not null)
+        {
+            yield return Inv($"Resident memory after 200 requests: Switchover {switchover:0.0} MB, Mode=Disabled {disabled:0.0} MB: **+{switchover - disabled:0.0} MB** (median of {kernel.Memory.Count / 2}; target ≤ 5 MB).");
+        }
+    }
+
+    public static void Section(StringBuilder md, KernelResult kernel)
+    {
+        md.AppendLine("## Kernel interfaces").AppendLine()
+            .AppendLine("Each piece of the handoff's kernel work next to the way Switchover did it before, in the same run and lab. Rule transactions: " +
+                        "a two-generation table applied back and forth on the server namespace's thread, alternately through libnftables in this process and " +
+                        "through `nft -f -`, each timed from the call to the kernel's answer (Stopwatch around NftClient.ApplyAsync). Under rolling load: the same, " +
+                        "while generations of the echo app hand off every interval under keep-alive load.").AppendLine()
+            .AppendLine("| transport, phase | n | p50 | p99 | max | CPU p50 | CPU p99 |").AppendLine("|---|---|---|---|---|---|---|");
+        foreach (var t in kernel.Transactions)
+        {
+            md.AppendLine(Inv($"| {t.Label} | {t.Count} | {t.P50:0.000} ms | {t.P99:0.000} ms | {t.Max:0.000} ms | {Ms(t.CpuP50)} | {Ms(t.CpuP99)} |"));
+        }
+
+        md.AppendLine().AppendLine(Inv($"The rolling load made {kernel.LoadRequests:N0} requests, {kernel.LoadFailures} failed.")).AppendLine()
+            .AppendLine("Programs started (`strace -f -e trace=execve -p PID`, attached to the old generation before the launch and to the new one at its launch, " +
+                        "until the old one has exited):").AppendLine()
+            .AppendLine("| configuration | new generation | old generation | programs |").AppendLine("|---|---|---|---|");
+        foreach (var e in kernel.Execs)
+        {
+            md.AppendLine(Inv($"| {e.Configuration} | {e.NewGeneration} | {e.OldGeneration} | {(e.Programs.Count == 0 ? "none" : string.Join(", ", e.Programs.Select(p => Inv($"{p.Value} {p.Key}"))))} |"));
+        }
+
+        md.AppendLine().AppendLine("One drain poll (the accept queues of the generation's private ports, and its half-open flows), run on the server namespace's thread " +
+                                   "while the idle connections are held on the generation; CPU is the thread's user + system time plus that of the programs it waited for:")
+            .AppendLine().AppendLine("| idle connections | method | polls | CPU median | CPU max | wall median |").AppendLine("|---|---|---|---|---|---|");
+        foreach (var p in kernel.Polls)
+        {
+            md.AppendLine(Inv($"| {p.Idle:N0} | {p.Method} | {p.Polls} | {p.CpuMedianMs:0.000} ms | {p.CpuMaxMs:0.000} ms | {p.WallMedianMs:0.000} ms |"));
+        }
+
+        md.AppendLine().AppendLine(Inv($"Handoffs with the idle connections held on the old generation (launch to serving without them, median of 3: {kernel.PlainLaunchToServingMs:0} ms):"))
+            .AppendLine().AppendLine("| idle | held on old | launch to serving | old's drain | old exited after launch | FIN / reset / open |").AppendLine("|---|---|---|---|---|---|");
+        foreach (var h in kernel.IdleHandoffs)
+        {
+            md.AppendLine(Inv($"| {h.Idle:N0} | {h.HeldOnOld:N0} | {h.LaunchToServingMs:0} ms | {h.DrainMs:0} ms | {h.ExitedSeconds:0.0} s | {h.Fates.ClosedGracefully:N0} / {h.Fates.Reset} / {h.Fates.StillOpen} |"));
+        }
+
+        foreach (var note in kernel.Notes)
+        {
+            md.AppendLine().AppendLine("Note: " + note);
+        }
+
+        md.AppendLine().AppendLine("Resident memory (VmRSS) after 200 keep-alive requests, a new generation each round, alternating with the same app bound directly:")
+            .AppendLine().AppendLine("| round | Switchover | Mode=Disabled |").AppendLine("|---|---|---|");
+        foreach (var round in kernel.Memory.GroupBy(m => m.Round))
+        {
+            md.AppendLine(Inv($"| {round.Key} | {round.FirstOrDefault(m => m.Variant == "Switchover")?.RssMb:0.0} MB | {round.FirstOrDefault(m => m.Variant == "Mode=Disabled")?.RssMb:0.0} MB |"));
+        }
+
+        md.AppendLine();
+    }
+
+    private static double? Median(IReadOnlyList<MemorySample> samples, string variant) =>
+        Stats.Percentile(samples.Where(s => s.Variant == variant).Select(s => s.RssMb), 50);
+
+    private static string Ms(double? value) => value is { } v ? Inv($"{v:0.000} ms") : "-";
+
+    private static string Inv(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}
