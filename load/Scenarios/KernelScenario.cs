@@ -39,6 +39,13 @@ internal sealed record IdleHandoff(int Idle, int HeldOnOld, double LaunchToServi
 
 internal sealed record MemorySample(string Variant, int Round, double RssMb);
 
+/// <summary>
+/// One launch: from the suite starting the process until a client first got an answer from it (on the public port for
+/// Switchover, from the new version; on its own port for Mode=Disabled), and the generation's own waterfall (ms after
+/// its process started: host built, Kestrel bound, checks, registered, ready, took over, and the rule transaction).
+/// </summary>
+internal sealed record LaunchSample(string Variant, int Round, double FirstAnswerMs, IReadOnlyList<double>? Waterfall);
+
 internal sealed record KernelResult(
     IReadOnlyList<Timings> Transactions,
     IReadOnlyList<ExecCount> Execs,
@@ -46,6 +53,7 @@ internal sealed record KernelResult(
     IReadOnlyList<IdleHandoff> IdleHandoffs,
     double? PlainLaunchToServingMs,
     IReadOnlyList<MemorySample> Memory,
+    IReadOnlyList<LaunchSample> Launches,
     long LoadRequests,
     long LoadFailures,
     IReadOnlyList<string> Problems,
@@ -137,8 +145,9 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
             current = await IdleAsync(lab, service, worker, current, idle, polls, idleHandoffs, cancellationToken);
         }
 
+        var launches = await LaunchesAsync(lab, service, cancellationToken);
         var memory = await MemoryAsync(lab, service, cancellationToken);
-        return new KernelResult(transactions, execs, polls, idleHandoffs, Stats.Percentile(plain, 50), memory, load.TotalRequests,
+        return new KernelResult(transactions, execs, polls, idleHandoffs, Stats.Percentile(plain, 50), memory, launches, load.TotalRequests,
             load.FailureCount + load.StaleConnectionsDiscarded, _problems, _notes);
     }
 
@@ -358,6 +367,80 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
             Stats.Percentile(samples.Select(s => s.Wall), 50) ?? 0);
     }
 
+    private async Task<IReadOnlyList<LaunchSample>> LaunchesAsync(TwoHostLab lab, SwitchoverService service, CancellationToken cancellationToken)
+    {
+        var samples = new List<LaunchSample>();
+        for (var round = 1; round <= settings.KernelMemoryRounds; round++)
+        {
+            var text = Next();
+            var stopwatch = Stopwatch.StartNew();
+            var process = service.Launch(text);
+            var first = await FirstAnswerAsync(lab, Port, text + " ", stopwatch, cancellationToken);
+            var line = await process.WaitForOutputAsync("Launch waterfall", Timeout, cancellationToken);
+            var match = WaterfallLine().Match(line);
+            samples.Add(new LaunchSample("Switchover", round, first,
+                match.Success ? [.. match.Groups.Values.Skip(1).Select(g => double.Parse(g.Value, CultureInfo.InvariantCulture))] : null));
+
+            var direct = $"d{round.ToString(CultureInfo.InvariantCulture)}";
+            stopwatch.Restart();
+            var app = lab.Server.StartProcess("dotnet",
+            [
+                Artifacts.EchoServer, "--urls", $"http://[::]:{DirectPort.ToString(CultureInfo.InvariantCulture)}", "--Switchover:Mode=Disabled",
+                $"--Text={direct}", "--contentRoot", Path.GetDirectoryName(Artifacts.EchoServer)!,
+            ]);
+            await using (app)
+            {
+                samples.Add(new LaunchSample("Mode=Disabled", round, await FirstAnswerAsync(lab, DirectPort, direct + " ", stopwatch, cancellationToken), null));
+                app.SendSignal(Signals.Terminate);
+                await app.Exited.WaitAsync(Timeout, cancellationToken);
+            }
+        }
+
+        var median = (string v) => Stats.Percentile(samples.Where(s => s.Variant == v).Select(s => s.FirstAnswerMs), 50) ?? 0;
+        progress.Line(string.Create(CultureInfo.InvariantCulture,
+            $"  launch to first answer, median of {settings.KernelMemoryRounds}: Switchover {median("Switchover"):0} ms, the same app with Mode=Disabled {median("Mode=Disabled"):0} ms"));
+        return samples;
+    }
+
+    /// <summary>Asks the port every 2 ms (a new connection each time) until the answer's body starts with <paramref name="prefix"/>.</summary>
+    private static async Task<double> FirstAnswerAsync(TwoHostLab lab, int port, string prefix, Stopwatch since, CancellationToken cancellationToken)
+    {
+        var endpoint = new IPEndPoint(lab.ServerV4, port);
+        var request = "GET / HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"u8.ToArray();
+        var buffer = new byte[4096];
+        while (since.Elapsed < Timeout)
+        {
+            using var socket = lab.Client.CreateSocket(endpoint.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            try
+            {
+                await socket.ConnectAsync(endpoint, cancellationToken);
+                await socket.SendAsync(request, System.Net.Sockets.SocketFlags.None, cancellationToken);
+                var length = 0;
+                int read;
+                while ((read = await socket.ReceiveAsync(buffer.AsMemory(length), System.Net.Sockets.SocketFlags.None, cancellationToken)) > 0 && length + read < buffer.Length)
+                {
+                    length += read;
+                }
+
+                if (IdleConnections.TryParse(System.Text.Encoding.ASCII.GetString(buffer, 0, length)) is { } body && body.StartsWith(prefix, StringComparison.Ordinal))
+                {
+                    return since.Elapsed.TotalMilliseconds;
+                }
+            }
+            catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
+            {
+                // Not listening yet, or closed early: ask again.
+            }
+
+            await Task.Delay(2, cancellationToken);
+        }
+
+        throw new TimeoutException($"nothing answered '{prefix}' on port {port} within {Timeout.TotalSeconds:0} s");
+    }
+
+    [GeneratedRegex(@"host built (\d+), Kestrel bound (\d+), checks (\d+), registered (\d+), ready (\d+), took over (\d+) \(rule transaction ([\d.]+)")]
+    private static partial Regex WaterfallLine();
+
     private async Task<IReadOnlyList<MemorySample>> MemoryAsync(TwoHostLab lab, SwitchoverService service, CancellationToken cancellationToken)
     {
         var samples = new List<MemorySample>();
@@ -366,6 +449,11 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
             var generation = await service.DeployAsync(Next(), Timeout, cancellationToken);
             await RequestsAsync(lab, Port, cancellationToken);
             samples.Add(new MemorySample("Switchover", round, Rss(generation.Process.Pid)));
+
+            // The same with the nft and conntrack programs instead of libnftables and ctnetlink: what the library costs.
+            generation = await service.DeployAsync(Next(), Timeout, cancellationToken, OldWay);
+            await RequestsAsync(lab, Port, cancellationToken);
+            samples.Add(new MemorySample("Switchover with NftPath, ConntrackPath", round, Rss(generation.Process.Pid)));
 
             var direct = lab.Server.StartProcess("dotnet",
             [
@@ -384,7 +472,8 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
         var median = (string v) => Stats.Percentile(samples.Where(s => s.Variant == v).Select(s => s.RssMb), 50) ?? 0;
         progress.Line(string.Create(CultureInfo.InvariantCulture,
-            $"  resident memory after 200 requests, median of {settings.KernelMemoryRounds}: Switchover {median("Switchover"):0.0} MB, Mode=Disabled {median("Mode=Disabled"):0.0} MB"));
+            $"  resident memory after 200 requests, median of {settings.KernelMemoryRounds}: Switchover {median("Switchover"):0.0} MB, " +
+            $"with the programs instead of the library {median("Switchover with NftPath, ConntrackPath"):0.0} MB, Mode=Disabled {median("Mode=Disabled"):0.0} MB"));
         return samples;
     }
 
@@ -443,7 +532,9 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
                 }
             }
 
-            return [Timings.Of($"libnftables, {phase}", lib, libCpu), Timings.Of($"nft program, {phase}", prog, progCpu)];
+            // Under rolling load, superseded generations (children of this process too) are reaped now and then, and
+            // getrusage(RUSAGE_CHILDREN) would count their CPU as the nft program's: the program's CPU is shown only without load.
+            return [Timings.Of($"libnftables, {phase}", lib, libCpu), Timings.Of($"nft program, {phase}", prog, spacing == TimeSpan.Zero ? progCpu : null)];
         }
 
         public void Delete() => worker.Run(() =>

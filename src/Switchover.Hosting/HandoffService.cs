@@ -61,6 +61,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
     private bool Enabled => _configuration.Enabled;
 
+    // The host resolves its hosted services once it is built: the launch waterfall's "host built".
+    private readonly DateTime _hostBuilt = DateTime.UtcNow;
+
     public Task StartingAsync(CancellationToken cancellationToken)
     {
         if (_configuration.Invalid)
@@ -177,12 +180,14 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         try
         {
             await started.WaitAsync(cancellationToken).ConfigureAwait(false);
+            var bound = DateTime.UtcNow;
             var handoff = Handoff.Create(_options.StateDirectory, _namespace, _options.LockTimeout, _options.NftPath);
 
             // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
             _systemd.Starting(ReadState());
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
             await ConntrackClient.Create(_options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
+            var checkedAt = DateTime.UtcNow;
 
             var ports = EndpointPlan();
             var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, cancellationToken).ConfigureAwait(false);
@@ -191,11 +196,13 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var record = registration.Generation;
             LogStale(registration.StaleRemoved);
             Log.Registered(_logger, record.Id, _namespace.Value, record.Pid, Describe(ports));
+            var registered = DateTime.UtcNow;
             _outcome.Registered(_namespace, record.Id);
 
             var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
             await readiness.WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
-            Log.Ready(_logger, record.Id, (DateTime.UtcNow - launchedAt).TotalMilliseconds);
+            var ready = DateTime.UtcNow;
+            Log.Ready(_logger, record.Id, (ready - launchedAt).TotalMilliseconds);
 
             // systemd hears MAINPID before the previous generation is told to drain, so it never sees the main pid exit.
             var result = await handoff.TakeOverAsync(record.Id, cancellationToken, (taken, state) => _systemd.TookOver(taken.Generation, state))
@@ -213,6 +220,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 result.RuleTransaction.TotalMilliseconds,
                 launchToServing);
             Log.Ruleset(_logger, result.Ruleset);
+            Log.Waterfall(_logger, record.Id, (_hostBuilt - launchedAt).TotalMilliseconds, (bound - launchedAt).TotalMilliseconds,
+                (checkedAt - launchedAt).TotalMilliseconds, (registered - launchedAt).TotalMilliseconds, (ready - launchedAt).TotalMilliseconds,
+                result.RuleTransaction.TotalMilliseconds, launchToServing);
             _outcome.TookOver(launchToServing);
             if (_outcome.WriteError is { } error)
             {

@@ -71,4 +71,8 @@ internal static partial class Log
 
     [LoggerMessage(22, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
     public static partial void CertificateNotReloaded(ILogger logger, string path, string reason);
+
+    [LoggerMessage(23, LogLevel.Information,
+        "Launch waterfall of generation {GenerationId}, ms after the process started: host built {HostBuiltMs:0}, Kestrel bound {BoundMs:0}, checks {CheckedMs:0}, registered {RegisteredMs:0}, ready {ReadyMs:0}, took over {ServingMs:0} (rule transaction {TransactionMs:0.0}, state written and previous signalled within).")]
+    public static partial void Waterfall(ILogger logger, long generationId, double hostBuiltMs, double boundMs, double checkedMs, double registeredMs, double readyMs, double transactionMs, double servingMs);
 }
