@@ -98,6 +98,7 @@ public sealed partial class KernelInterfaceTests : IAsyncLifetime
             await Task.Delay(200, Token);
 
             var ctnetlink = new ConntrackClient(new CtNetlinkSource(protocol => InNamespace(() => NetlinkSocket.Open(protocol))));
+            await ctnetlink.CheckAsync(Token);
             var program = new ConntrackClient(new InNamespaceRunner(_ns), "conntrack");
             var tproxied = new GenerationRecord(3, 1003, 5, GenerationState.Draining, DateTimeOffset.UnixEpoch, [new PortMapping(8080, 40001)], Steering.Tproxy);
             var redirected = tproxied with { Ports = [new PortMapping(8080, 40002)], Steering = Steering.Redirect };

@@ -97,6 +97,17 @@ public sealed class NetlinkLayoutTests
     }
 
     [Fact]
+    public void The_startup_check_looks_up_a_flow_that_cannot_exist_instead_of_dumping_the_table()
+    {
+        // CT_GET, REQUEST|ACK, AF_INET; CTA_TUPLE_ORIG { CTA_TUPLE_IP { V4_SRC 0, V4_DST 0 }, CTA_TUPLE_PROTO { tcp, ports 0 } }.
+        Assert.Equal(
+            "48000000" + "0101" + "0500" + "04030201" + "00000000" + "02000000" +
+            "3400" + "0180" + "1400" + "0180" + "0800" + "0100" + "00000000" + "0800" + "0200" + "00000000" +
+            "1c00" + "0280" + "0500" + "0100" + "06000000" + "0600" + "0200" + "00000000" + "0600" + "0300" + "00000000",
+            Convert.ToHexStringLower(CtNetlink.ProbeRequest(Sequence)));
+    }
+
+    [Fact]
     public void Tcp_states_are_counted_as_established_half_open_or_closing()
     {
         // SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, TIME_WAIT, SYN_SENT2, no state.

@@ -191,8 +191,24 @@ internal sealed class CtNetlinkSource(Func<int, NetlinkSocket> open) : IConntrac
         return Task.FromResult(ConntrackClient.Classify(states));
     }
 
-    public Task CheckAsync(CancellationToken cancellationToken) =>
-        CountAsync(new FlowFilter(Mark: 0xffffffff, MarkMask: 0xffffffff, HalfOpenOnly: true), cancellationToken);
+    public Task CheckAsync(CancellationToken cancellationToken)
+    {
+        using var socket = Open();
+        try
+        {
+            socket.Dump(CtNetlink.ProbeRequest(NetlinkSocket.NextSequence()), (_, _) => { }, cancellationToken);
+        }
+        catch (NetlinkException e) when (e.Errno == 2)
+        {
+            // ENOENT: ctnetlink answered, and we may ask.
+        }
+        catch (NetlinkException e)
+        {
+            throw Explain(e);
+        }
+
+        return Task.CompletedTask;
+    }
 
     public IHalfOpenWatch WatchHalfOpen(FlowFilter filter) => new Watch(this, filter);
 

@@ -53,8 +53,11 @@ internal static class CtNetlink
     private const ushort CtaFilter = 25;
     private const ushort CtaStatusMask = 26;
 
-    // enum ctattr_tuple, ctattr_l4proto, ctattr_protoinfo(_tcp), ctattr_filter
+    // enum ctattr_tuple, ctattr_ip, ctattr_l4proto, ctattr_protoinfo(_tcp), ctattr_filter
+    private const ushort CtaTupleIp = 1;
     private const ushort CtaTupleProto = 2;
+    private const ushort CtaIpV4Src = 1;
+    private const ushort CtaIpV4Dst = 2;
     private const ushort CtaProtoNum = 1;
     private const ushort CtaProtoSrcPort = 2;
     private const ushort CtaProtoDstPort = 3;
@@ -123,6 +126,19 @@ internal static class CtNetlink
 
         return tuple ? message.ToArray() : throw new ArgumentException("The entry has no original tuple.", nameof(entryPayload));
     }
+
+    /// <summary>
+    /// A lookup of a flow that cannot exist (TCP 0.0.0.0:0 -> 0.0.0.0:0): the kernel answers ENOENT when ctnetlink
+    /// works and this process may use it, EPERM when it may not. One hash lookup, where a dump would walk the table.
+    /// </summary>
+    public static byte[] ProbeRequest(uint sequence) =>
+        new NetlinkMessageWriter((SubsysCtnetlink << 8) | MsgCtGet, NetlinkSocket.NlmFRequest | NetlinkSocket.NlmFAck, sequence)
+            .Raw([AfInet, NfnetlinkV0, 0, 0])
+            .BeginNest(CtaTupleOrig)
+            .BeginNest(CtaTupleIp).U32BigEndian(CtaIpV4Src, 0).U32BigEndian(CtaIpV4Dst, 0).EndNest()
+            .BeginNest(CtaTupleProto).U8(CtaProtoNum, IpprotoTcp).U16BigEndian(CtaProtoSrcPort, 0).U16BigEndian(CtaProtoDstPort, 0).EndNest()
+            .EndNest()
+            .ToArray();
 
     /// <summary>Reads one entry of a dump (the payload after the nlmsghdr: nfgenmsg, then attributes).</summary>
     public static ConntrackFlow ParseEntry(ReadOnlySpan<byte> payload)
