@@ -80,7 +80,13 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             _outcome.Failed(OutcomeKind.StartFailed,
                 "Switchover is disabled (Switchover:Mode=Disabled): this process binds its endpoints directly and takes nothing over.");
         }
-        else if (_systemd.IsEnabled)
+        else if (string.IsNullOrEmpty(_options.NftPath))
+        {
+            // Off the critical path: load libnftables and open its context while Kestrel binds (the check reports errors).
+            LibNftablesBackend.Instance.WarmInBackground();
+        }
+
+        if (Enabled && !_configuration.Invalid && _systemd.IsEnabled)
         {
             // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a
             // .NET process by default. The reload is the next generation (ExecReload=switchover deploy), so this one ignores it.
