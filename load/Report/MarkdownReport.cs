@@ -59,6 +59,11 @@ internal static class MarkdownReport
         }
 
         DrainScenario.Render(md, result.Drain);
+        if (result.Kernel is { } kernelResult)
+        {
+            KernelReport.Section(md, kernelResult);
+        }
+
         md.AppendLine("## Machine").AppendLine().AppendLine("| | |").AppendLine("|---|---|");
         foreach (var (name, value) in result.Machine.Facts)
         {
@@ -122,6 +127,11 @@ internal static class MarkdownReport
                 md.AppendLine(Inv($"- Handoff timing, {label}: rule transaction p50 {Stats.Percentile(rules, 50):0.0} ms, p99 {Stats.Percentile(rules, 99):0.0} ms; ") +
                               Inv($"launch to serving p50 {Stats.Percentile(launch, 50):0} ms, p99 {Stats.Percentile(launch, 99):0} ms (n = {rules.Count})."));
             }
+        }
+
+        foreach (var line in result.Kernel is { } kernel ? KernelReport.Headlines(kernel) : [])
+        {
+            md.AppendLine("- " + line);
         }
 
         var settings = result.Settings;

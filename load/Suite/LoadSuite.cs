@@ -26,7 +26,8 @@ internal static class LoadSuite
         }
 
         // 10,000 idle connections need as many descriptors in this process and in the server, plus the load's own.
-        var wantedFiles = (ulong)Math.Max(65_536, (settings.IdleConnections * 2) + 10_000);
+        var idleMost = Math.Max(settings.IdleConnections, settings.RunKernel ? settings.KernelIdleConnections.DefaultIfEmpty(0).Max() : 0);
+        var wantedFiles = (ulong)Math.Max(65_536, (idleMost * 2) + 10_000);
         var openFiles = ResourceLimits.RaiseOpenFiles(wantedFiles);
         var started = DateTime.UtcNow;
         var output = settings.OutputDirectory
@@ -67,6 +68,12 @@ internal static class LoadSuite
             drain = await Guard("drain", () => new DrainScenario(settings, progress).RunAsync(token), errors, progress) ?? [];
         }
 
+        KernelResult? kernel = null;
+        if (settings.RunKernel && !token.IsCancellationRequested)
+        {
+            kernel = await Guard("kernel", () => new KernelScenario(settings, progress).RunAsync(token), errors, progress);
+        }
+
         if (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             errors.Add($"The suite was aborted after {settings.MaxSuiteDuration.TotalMinutes:0} minutes (--max-minutes).");
@@ -76,6 +83,7 @@ internal static class LoadSuite
             rolling, overhead, timing, errors)
         {
             Drain = drain,
+            Kernel = kernel,
         };
         var charts = WriteCharts(result, output);
         var reportPath = Path.Combine(output, "report.md");

@@ -12,7 +12,7 @@ internal static class SuiteCommand
         var quick = new Option<bool>("--quick") { Description = "The short suite (under two minutes): fewer handoffs, rounds and swaps." };
         var scenarios = new Option<string[]>("--scenarios")
         {
-            Description = "Which scenarios to run: rolling, overhead, timing, drain (default: rolling, overhead, timing).",
+            Description = "Which scenarios to run: rolling, overhead, timing, kernel, drain (default: rolling, overhead, timing, kernel).",
             AllowMultipleArgumentsPerToken = true,
         };
         var modes = new Option<string[]>("--modes")
@@ -56,6 +56,12 @@ internal static class SuiteCommand
             Description = "Drain scenario: idle connections opened on each generation and never used again (default 200; 0 for returning clients only).",
         };
         var maxMinutes = new Option<double?>("--max-minutes") { Description = "Abort the suite after this many minutes (default 30; quick 10)." };
+        var transactions = new Option<int?>("--transactions") { Description = "Rule transactions per transport and phase in the kernel scenario (default 300; quick 100)." };
+        var kernelIdle = new Option<string[]>("--kernel-idle")
+        {
+            Description = "Idle connection counts of the kernel scenario's drain polls and handoffs (default 10000 50000; quick 10000).",
+            AllowMultipleArgumentsPerToken = true,
+        };
         var output = new Option<string?>("--output") { Description = "Report directory (default load/results/<UTC timestamp>)." };
 
         var root = new RootCommand(
@@ -64,7 +70,7 @@ internal static class SuiteCommand
             "showed no failure either (the harness did not see drops).")
         {
             quick, scenarios, modes, contenders, clients, handoffs, baselineHandoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
-            roundSeconds, drainKeepAlive, drainAbandoned, maxMinutes, output,
+            roundSeconds, drainKeepAlive, drainAbandoned, transactions, kernelIdle, maxMinutes, output,
         };
 
         root.SetAction(async (parse, cancellationToken) =>
@@ -72,7 +78,7 @@ internal static class SuiteCommand
             var settings = parse.GetValue(quick) ? SuiteSettings.QuickSuite : SuiteSettings.Full;
             try
             {
-                var selectedScenarios = Pick(parse.GetValue(scenarios), "scenario", ["rolling", "overhead", "timing", "drain"]);
+                var selectedScenarios = Pick(parse.GetValue(scenarios), "scenario", ["rolling", "overhead", "timing", "kernel", "drain"]);
                 settings = settings with
                 {
                     RunRolling = selectedScenarios?.Contains("rolling") ?? settings.RunRolling,
@@ -81,6 +87,11 @@ internal static class SuiteCommand
                     RunDrain = selectedScenarios?.Contains("drain") ?? settings.RunDrain,
                     DrainKeepAlive = Seconds(parse.GetValue(drainKeepAlive), "--drain-keepalive") ?? settings.DrainKeepAlive,
                     DrainAbandoned = parse.GetValue(drainAbandoned) is { } a and >= 0 ? a : settings.DrainAbandoned,
+                    RunKernel = selectedScenarios?.Contains("kernel") ?? settings.RunKernel,
+                    KernelTransactions = Positive(parse.GetValue(transactions), "--transactions") ?? settings.KernelTransactions,
+                    KernelIdleConnections = parse.GetValue(kernelIdle) is { Length: > 0 } k
+                        ? [.. k.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries)).Select(v => int.Parse(v, CultureInfo.InvariantCulture))]
+                        : settings.KernelIdleConnections,
                     Modes = Pick(parse.GetValue(modes), "mode", ["keepalive", "newconn"])?
                         .Select(m => m == "keepalive" ? ConnectionMode.KeepAlive : ConnectionMode.NewConnectionPerRequest).ToList() ?? settings.Modes,
                     Contenders = Pick(parse.GetValue(contenders), "contender", ["switchover", "naive", "reuseport"])?

@@ -19,6 +19,8 @@ internal sealed record SuiteResult(
 {
     /// <summary>The drain scenario's runs, one per idle-connection policy (empty when it did not run).</summary>
     public IReadOnlyList<DrainPolicyRun> Drain { get; init; } = [];
+    /// <summary>The kernel scenario's measurements, when it ran.</summary>
+    public KernelResult? Kernel { get; init; }
 
     public IEnumerable<RollingRun> SwitchoverRuns => Rolling.Where(r => r.Contender == ContenderKind.Switchover);
 
@@ -61,6 +63,7 @@ internal sealed record SuiteResult(
             }
         }
 
+        failures.AddRange(Kernel?.Problems.Select(p => "kernel: " + p) ?? []);
         return failures;
     }
 

@@ -36,6 +36,17 @@ internal sealed record SuiteSettings
     /// <summary>The drain scenario (what the idle-connection policies cost); not in the default selection: <c>--scenarios drain</c>.</summary>
     public bool RunDrain { get; init; }
 
+    public bool RunKernel { get; init; } = true;
+
+    /// <summary>Rule transactions per transport (libnftables, the nft program) in each phase of the kernel scenario.</summary>
+    public int KernelTransactions { get; init; } = 300;
+
+    /// <summary>Idle connections held on the old generation for the kernel scenario's drain polls and handoffs, one handoff each.</summary>
+    public IReadOnlyList<int> KernelIdleConnections { get; init; } = [10_000, 50_000];
+
+    /// <summary>Alternating rounds of the memory comparison (Switchover, then Mode=Disabled).</summary>
+    public int KernelMemoryRounds { get; init; } = 5;
+
     public IReadOnlyList<ConnectionMode> Modes { get; init; } = [ConnectionMode.KeepAlive, ConnectionMode.NewConnectionPerRequest];
 
     public IReadOnlyList<ContenderKind> Contenders { get; init; } = [ContenderKind.Switchover, ContenderKind.Naive, ContenderKind.ReusePort];
@@ -124,6 +135,9 @@ internal sealed record SuiteSettings
         IdleSwaps = 1,
         DrainKeepAlive = TimeSpan.FromSeconds(10),
         DrainHandoffs = 2,
+        KernelTransactions = 100,
+        KernelIdleConnections = [10_000],
+        KernelMemoryRounds = 3,
         MaxSuiteDuration = TimeSpan.FromMinutes(10),
     };
 }

@@ -36,12 +36,12 @@ internal static class CleanupCommand
         };
 
         command.SetAction((parseResult, cancellationToken) => RunAsync(
-            parseResult.GetValue(ns)!, parseResult.GetValue(stateDir)!, parseResult.GetValue(force), parseResult.GetValue(tools.Nft)!,
+            parseResult.GetValue(ns)!, parseResult.GetValue(stateDir)!, parseResult.GetValue(force), parseResult.GetValue(tools.Nft),
             parseResult.InvocationConfiguration.Output, parseResult.InvocationConfiguration.Error, cancellationToken));
         return command;
     }
 
-    private static async Task<int> RunAsync(NamespaceName name, string stateRoot, bool force, string nftPath,
+    private static async Task<int> RunAsync(NamespaceName name, string stateRoot, bool force, string? nftPath,
         TextWriter output, TextWriter error, CancellationToken cancellationToken)
     {
         var handoff = Handoff.Create(stateRoot, name, LockTimeout, nftPath);
@@ -50,7 +50,7 @@ internal static class CleanupCommand
         try
         {
             // Asking first also proves nft works before anything is removed.
-            tableExisted = await new NftClient(Processes.CommandRunner.Instance, nftPath).ListTableAsync(name, cancellationToken).ConfigureAwait(false) is not null;
+            tableExisted = await NftClient.Create(nftPath).ListTableAsync(name, cancellationToken).ConfigureAwait(false) is not null;
         }
         catch (NftException e)
         {

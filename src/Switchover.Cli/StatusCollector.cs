@@ -21,17 +21,23 @@ internal sealed class StatusCollector
 
     // internal for testing: a recording runner, a fixed clock and a liveness stub replace the machine.
     internal StatusCollector(ICommandRunner runner, string nftPath, string conntrackPath, TimeProvider time, Func<ProcessIdentity, bool> isAlive)
+        : this(new NftClient(runner, nftPath), new ConntrackClient(runner, conntrackPath), time, isAlive)
     {
-        _nft = new NftClient(runner, nftPath);
-        _nftPath = nftPath;
-        _conntrack = new ConntrackClient(runner, conntrackPath);
-        _conntrackPath = conntrackPath;
+    }
+
+    private StatusCollector(NftClient nft, ConntrackClient conntrack, TimeProvider time, Func<ProcessIdentity, bool> isAlive)
+    {
+        _nft = nft;
+        _nftPath = nft.Transport;
+        _conntrack = conntrack;
+        _conntrackPath = conntrack.Source;
         _time = time;
         _isAlive = isAlive;
     }
 
-    public static StatusCollector Create(string nftPath, string conntrackPath) =>
-        new(CommandRunner.Instance, nftPath, conntrackPath, TimeProvider.System, p => p.IsAlive());
+    /// <summary>Null paths: libnftables and ctnetlink in this process.</summary>
+    public static StatusCollector Create(string? nftPath, string? conntrackPath) =>
+        new(NftClient.Create(nftPath), ConntrackClient.Create(conntrackPath), TimeProvider.System, p => p.IsAlive());
 
     /// <param name="only">One namespace, or null for every namespace that has a directory under <paramref name="stateRoot"/>.</param>
     public async Task<StatusReport> CollectAsync(string stateRoot, NamespaceName? only, CancellationToken cancellationToken)
@@ -192,7 +198,7 @@ internal sealed class StatusCollector
                 var flows = await owner._conntrack.CountAsync(generation, port, cancellationToken).ConfigureAwait(false);
                 return new ConnectionCounts(flows.Established, flows.HalfOpen, flows.Closing, flows.Total);
             }
-            catch (Exception e) when (e is CommandException or InvalidOperationException { InnerException: CommandNotFoundException })
+            catch (Exception e) when (e is CommandException or ConntrackException or InvalidOperationException { InnerException: CommandNotFoundException })
             {
                 _conntrackFailed = true;
                 Errors.Add(new StatusError(null, ToolErrors.Conntrack(e, owner._conntrackPath)));

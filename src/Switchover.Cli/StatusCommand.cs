@@ -31,7 +31,7 @@ internal static class StatusCommand
         {
             var output = parseResult.InvocationConfiguration.Output;
             var error = parseResult.InvocationConfiguration.Error;
-            var collector = StatusCollector.Create(parseResult.GetValue(tools.Nft)!, parseResult.GetValue(tools.Conntrack)!);
+            var collector = StatusCollector.Create(parseResult.GetValue(tools.Nft), parseResult.GetValue(tools.Conntrack));
             var report = await collector.CollectAsync(parseResult.GetValue(stateDir)!, parseResult.GetValue(ns), cancellationToken)
                 .ConfigureAwait(false);
 

@@ -69,19 +69,17 @@ internal static class SwitchoverCli
 /// <summary>Options every command takes: where the external tools are (tests point them at missing binaries).</summary>
 internal sealed class ToolOptions
 {
-    public Option<string> Nft { get; } = new("--nft")
+    public Option<string?> Nft { get; } = new("--nft")
     {
-        Description = "The nft binary to run.",
+        Description = "An nft program to use instead of libnftables in this process (doctor runs 'nft' from PATH unless this is set).",
         HelpName = "PATH",
-        DefaultValueFactory = _ => "nft",
         Recursive = true,
     };
 
-    public Option<string> Conntrack { get; } = new("--conntrack")
+    public Option<string?> Conntrack { get; } = new("--conntrack")
     {
-        Description = "The conntrack binary to run (status reads connection counts with it).",
+        Description = "A conntrack program to count connections with instead of ctnetlink in this process (doctor runs 'conntrack' from PATH unless this is set).",
         HelpName = "PATH",
-        DefaultValueFactory = _ => "conntrack",
         Recursive = true,
     };
 }

@@ -8,17 +8,20 @@ namespace Switchover.Cli;
 /// <summary>Turns failures of nft and conntrack into one line that says what happened and what to do.</summary>
 internal static class ToolErrors
 {
-    public static string Nft(NftException e, string nftPath, string doing) => OneLine(e.Command switch
+    public static string Nft(NftException e, string? nftPath, string doing) => OneLine(e.Command switch
     {
-        CommandNotFoundException notFound => NotFound("nft", nftPath, notFound, "nftables", "--nft"),
+        CommandNotFoundException notFound => NotFound("nft", nftPath ?? "nft", notFound, "nftables", "--nft"),
+        { InnerException: DllNotFoundException } c =>
+            $"libnftables could not be loaded ({c.Message}). Install it (apt-get install libnftables1), or pass --nft PATH to use an nft program.",
         var c when NotPermitted(c) => $"nft may not {doing} ({c.StandardError}). Run switchover as root, or with CAP_NET_ADMIN.",
         var c => $"nft failed to {doing}: {c.Message}",
     });
 
-    public static string Conntrack(Exception e, string conntrackPath) => OneLine(e switch
+    public static string Conntrack(Exception e, string? conntrackPath) => OneLine(e switch
     {
-        { InnerException: CommandNotFoundException notFound } => NotFound("conntrack", conntrackPath, notFound, "conntrack", "--conntrack"),
-        CommandNotFoundException notFound => NotFound("conntrack", conntrackPath, notFound, "conntrack", "--conntrack"),
+        ConntrackException c => c.Message,
+        { InnerException: CommandNotFoundException notFound } => NotFound("conntrack", conntrackPath ?? "conntrack", notFound, "conntrack", "--conntrack"),
+        CommandNotFoundException notFound => NotFound("conntrack", conntrackPath ?? "conntrack", notFound, "conntrack", "--conntrack"),
         CommandException c when NotPermitted(c) =>
             $"conntrack may not read the connection table ({c.StandardError}). Run switchover as root, or with CAP_NET_ADMIN.",
         _ => $"conntrack failed: {e.Message}",

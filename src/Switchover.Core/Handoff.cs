@@ -44,8 +44,9 @@ public sealed class Handoff
         _isAlive = isAlive ?? (p => p.IsAlive());
     }
 
-    public static Handoff Create(string stateRoot, NamespaceName name, TimeSpan lockTimeout, string nftPath = "nft") =>
-        new(new StateStore(stateRoot, name), new NftClient(CommandRunner.Instance, nftPath), lockTimeout);
+    /// <param name="nftPath">Null: libnftables in this process; a path: that nft program.</param>
+    public static Handoff Create(string stateRoot, NamespaceName name, TimeSpan lockTimeout, string? nftPath = null) =>
+        new(new StateStore(stateRoot, name), NftClient.Create(nftPath), lockTimeout);
 
     public NamespaceName Name => _store.Name;
 

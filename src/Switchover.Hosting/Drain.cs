@@ -100,7 +100,7 @@ internal sealed class Drain(LocalGeneration generation, ConntrackClient conntrac
             {
                 try
                 {
-                    busy = (await conntrack.CountAsync(record, cancellationToken).ConfigureAwait(false)).HalfOpen > 0;
+                    busy = await conntrack.CountHalfOpenAsync(record, cancellationToken).ConfigureAwait(false) > 0;
                 }
                 catch (OperationCanceledException)
                 {

@@ -61,6 +61,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
     private bool Enabled => _configuration.Enabled;
 
+    // The host resolves its hosted services once it is built: the launch waterfall's "host built".
+    private readonly DateTime _hostBuilt = DateTime.UtcNow;
+
     public Task StartingAsync(CancellationToken cancellationToken)
     {
         if (_configuration.Invalid)
@@ -77,17 +80,26 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             _outcome.Failed(OutcomeKind.StartFailed,
                 "Switchover is disabled (Switchover:Mode=Disabled): this process binds its endpoints directly and takes nothing over.");
         }
-        else if (_configuration.ShutdownTimeoutRaised is { } raised)
+        else
         {
-            Log.ShutdownTimeoutRaised(_logger, raised.From.TotalSeconds, raised.To.TotalSeconds, _configuration.DrainBound.TotalSeconds);
+            if (_configuration.ShutdownTimeoutRaised is { } raised)
+            {
+                Log.ShutdownTimeoutRaised(_logger, raised.From.TotalSeconds, raised.To.TotalSeconds, _configuration.DrainBound.TotalSeconds);
+            }
+
+            if (string.IsNullOrEmpty(_options.NftPath))
+            {
+                // Off the critical path: load libnftables and open its context while Kestrel binds (the check reports errors).
+                LibNftablesBackend.Instance.WarmInBackground();
+            }
         }
 
-        if (Enabled && DrainPlan.BoundWarning(_options.Drain, _configuration.KeepAliveTimeout) is { } warning)
+        if (Enabled && !_configuration.Invalid && DrainPlan.BoundWarning(_options.Drain, _configuration.KeepAliveTimeout) is { } warning)
         {
             Log.DrainBoundShort(_logger, warning);
         }
 
-        if (Enabled && _systemd.IsEnabled)
+        if (Enabled && !_configuration.Invalid && _systemd.IsEnabled)
         {
             // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a
             // .NET process by default. The reload is the next generation (ExecReload=switchover deploy), so this one ignores it.
@@ -146,7 +158,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // Superseded by a deploy, or stepped down with no successor (then idle connections have nowhere to go).
             var plan = DrainPlan.For(_options.Drain, _configuration.KeepAliveTimeout, superseded: !steppedDown);
             Log.DrainStarted(_logger, record.Id, plan.IdleConnections, plan.KeepAliveTimeout.TotalSeconds, plan.Bound.TotalSeconds, _generation.OpenConnections);
-            var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), plan, _logger);
+            var drain = new Drain(_generation, ConntrackClient.Create(_options.ConntrackPath), plan, _logger);
 
             // The drain gives up at its own bound or when the host's shutdown timeout fires; it never throws out of here,
             // which would make the host rethrow from app.Run() and abort the process.
@@ -192,12 +204,14 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         try
         {
             await started.WaitAsync(cancellationToken).ConfigureAwait(false);
+            var bound = DateTime.UtcNow;
             var handoff = Handoff.Create(_options.StateDirectory, _namespace, _options.LockTimeout, _options.NftPath);
 
             // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
             _systemd.Starting(ReadState());
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
-            await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
+            await ConntrackClient.Create(_options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
+            var checkedAt = DateTime.UtcNow;
 
             var ports = EndpointPlan();
             var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, cancellationToken).ConfigureAwait(false);
@@ -206,11 +220,13 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var record = registration.Generation;
             LogStale(registration.StaleRemoved);
             Log.Registered(_logger, record.Id, _namespace.Value, record.Pid, Describe(ports));
+            var registered = DateTime.UtcNow;
             _outcome.Registered(_namespace, record.Id);
 
             var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
             await readiness.WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
-            Log.Ready(_logger, record.Id, (DateTime.UtcNow - launchedAt).TotalMilliseconds);
+            var ready = DateTime.UtcNow;
+            Log.Ready(_logger, record.Id, (ready - launchedAt).TotalMilliseconds);
 
             // systemd hears MAINPID before the previous generation is told to drain, so it never sees the main pid exit.
             var result = await handoff.TakeOverAsync(record.Id, cancellationToken, (taken, state) => _systemd.TookOver(taken.Generation, state))
@@ -228,6 +244,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 result.RuleTransaction.TotalMilliseconds,
                 launchToServing);
             Log.Ruleset(_logger, result.Ruleset);
+            Log.Waterfall(_logger, record.Id, (_hostBuilt - launchedAt).TotalMilliseconds, (bound - launchedAt).TotalMilliseconds,
+                (checkedAt - launchedAt).TotalMilliseconds, (registered - launchedAt).TotalMilliseconds, (ready - launchedAt).TotalMilliseconds,
+                result.RuleTransaction.TotalMilliseconds, launchToServing);
             _outcome.TookOver(launchToServing);
             if (_outcome.WriteError is { } error)
             {

@@ -74,15 +74,19 @@ internal static partial class Log
     [LoggerMessage(22, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
     public static partial void CertificateNotReloaded(ILogger logger, string path, string reason);
 
-    // 40-49: the drain's idle-connection policy (issue 9).
-    [LoggerMessage(40, LogLevel.Information,
+    [LoggerMessage(23, LogLevel.Information,
+        "Launch waterfall of generation {GenerationId}, ms after the process started: host built {HostBuiltMs:0}, Kestrel bound {BoundMs:0}, checks {CheckedMs:0}, registered {RegisteredMs:0}, ready {ReadyMs:0}, took over {ServingMs:0} (rule transaction {TransactionMs:0.0}, state written and previous signalled within).")]
+    public static partial void Waterfall(ILogger logger, long generationId, double hostBuiltMs, double boundMs, double checkedMs, double registeredMs, double readyMs, double transactionMs, double servingMs);
+
+    // 50-59: the drain's idle-connection policy (issue 9).
+    [LoggerMessage(50, LogLevel.Information,
         "Generation {GenerationId} waits for its clients: {Busy} connection(s) with a request in progress, {Idle} idle (longest {LongestIdleSeconds:0.0} s); each closes after its next request (answered with Connection: close) or when its client closes it, at the latest after the keep-alive timeout of {KeepAliveSeconds:0} s (drain bound {BoundSeconds:0} s).")]
     public static partial void DrainWaitsForClients(ILogger logger, long generationId, int busy, int idle, double longestIdleSeconds, double keepAliveSeconds, double boundSeconds);
 
-    [LoggerMessage(41, LogLevel.Information,
+    [LoggerMessage(51, LogLevel.Information,
         "The host's ShutdownTimeout was raised from {FromSeconds:0} s to {ToSeconds:0} s: a superseded generation drains for up to {BoundSeconds:0} s (Switchover:Drain:MaxDuration, or the keep-alive timeout plus 10 s) inside the host's shutdown, and Kestrel needs time to stop after it. For shorter drains set Switchover:Drain:MaxDuration, or Switchover:Drain:IdleConnections=CloseAfterQuiet.")]
     public static partial void ShutdownTimeoutRaised(ILogger logger, double fromSeconds, double toSeconds, double boundSeconds);
 
-    [LoggerMessage(42, LogLevel.Warning, "{Warning}")]
+    [LoggerMessage(52, LogLevel.Warning, "{Warning}")]
     public static partial void DrainBoundShort(ILogger logger, string warning);
 }

@@ -62,11 +62,17 @@ public sealed class SwitchoverOptions
     /// <summary>How a superseded generation drains.</summary>
     public DrainOptions Drain { get; } = new();
 
-    /// <summary>The nft binary. Default: "nft" from PATH.</summary>
-    public string NftPath { get; set; } = "nft";
+    /// <summary>
+    /// An nft program to apply the rules with (<c>nft -f -</c>), e.g. "nft" from PATH or "/usr/sbin/nft". Default: none,
+    /// rules go through libnftables (libnftables.so.1) in this process, and no program is started.
+    /// </summary>
+    public string? NftPath { get; set; }
 
-    /// <summary>The conntrack binary. Default: "conntrack" from PATH.</summary>
-    public string ConntrackPath { get; set; } = "conntrack";
+    /// <summary>
+    /// A conntrack program to count flows with (<c>conntrack -L</c>). Default: none, the drain asks the kernel through
+    /// ctnetlink in this process, and no program is started.
+    /// </summary>
+    public string? ConntrackPath { get; set; }
 }
 
 /// <summary>What a superseded generation does with an HTTP/1.x connection that is open but has no request in progress.</summary>

@@ -1,5 +1,4 @@
 using Switchover.Netfilter;
-using Switchover.Sockets;
 using Switchover.State;
 
 namespace Switchover.Tests;
@@ -15,23 +14,8 @@ public sealed class ParsingTests
             tcp      6 59 SYN_RECV src=192.0.2.2 dst=192.0.2.1 sport=50002 dport=8080 src=192.0.2.1 dst=192.0.2.2 sport=40001 dport=50002 mark=0 use=1
             tcp      6 119 TIME_WAIT src=192.0.2.2 dst=192.0.2.1 sport=50003 dport=8080 src=192.0.2.1 dst=192.0.2.2 sport=40001 dport=50003 [ASSURED] mark=0 use=1
             """;
-        Assert.Equal(new FlowCounts(1, 2, 1), ConntrackClient.Parse(output));
-        Assert.Equal(new FlowCounts(0, 0, 0), ConntrackClient.Parse(string.Empty));
-    }
-
-    [Fact]
-    public void The_accept_queue_of_a_listener_is_read_from_proc_net_tcp()
-    {
-        string[] lines =
-        [
-            "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
-            "   0: 00000000000000000000000000000000:9C41 00000000000000000000000000000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0",
-            "   1: 0100007F:9C41 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1",
-            "   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0",
-        ];
-        Assert.Equal(3, ListenQueue.Parse(lines, 0x9C41));
-        Assert.Equal(0, ListenQueue.Parse(lines, 8080));
-        Assert.Null(ListenQueue.Parse(lines, 1234));
+        Assert.Equal(new FlowCounts(1, 2, 1), ConntrackProgramSource.Parse(output));
+        Assert.Equal(new FlowCounts(0, 0, 0), ConntrackProgramSource.Parse(string.Empty));
     }
 
     [Fact]

@@ -95,10 +95,12 @@ internal static class DoctorAnalysis
 
     private static IEnumerable<Finding> Tools(DoctorFacts facts)
     {
+        // Switchover itself talks to the kernel in-process (libnftables, ctnetlink, sock_diag): the programs are for
+        // doctor's own reading of the ruleset, for a person looking, and for Switchover:NftPath/ConntrackPath.
         foreach (var (tool, package, purpose) in new[]
         {
-            (facts.Nft, "nftables", "switchover changes the ruleset with it"),
-            (facts.Conntrack, "conntrack", "the drain counts connections with it"),
+            (facts.Nft, "nftables", "doctor reads the ruleset with it, and Switchover:NftPath uses it (switchover itself uses libnftables1)"),
+            (facts.Conntrack, "conntrack", "Switchover:ConntrackPath uses it, and you may want it to look at connections (the drain reads ctnetlink itself)"),
         })
         {
             if (tool.Version is not null)
@@ -107,7 +109,7 @@ internal static class DoctorAnalysis
             }
             else
             {
-                yield return new Finding("tool", tool.Name, Severity.Problem,
+                yield return new Finding("tool", tool.Name, tool.NotFound ? Severity.Warning : Severity.Problem,
                     tool.NotFound ? $"{tool.Name} is not installed ({tool.Path}: {tool.Error}); {purpose}" : $"{tool.Name} does not run: {tool.Error}",
                     tool.NotFound ? $"apt-get install {package}" : null);
             }

@@ -52,7 +52,7 @@ internal static class DoctorCommand
         command.SetAction(async (parseResult, cancellationToken) =>
         {
             var request = new DoctorRequest(parseResult.GetValue(port) ?? [], parseResult.GetValue(ns), parseResult.GetValue(steering));
-            var facts = await HostProbe.Create().CollectAsync(parseResult.GetValue(tools.Nft)!, parseResult.GetValue(tools.Conntrack)!,
+            var facts = await HostProbe.Create().CollectAsync(parseResult.GetValue(tools.Nft) ?? "nft", parseResult.GetValue(tools.Conntrack) ?? "conntrack",
                 request.Namespace, parseResult.GetValue(stateDir)!, cancellationToken).ConfigureAwait(false);
             var report = DoctorAnalysis.Analyze(facts, request);
             var output = parseResult.InvocationConfiguration.Output;

@@ -118,3 +118,23 @@ internal static partial class Libc
         return new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
     }
 }
+
+internal static partial class Libc
+{
+    private const int F_GETFD = 1;
+    private const int F_SETFD = 2;
+    private const int FD_CLOEXEC = 1;
+
+    [LibraryImport(Library, EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int FcntlNative(int fd, int command, int argument);
+
+    /// <summary>Marks a descriptor opened by a native library close-on-exec, so programs this process starts do not inherit it.</summary>
+    public static void SetCloseOnExec(int fd)
+    {
+        var flags = FcntlNative(fd, F_GETFD, 0);
+        if (flags >= 0 && (flags & FD_CLOEXEC) == 0)
+        {
+            FcntlNative(fd, F_SETFD, flags | FD_CLOEXEC);
+        }
+    }
+}

@@ -2,10 +2,29 @@ using Switchover.Processes;
 
 namespace Switchover.Netfilter;
 
-/// <summary>Applies and removes a namespace's table through the <c>nft</c> binary.</summary>
-internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
+/// <summary>
+/// Applies and removes a namespace's table: through libnftables in this process by default, or through an
+/// <c>nft</c> program when one is named (<c>Switchover:NftPath</c>, <c>--nft</c>). Both take the same text, as one
+/// transaction.
+/// </summary>
+internal sealed class NftClient
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+    private readonly INftBackend _backend;
+
+    public NftClient(INftBackend backend) => _backend = backend;
+
+    /// <summary>The <c>nft</c> program at <paramref name="nftPath"/>, run through <paramref name="runner"/>.</summary>
+    public NftClient(ICommandRunner runner, string nftPath = "nft")
+        : this(new NftProgramBackend(runner, nftPath))
+    {
+    }
+
+    /// <summary>libnftables in-process when <paramref name="nftPath"/> is null or empty; otherwise that program.</summary>
+    public static NftClient Create(string? nftPath) =>
+        string.IsNullOrEmpty(nftPath) ? new NftClient(LibNftablesBackend.Instance) : new NftClient(CommandRunner.Instance, nftPath);
+
+    /// <summary>"libnftables" or the program's path.</summary>
+    public string Transport => _backend.Name;
 
     public Task ApplyAsync(HandoffTable table, CancellationToken cancellationToken) =>
         RunScriptAsync(table.Render(), check: false, cancellationToken);
@@ -21,7 +40,7 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
     public Task DeleteTableAsync(NamespaceName name, CancellationToken cancellationToken) =>
         RunScriptAsync(HandoffTable.RenderDelete(name), check: false, cancellationToken);
 
-    /// <summary>Proves that nft is installed and that this process may change the ruleset, without changing it.</summary>
+    /// <summary>Proves that nftables works here and that this process may change the ruleset, without changing it.</summary>
     public Task CheckAsync(NamespaceName name, CancellationToken cancellationToken) =>
         RunScriptAsync(HandoffTable.RenderProbe(name), check: true, cancellationToken);
 
@@ -32,34 +51,35 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
     /// <summary>A table as nft lists it, or null when it does not exist.</summary>
     public async Task<string?> ListTableAsync(string family, string table, CancellationToken cancellationToken)
     {
-        var result = await Run(runner.TryRunAsync, Command.Create(nftPath, "list", "table", family, table) with { Timeout = Timeout }, cancellationToken)
-            .ConfigureAwait(false);
-        if (result.ExitCode == 0)
+        var commands = $"list table {family} {table}\n";
+        var result = await Run(commands, dryRun: false, cancellationToken).ConfigureAwait(false);
+        if (result.Succeeded)
         {
-            return result.StandardOutput;
+            return result.Output;
         }
 
-        if (result.StandardError.Contains("No such file or directory", StringComparison.Ordinal))
+        if (result.Error.Contains("No such file or directory", StringComparison.Ordinal))
         {
             return null;
         }
 
-        throw Explain(new CommandException($"{nftPath} list table {family} {table}", result.ExitCode, result.StandardError.Trim(),
-            $"nft list table failed: {result.StandardError.Trim()}"));
+        throw Explain(Failure(commands, dryRun: false, result));
     }
 
     private async Task RunScriptAsync(string script, bool check, CancellationToken cancellationToken)
     {
-        var command = (check ? Command.Create(nftPath, "--check", "-f", "-") : Command.Create(nftPath, "-f", "-"))
-            with { StandardInput = script, Timeout = Timeout };
-        await Run(runner.RunAsync, command, cancellationToken).ConfigureAwait(false);
+        var result = await Run(script, check, cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded)
+        {
+            throw Explain(Failure(script, check, result));
+        }
     }
 
-    private static async Task<CommandResult> Run(Func<Command, CancellationToken, Task<CommandResult>> run, Command command, CancellationToken cancellationToken)
+    private async Task<NftResult> Run(string commands, bool dryRun, CancellationToken cancellationToken)
     {
         try
         {
-            return await run(command, cancellationToken).ConfigureAwait(false);
+            return await _backend.RunAsync(commands, dryRun, cancellationToken).ConfigureAwait(false);
         }
         catch (CommandException e)
         {
@@ -67,16 +87,32 @@ internal sealed class NftClient(ICommandRunner runner, string nftPath = "nft")
         }
     }
 
-    private static NftException Explain(CommandException e)
+    private CommandException Failure(string commands, bool dryRun, NftResult result)
+    {
+        var error = result.Error.Trim();
+        var first = commands.AsSpan().Trim().ToString().Split('\n')[0];
+        return new CommandException(_backend.Describe(dryRun), result.Status, error,
+            $"'{_backend.Describe(dryRun)}' ({first} ...) failed with status {result.Status}: {(error.Length > 0 ? error : "(no error output)")}");
+    }
+
+    internal static NftException Explain(CommandException e)
     {
         string hint;
         if (e is CommandNotFoundException)
         {
             hint = "nft was not found. Install nftables (apt-get install nftables), or set Switchover:Mode=Disabled to bind the endpoints directly.";
         }
+        else if (e.InnerException is DllNotFoundException)
+        {
+            hint = "libnftables was not found. Install it (apt-get install libnftables1), name an nft program with Switchover:NftPath, or set Switchover:Mode=Disabled to bind the endpoints directly.";
+        }
         else if (e.StandardError.Contains("Operation not permitted", StringComparison.Ordinal))
         {
             hint = "nft may not change the ruleset. Run as root or grant CAP_NET_ADMIN (e.g. AmbientCapabilities=CAP_NET_ADMIN in the systemd unit).";
+        }
+        else if (e.ExitCode is null)
+        {
+            hint = "nftables could not be used; nothing was changed.";
         }
         else
         {
