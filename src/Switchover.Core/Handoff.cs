@@ -120,21 +120,29 @@ public sealed class Handoff
     /// Generation ids grow monotonically within a namespace.
     /// </summary>
     public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken) =>
-        RegisterAsync(process, ports, Steering.Tproxy, TimeSpan.Zero, cancellationToken);
+        RegisterAsync(process, ports, Steering.Tproxy, cancellationToken);
 
     /// <inheritdoc cref="RegisterAsync(ProcessIdentity, IReadOnlyList{PortMapping}, CancellationToken)"/>
+    /// <remarks>Once superseded, the generation is sent SIGTERM and gets no rollback window.</remarks>
     public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken) =>
-        RegisterAsync(process, ports, steering, TimeSpan.Zero, cancellationToken);
+        RegisterAsync(process, ports, steering, TimeSpan.Zero, null, cancellationToken);
 
-    /// <inheritdoc cref="RegisterAsync(ProcessIdentity, IReadOnlyList{PortMapping}, CancellationToken)"/>
+    /// <summary>
+    /// Records a generation that, once superseded, is told so by SIGUSR2 (not SIGTERM): it keeps serving while it
+    /// watches its successor for <paramref name="rollbackWindow"/>, drains, and then stops itself (HandoffService).
+    /// </summary>
     /// <param name="rollbackWindow">How long this generation, once superseded, keeps its listeners to take the ports back (zero: never).</param>
+    public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        CancellationToken cancellationToken) =>
+        RegisterAsync(process, ports, steering, rollbackWindow, Libc.SIGUSR2, cancellationToken);
+
     /// <exception cref="InvalidOperationException">A live generation of the namespace could not be signalled by this process (another user's).</exception>
-    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
-        CancellationToken cancellationToken)
+    private async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        int? supersededSignal, CancellationToken cancellationToken)
     {
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
-        var state = original.WithoutDead(_isAlive, out var stale);
+        var state = Reconcile(original, out var stale);
 
         // This process will have to tell the active generation to drain once it has taken over, when nothing may fail
         // any more: find out now, before anything changed, whether the kernel lets it.
@@ -153,6 +161,7 @@ public sealed class Handoff
             _time.GetUtcNow(), ports, steering)
         {
             RollbackWindow = rollbackWindow,
+            SupersededSignal = supersededSignal,
         };
         await CommitAsync(held, original, state.With(generation) with { LastGenerationId = generation.Id }, cancellationToken)
             .ConfigureAwait(false);
@@ -161,7 +170,7 @@ public sealed class Handoff
 
     /// <summary>
     /// Points the public ports at <paramref name="id"/> in one transaction, marks the previous active generations
-    /// Draining and sends them SIGTERM (after the lock is released).
+    /// Draining and tells them so (SIGUSR2, or SIGTERM for generations without a rollback window; after the lock is released).
     /// </summary>
     /// <exception cref="SupersededException">A newer generation is already active.</exception>
     /// <param name="committed">
@@ -175,7 +184,7 @@ public sealed class Handoff
         using (var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false))
         {
             var original = held.Read();
-            var state = original.WithoutDead(_isAlive, out var stale);
+            var state = Reconcile(original, out var stale);
             var self = state.Find(id) ?? throw new InvalidOperationException(
                 $"Generation {id} is no longer in {_store.StatePath} (was the namespace cleaned up?); it cannot take over.");
             var newer = state.Generations.Where(g => g.Id > id && g.State == GenerationState.Active).MaxBy(g => g.Id);
@@ -206,12 +215,12 @@ public sealed class Handoff
         // told (in the state) that they are draining.
         // The caller's token is not passed on: once committed, the outcome of the signals is recorded regardless.
         committed?.Invoke(result, written);
-        var failures = await SignalAllAsync(result.Previous, Libc.SIGTERM, CancellationToken.None).ConfigureAwait(false);
+        var failures = await SignalAllAsync(result.Previous, CancellationToken.None).ConfigureAwait(false);
         return result with { SignalFailures = failures };
     }
 
     /// <summary>
-    /// Tells a draining generation (again) to drain, and records the outcome in its <see cref="GenerationRecord.SignalError"/>.
+    /// Tells a draining generation (again) that it was superseded, and records the outcome in its <see cref="GenerationRecord.SignalError"/>.
     /// Used to retry after a failed signal; never changes the table.
     /// </summary>
     /// <returns>Null when the signal got through (or the generation is gone or no longer draining), otherwise the failure.</returns>
@@ -223,7 +232,7 @@ public sealed class Handoff
             return null;
         }
 
-        var failures = await SignalAllAsync([record], Libc.SIGTERM, cancellationToken).ConfigureAwait(false);
+        var failures = await SignalAllAsync([record], cancellationToken).ConfigureAwait(false);
         return failures.Count == 0 ? null : failures[0];
     }
 
@@ -237,7 +246,7 @@ public sealed class Handoff
     /// <summary>
     /// Gives the public ports back to <paramref name="previousId"/> in one transaction: when the active generation is
     /// dead, or when <paramref name="force"/>d (<c>switchover rollback</c>, or an unhealthy successor) even though it is alive. The
-    /// generation it goes away from is marked Draining, is no rollback target itself, and is sent SIGTERM.
+    /// generation it goes away from is marked Draining, is no rollback target itself, and is told to drain.
     /// </summary>
     /// <param name="from">When set, only roll back while this generation is the active one (the one the caller judged).</param>
     public async Task<RollbackResult> RollbackAsync(long previousId, bool force, long? from, CancellationToken cancellationToken)
@@ -297,7 +306,7 @@ public sealed class Handoff
 
         if (result is { Outcome: RollbackOutcome.RolledBack, From: { } left } && _isAlive(left.Process))
         {
-            result = result with { SignalFailures = await SignalAllAsync([left], Libc.SIGTERM, CancellationToken.None).ConfigureAwait(false) };
+            result = result with { SignalFailures = await SignalAllAsync([left], CancellationToken.None).ConfigureAwait(false) };
         }
 
         return result;
@@ -325,28 +334,9 @@ public sealed class Handoff
             return new RepairResult(null, null, stale, Applied: original.Generations.Count > 0, NamespaceRemoved: true, null);
         }
 
-        // Exactly one active: any other generation marked active (never written by this code, but a state file is
-        // only a file) drains.
-        var active = state.Active;
-        foreach (var extra in state.Generations.Where(g => g.State == GenerationState.Active && g.Id != active?.Id))
-        {
-            state = state.With(extra with { State = GenerationState.Draining, RollbackUntil = null });
-        }
-
-        GenerationRecord? promoted = null;
-        if (active is null)
-        {
-            var now = _time.GetUtcNow();
-            if (state.Generations.Where(g => g.CanRollBackTo(now)).MaxBy(g => g.Id) is { } candidate)
-            {
-                promoted = candidate with { State = GenerationState.Active, RollbackUntil = null };
-                state = state.With(promoted);
-                active = promoted;
-            }
-        }
-
+        state = Reconcile(state, out _, out var promoted);
         var ruleset = await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false);
-        return new RepairResult(active, promoted, stale, ruleset is not null, NamespaceRemoved: false, ruleset);
+        return new RepairResult(state.Active, promoted, stale, ruleset is not null, NamespaceRemoved: false, ruleset);
     }
 
     /// <summary>
@@ -394,7 +384,7 @@ public sealed class Handoff
     {
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
-        var state = original.WithoutDead(_isAlive, out _).Without(id);
+        var state = Reconcile(original.Without(id), out _);
         if (state.Generations.Count == 0)
         {
             await _nft.DeleteTableAsync(Name, cancellationToken).ConfigureAwait(false);
@@ -431,6 +421,39 @@ public sealed class Handoff
         await _nft.DeleteTableAsync(Name, cancellationToken).ConfigureAwait(false);
         held.DeleteNamespace();
         return live;
+    }
+
+    /// <summary>What every step starts from: the state without dead generations, repaired (see <see cref="RepairAsync"/>).</summary>
+    private NamespaceState Reconcile(NamespaceState original, out IReadOnlyList<GenerationRecord> stale) =>
+        Reconcile(original.WithoutDead(_isAlive, out stale), out _, out _);
+
+    /// <summary>
+    /// Exactly one active generation, alive: extra ones (a state file is only a file) drain; when none is left, the
+    /// newest superseded generation still within its rollback window is promoted.
+    /// </summary>
+    private NamespaceState Reconcile(NamespaceState live, out GenerationRecord? active, out GenerationRecord? promoted)
+    {
+        var state = live;
+        var newest = state.Active;
+        active = newest;
+        promoted = null;
+        foreach (var extra in state.Generations.Where(g => g.State == GenerationState.Active && g.Id != newest!.Id))
+        {
+            state = state.With(extra with { State = GenerationState.Draining, RollbackUntil = null });
+        }
+
+        if (active is null)
+        {
+            var now = _time.GetUtcNow();
+            if (state.Generations.Where(g => g.CanRollBackTo(now)).MaxBy(g => g.Id) is { } candidate)
+            {
+                promoted = candidate with { State = GenerationState.Active, RollbackUntil = null };
+                state = state.With(promoted);
+                active = promoted;
+            }
+        }
+
+        return state;
     }
 
     /// <summary>
@@ -535,13 +558,13 @@ public sealed class Handoff
     /// Signals each generation, outside the namespace lock, and records the outcome in its record: a failure is kept
     /// (status shows it, <see cref="SignalToDrainAsync"/> retries), a success clears an earlier one.
     /// </summary>
-    private async Task<IReadOnlyList<SignalFailure>> SignalAllAsync(IReadOnlyList<GenerationRecord> generations, int signal,
-        CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<SignalFailure>> SignalAllAsync(IReadOnlyList<GenerationRecord> generations, CancellationToken cancellationToken)
     {
         var failures = new List<SignalFailure>();
         var delivered = new List<GenerationRecord>();
         foreach (var generation in generations)
         {
+            var signal = generation.DrainSignal;
             var errno = _signal(generation.Process, signal);
             if (errno is 0 or Libc.ESRCH)
             {

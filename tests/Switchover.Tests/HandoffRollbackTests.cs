@@ -59,6 +59,22 @@ public sealed class HandoffRollbackTests : IDisposable
     }
 
     [Fact(Timeout = 10000)]
+    public async Task A_generation_with_a_rollback_window_hears_SIGUSR2_when_superseded_and_one_from_before_it_SIGTERM()
+    {
+        await TwoGenerationsAsync(Window);
+        Assert.Contains((101, Libc.SIGUSR2), _signals);
+
+        var handoff = NewHandoff();
+        var old = (await handoff.RegisterAsync(Process(201), Ports(40011), CancellationToken.None)).Generation;
+        await handoff.TakeOverAsync(old.Id, CancellationToken.None);
+        var next = (await handoff.RegisterAsync(Process(202), Ports(40012), Steering.Tproxy, Window, CancellationToken.None)).Generation;
+        await handoff.TakeOverAsync(next.Id, CancellationToken.None);
+
+        Assert.Contains((201, Libc.SIGTERM), _signals);
+        Assert.DoesNotContain(_signals, s => s.Pid == 201 && s.Signal == Libc.SIGUSR2);
+    }
+
+    [Fact(Timeout = 10000)]
     public async Task When_the_new_generation_is_dead_the_previous_one_takes_the_ports_back_in_one_transaction()
     {
         var handoff = await TwoGenerationsAsync(Window);
@@ -118,7 +134,7 @@ public sealed class HandoffRollbackTests : IDisposable
         Assert.Equal(GenerationState.Draining, state.Find(2)!.State);
         Assert.Null(state.Find(2)!.RollbackUntil);
         Assert.Contains("tproxy to :40001", _runner.Scripts.Last(), StringComparison.Ordinal);
-        Assert.Contains((102, Libc.SIGTERM), _signals);
+        Assert.Contains((102, Libc.SIGUSR2), _signals);
     }
 
     [Fact(Timeout = 10000)]

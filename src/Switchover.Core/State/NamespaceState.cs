@@ -69,6 +69,16 @@ public sealed record GenerationRecord(
     /// </summary>
     public string? SignalError { get; init; }
 
+    /// <summary>
+    /// The signal that tells this generation it was superseded. Generations that keep serving through their rollback
+    /// window ask for SIGUSR2 and then stop themselves; absent (records written before the window existed): SIGTERM.
+    /// </summary>
+    public int? SupersededSignal { get; init; }
+
+    /// <summary>The signal to send this generation when another takes the public ports from it.</summary>
+    [JsonIgnore]
+    public int DrainSignal => SupersededSignal ?? 15;
+
     /// <summary>True while this superseded generation still holds its listeners and may take the public ports back.</summary>
     public bool CanRollBackTo(DateTimeOffset now) => State == GenerationState.Draining && RollbackUntil > now;
 }
