@@ -140,6 +140,8 @@ public sealed class Handoff
     private async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
         int? supersededSignal, CancellationToken cancellationToken)
     {
+        // The state of network namespaces that are gone would otherwise stay forever (their tables went with them).
+        StateStore.RemoveGoneNetworkNamespaces(_store.Root);
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
         var state = Reconcile(original, out var stale);

@@ -42,6 +42,12 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     /// <summary>The <c>--urls</c> every generation gets; null gives none (for endpoints from the environment or code). Default http://*:PORT.</summary>
     public string? Urls { get; init; }
 
+    /// <summary>
+    /// The Switchover:RollbackWindow every generation gets: 2 s by default, so that tests that wait for a superseded
+    /// generation to exit do not wait out the app's default (10 s); null leaves the app's own. Tests of the window set it.
+    /// </summary>
+    public TimeSpan? RollbackWindow { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
     public string Name { get; }
 
@@ -68,6 +74,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
             .. Urls is null ? Array.Empty<string>() : ["--urls", Urls],
             $"--Switchover:Namespace={Name}",
             $"--Text={text}",
+            .. RollbackWindow is { } window ? [$"--Switchover:RollbackWindow={window.ToString("c", CultureInfo.InvariantCulture)}"] : Array.Empty<string>(),
             "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
             .. extraArguments ?? [],
         ];
