@@ -485,9 +485,16 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                     return (WatchVerdict.RolledBack, active, "was rolled back from (switchover rollback, or a repair)");
                 }
 
-                if (now?.Active is not { } current || current.Id != active.Id)
+                if (now?.Active is not { } current)
                 {
-                    // Another generation took over (or a repair left nobody active): watch whoever holds the ports now.
+                    // Nobody holds the ports and nobody died holding them: the service was stopped on purpose (the
+                    // active generation stepped down). Nothing to roll back for.
+                    return (WatchVerdict.WindowOver, null, null);
+                }
+
+                if (current.Id != active.Id)
+                {
+                    // Another generation took over: watch whoever holds the ports now.
                     break;
                 }
 
@@ -525,7 +532,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 return (WatchVerdict.RolledBack, active, "was rolled back from");
             }
 
-            active = next?.Active is { } a && a.Id != me.Id ? a : active;
+            if (next?.Active is not { } a)
+            {
+                return (WatchVerdict.WindowOver, null, null);
+            }
+
+            active = a;
         }
 
         return (WatchVerdict.WindowOver, null, null);

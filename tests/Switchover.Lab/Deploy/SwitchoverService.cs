@@ -51,7 +51,10 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
     public string Name { get; }
 
-    public string StateDirectory => System.IO.Path.Combine(StateStore.DefaultRoot, Name);
+    /// <summary>The namespace's state as the generations in <see cref="Host"/> keep it (keyed by its network namespace).</summary>
+    public StateStore Store => new(StateStore.DefaultRoot, NamespaceName.Parse(Name), Host.Inode);
+
+    public string StateDirectory => Store.Directory;
 
     public IReadOnlyList<LabProcess> Processes
     {
@@ -120,7 +123,15 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         Host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments], cancellationToken);
 
     /// <summary>The namespace's state as the CLI and the generations see it, or null when there is none.</summary>
-    public NamespaceState? ReadState() => new StateStore(StateStore.DefaultRoot, NamespaceName.Parse(Name)).ReadUnlocked();
+    public NamespaceState? ReadState() => Store.ReadUnlocked();
+
+    /// <summary>The handoff invariant of this namespace now (see <see cref="HandoffInvariant"/>).</summary>
+    public Task<InvariantReport> CheckInvariantAsync(CancellationToken cancellationToken) =>
+        HandoffInvariant.CheckAsync(Host, Name, cancellationToken);
+
+    /// <summary>Waits up to <paramref name="within"/> for the handoff invariant to hold; returns the last report.</summary>
+    public Task<InvariantReport> WaitForInvariantAsync(TimeSpan within, CancellationToken cancellationToken) =>
+        HandoffInvariant.WaitUntilHoldsAsync(Host, Name, within, cancellationToken);
 
     public async Task<string> RulesetAsync(CancellationToken cancellationToken) =>
         (await Host.RunAsync("nft", ["list", "ruleset"], cancellationToken).ConfigureAwait(false)).StandardOutput;
