@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -470,10 +471,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
                 if (exit.Exited.IsCompleted)
                 {
+                    var detected = Stopwatch.StartNew();
                     var repaired = await TryAsync(me, h => h.RepairAsync(CancellationToken.None), r => r.Active?.Id == me.Id).ConfigureAwait(false);
                     if (repaired)
                     {
-                        return (WatchVerdict.RolledBack, active, "died");
+                        return (WatchVerdict.RolledBack, active,
+                            string.Create(CultureInfo.InvariantCulture, $"died (its pidfd said so; the ports were back {detected.Elapsed.TotalMilliseconds:0} ms later)"));
                     }
 
                     break;

@@ -43,7 +43,7 @@ public sealed class RollbackWindowTests(ITestOutputHelper output) : TestBase(out
         var servedAfter = detection.Elapsed;
         Assert.Equal($"v1 {v1.Process.Pid}", served);
         Assert.Equal(v1.Process.Pid, service.ReadState()!.Active!.Pid);
-        Assert.Contains("Rollback in namespace", v1.Process.Output, StringComparison.Ordinal);
+        await v1.Process.WaitForOutputAsync("Rollback in namespace", TimeSpan.FromSeconds(5), Token);
         var recoveredAt = DateTime.UtcNow;
 
         await Task.Delay(TimeSpan.FromSeconds(1), Token);
@@ -53,10 +53,12 @@ public sealed class RollbackWindowTests(ITestOutputHelper output) : TestBase(out
         await Task.Delay(TimeSpan.FromSeconds(1), Token);
         var result = await load.StopAsync(Token);
 
+        var lastFailure = result.Failures.Count > 0
+            ? string.Create(CultureInfo.InvariantCulture, $", the last {(result.Failures.Max(f => f.TimestampUtc) - killedAt).TotalMilliseconds:0} ms after the kill")
+            : string.Empty;
         Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"killed {killAfterMs} ms after takeover: invariant held after {invariant.Waited.TotalMilliseconds:0} ms, v1 answered after {servedAfter.TotalMilliseconds:0} ms; " +
-            $"{result.TotalRequests} requests, {result.FailureCount} failed" +
-            (result.Failures.Count > 0 ? $", the last {(result.Failures.Max(f => f.TimestampUtc) - killedAt).TotalMilliseconds:0} ms after the kill" : string.Empty)));
+            $"{result.TotalRequests} requests, {result.FailureCount} failed{lastFailure}"));
         Output.WriteLine(result.ToString());
         foreach (var failure in result.Failures.Take(20))
         {
@@ -81,7 +83,7 @@ public sealed class RollbackWindowTests(ITestOutputHelper output) : TestBase(out
         var served = await FirstAnswerAsync(new IPEndPoint(Lab.ServerV4, PublicPort), TimeSpan.FromSeconds(15), expected: $"v1 {v1.Process.Pid}");
 
         Assert.Equal($"v1 {v1.Process.Pid}", served);
-        Assert.Contains("failed 3 health probes in a row", v1.Process.Output, StringComparison.Ordinal);
+        await v1.Process.WaitForOutputAsync("failed 3 health probes in a row", TimeSpan.FromSeconds(5), Token);
         Assert.Equal(0, await ExitsWithinAsync(v2.Process, TimeSpan.FromSeconds(40)));
         (await service.WaitForInvariantAsync(DetectionDelay, Token)).ThrowIfViolated();
         Assert.False(v1.Process.HasExited);
