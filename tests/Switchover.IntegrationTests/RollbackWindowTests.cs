@@ -43,7 +43,7 @@ public sealed class RollbackWindowTests(ITestOutputHelper output) : TestBase(out
         var servedAfter = detection.Elapsed;
         Assert.Equal($"v1 {v1.Process.Pid}", served);
         Assert.Equal(v1.Process.Pid, service.ReadState()!.Active!.Pid);
-        await v1.Process.WaitForOutputAsync("Rollback in namespace", TimeSpan.FromSeconds(5), Token);
+        Output.WriteLine(await v1.Process.WaitForOutputAsync("Rollback in namespace", TimeSpan.FromSeconds(5), Token));
         var recoveredAt = DateTime.UtcNow;
 
         await Task.Delay(TimeSpan.FromSeconds(1), Token);

@@ -31,7 +31,11 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         PublicPort = publicPort;
         Name = name ?? "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 5));
         Urls = $"http://*:{publicPort.ToString(CultureInfo.InvariantCulture)}";
+        _networkNamespace = host.Inode;
     }
+
+    // Read once: the state directory stays known after the network namespace is deleted.
+    private readonly ulong _networkNamespace;
 
     public NetworkNamespace Host { get; }
 
@@ -52,7 +56,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     public string Name { get; }
 
     /// <summary>The namespace's state as the generations in <see cref="Host"/> keep it (keyed by its network namespace).</summary>
-    public StateStore Store => new(StateStore.DefaultRoot, NamespaceName.Parse(Name), Host.Inode);
+    public StateStore Store => new(StateStore.DefaultRoot, NamespaceName.Parse(Name), _networkNamespace);
 
     public string StateDirectory => Store.Directory;
 
