@@ -146,6 +146,8 @@ public sealed class Handoff
         var original = held.Read();
         var state = Reconcile(original, out var stale);
 
+        RefuseLegacyGenerations();
+
         // This process will have to tell the active generation to drain once it has taken over, when nothing may fail
         // any more: find out now, before anything changed, whether the kernel lets it.
         foreach (var other in state.Generations.Where(g => g.Pid != process.Pid))
@@ -423,6 +425,34 @@ public sealed class Handoff
         await _nft.DeleteTableAsync(Name, cancellationToken).ConfigureAwait(false);
         held.DeleteNamespace();
         return live;
+    }
+
+    /// <summary>
+    /// Earlier versions kept the state in STATE_DIR/NAMESPACE (not keyed by network namespace). Their live generations
+    /// own the same table, unseen from here: each would rewrite it from its own state. Refuse until they are stopped.
+    /// </summary>
+    private void RefuseLegacyGenerations()
+    {
+        var legacy = new StateStore(_store.Root, Name, NetworkNamespaces.Current);
+        var path = Path.Combine(_store.Root, Name.Value, "state.json");
+        NamespaceState? state;
+        try
+        {
+            state = legacy.ReadJson(path, StateJsonContext.Default.NamespaceState);
+        }
+        catch (StateException)
+        {
+            return;
+        }
+
+        var live = state?.Generations.Where(g => _isAlive(g.Process)).ToList() ?? [];
+        if (live.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"Generation(s) of namespace '{Name}' recorded by an earlier Switchover version in {path} still run (pid " +
+                $"{string.Join(", ", live.Select(g => g.Pid))}); they own the same table and would undo this takeover. Nothing was changed. " +
+                "Stop them first (this upgrade is a restart), then deploy again.");
+        }
     }
 
     /// <summary>What every step starts from: the state without dead generations, repaired (see <see cref="RepairAsync"/>).</summary>

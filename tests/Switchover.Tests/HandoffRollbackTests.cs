@@ -340,6 +340,25 @@ public sealed class HandoffRollbackTests : IDisposable
         Assert.False(State(handoff).TransactionPending);
     }
 
+    [Fact(Timeout = 10000)]
+    public async Task Live_generations_of_an_earlier_version_that_kept_state_by_name_only_are_refused_with_what_to_do()
+    {
+        var legacy = Path.Combine(_root, "echo");
+        Directory.CreateDirectory(legacy);
+        var old = NamespaceState.Empty(Echo).With(new GenerationRecord(1, 101, 7, GenerationState.Active, DateTimeOffset.UnixEpoch, Ports(40001)));
+        File.WriteAllText(Path.Combine(legacy, "state.json"), System.Text.Json.JsonSerializer.Serialize(old, StateJsonContext.Default.NamespaceState));
+        var handoff = NewHandoff();
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None));
+
+        Assert.Contains("earlier Switchover version", error.Message, StringComparison.Ordinal);
+        Assert.Contains("pid 101", error.Message, StringComparison.Ordinal);
+        Assert.Empty(_runner.Commands);
+
+        _dead.Add(101);
+        Assert.Equal(1, (await handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None)).Generation.Id);
+    }
+
     private static CommandResult Ok() => new(0, string.Empty, string.Empty, TimeSpan.Zero);
 
     private sealed class ManualClock : TimeProvider
