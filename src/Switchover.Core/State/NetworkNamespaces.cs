@@ -23,19 +23,18 @@ public static class NetworkNamespaces
     /// Processes this user may not inspect are not seen, so run as root for a complete answer (as status and
     /// cleanup do when they remove the state of a namespace found gone).
     /// </summary>
-    public static bool Exists(ulong inode)
-    {
-        if (inode == Current)
-        {
-            return true;
-        }
+    public static bool Exists(ulong inode) => inode == Current || Live().Contains(inode);
 
+    /// <summary>
+    /// The network namespaces something holds now: of every process and thread, and every name under /run/netns
+    /// (one pass over /proc, for callers that check several).
+    /// </summary>
+    public static HashSet<ulong> Live()
+    {
+        var live = new HashSet<ulong> { Current };
         foreach (var named in SafeFiles("/run/netns"))
         {
-            if (Of(named) == inode)
-            {
-                return true;
-            }
+            Add(live, named);
         }
 
         foreach (var process in SafeDirectories("/proc"))
@@ -45,22 +44,22 @@ public static class NetworkNamespaces
                 continue;
             }
 
-            if (Of(Path.Combine(process, "ns/net")) == inode)
-            {
-                return true;
-            }
-
             // Threads may sit in another network namespace than their process (setns on one thread).
             foreach (var task in SafeDirectories(Path.Combine(process, "task")))
             {
-                if (Of(Path.Combine(task, "ns/net")) == inode)
-                {
-                    return true;
-                }
+                Add(live, Path.Combine(task, "ns/net"));
             }
         }
 
-        return false;
+        return live;
+    }
+
+    private static void Add(HashSet<ulong> live, string path)
+    {
+        if (Of(path) is { } inode)
+        {
+            live.Add(inode);
+        }
     }
 
     private static string[] SafeFiles(string directory)

@@ -77,7 +77,6 @@ public sealed class StateStore
     /// <returns>The directories removed.</returns>
     public static IReadOnlyList<string> RemoveGoneNetworkNamespaces(string root, Func<ulong, bool>? exists = null)
     {
-        exists ??= NetworkNamespaces.Exists;
         var removed = new List<string>();
         IReadOnlyList<(NamespaceName Name, ulong NetworkNamespace)> all;
         try
@@ -89,7 +88,19 @@ public sealed class StateStore
             return removed;
         }
 
-        foreach (var (name, netns) in all.Where(e => e.NetworkNamespace != NetworkNamespaces.Current))
+        var others = all.Where(e => e.NetworkNamespace != NetworkNamespaces.Current).ToList();
+        if (others.Count == 0)
+        {
+            return removed;
+        }
+
+        if (exists is null)
+        {
+            var live = NetworkNamespaces.Live();
+            exists = live.Contains;
+        }
+
+        foreach (var (name, netns) in others)
         {
             if (exists(netns))
             {
