@@ -93,6 +93,9 @@ internal sealed class LocalGeneration
 
     public void StartDraining() => _draining = true;
 
+    /// <summary>A rollback made this generation active again: its responses no longer ask clients to reconnect.</summary>
+    public void StopDraining() => _draining = false;
+
     /// <summary>A connection was accepted: it is counted, and its requests are followed, until <see cref="ConnectionClosed"/>.</summary>
     public ConnectionActivity ConnectionOpened()
     {

@@ -46,6 +46,11 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) :
         Positive(errors, "Switchover:ReadinessTimeout", options.ReadinessTimeout);
         Positive(errors, "Switchover:LockTimeout", options.LockTimeout);
         ValidateDrain(errors, options.Drain);
+        if (options.RollbackWindow < TimeSpan.Zero)
+        {
+            errors.Add($"Switchover:RollbackWindow must be zero (off) or positive, not {options.RollbackWindow}.");
+        }
+
         if (!Enum.IsDefined(options.Steering))
         {
             errors.Add($"Switchover:Steering '{options.Steering}' is unknown; use Tproxy (default) or Redirect.");
