@@ -215,11 +215,15 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // which would make the host rethrow from app.Run() and abort the process.
             using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             bound.CancelAfter(plan.Bound);
-            var report = await drain.RunAsync(record, bound.Token).ConfigureAwait(false);
-            var left = report.Connections;
-            Log.DrainFinished(_logger, record.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", left.Open,
-                left.Waiting, left.IdlePastKeepAlive, left.Http2, report.OpenAtStart);
+            LogDrainFinished(record.Id, await drain.RunAsync(record, bound.Token).ConfigureAwait(false));
         }
+    }
+
+    private void LogDrainFinished(long id, DrainReport report)
+    {
+        var left = report.Connections;
+        Log.DrainFinished(_logger, id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", left.Open,
+            left.Waiting, left.IdlePastKeepAlive, left.Http2, report.OpenAtStart);
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -395,11 +399,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         _generation.Record = me;
         var window = me.RollbackUntil is { } until ? until - DateTimeOffset.UtcNow : TimeSpan.Zero;
         var successor = state.Active;
+        var plan = DrainPlan.For(_options.Drain, _configuration.KeepAliveTimeout, superseded: true);
         using var drainStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-        drainStop.CancelAfter(_options.Drain.MaxDuration);
-        Log.DrainStarted(_logger, me.Id);
-        var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger)
-            .RunAsync(me, drainStop.Token);
+        drainStop.CancelAfter(plan.Bound);
+        Log.DrainStarted(_logger, me.Id, plan.IdleConnections, plan.KeepAliveTimeout.TotalSeconds, plan.Bound.TotalSeconds, _generation.OpenConnections);
+        var drain = new Drain(_generation, ConntrackClient.Create(_options.ConntrackPath), plan, _logger).RunAsync(me, drainStop.Token);
         var verdict = WatchVerdict.WindowOver;
         string? why = null;
         GenerationRecord? from = successor;
@@ -461,7 +465,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         }
 
         var report = await drain.ConfigureAwait(false);
-        Log.DrainFinished(_logger, me.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", report.OpenConnections);
+        LogDrainFinished(me.Id, report);
         return !stopping.IsCancellationRequested;
     }
 
