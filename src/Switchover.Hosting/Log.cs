@@ -78,43 +78,43 @@ internal static partial class Log
         "Launch waterfall of generation {GenerationId}, ms after the process started: host built {HostBuiltMs:0}, Kestrel bound {BoundMs:0}, checks {CheckedMs:0}, registered {RegisteredMs:0}, ready {ReadyMs:0}, took over {ServingMs:0} (rule transaction {TransactionMs:0.0}, state written and previous signalled within).")]
     public static partial void Waterfall(ILogger logger, long generationId, double hostBuiltMs, double boundMs, double checkedMs, double registeredMs, double readyMs, double transactionMs, double servingMs);
 
-    // 50-59: the drain's idle-connection policy (issue 9).
-    [LoggerMessage(50, LogLevel.Information,
+    // 40-49: the drain's idle-connection policy (issue 9).
+    [LoggerMessage(40, LogLevel.Information,
         "Generation {GenerationId} waits for its clients: {Busy} connection(s) with a request in progress, {Idle} idle (longest {LongestIdleSeconds:0.0} s); each closes after its next request (answered with Connection: close) or when its client closes it, at the latest after the keep-alive timeout of {KeepAliveSeconds:0} s (drain bound {BoundSeconds:0} s).")]
     public static partial void DrainWaitsForClients(ILogger logger, long generationId, int busy, int idle, double longestIdleSeconds, double keepAliveSeconds, double boundSeconds);
 
-    [LoggerMessage(51, LogLevel.Information,
+    [LoggerMessage(41, LogLevel.Information,
         "The host's ShutdownTimeout was raised from {FromSeconds:0} s to {ToSeconds:0} s: a superseded generation drains for up to {BoundSeconds:0} s (Switchover:Drain:MaxDuration, or the keep-alive timeout plus 10 s) inside the host's shutdown, and Kestrel needs time to stop after it. For shorter drains set Switchover:Drain:MaxDuration, or Switchover:Drain:IdleConnections=CloseAfterQuiet.")]
     public static partial void ShutdownTimeoutRaised(ILogger logger, double fromSeconds, double toSeconds, double boundSeconds);
 
-    [LoggerMessage(52, LogLevel.Warning, "{Warning}")]
+    [LoggerMessage(42, LogLevel.Warning, "{Warning}")]
     public static partial void DrainBoundShort(ILogger logger, string warning);
 
-    // 40-49: the rollback window and signals to superseded generations.
-    [LoggerMessage(40, LogLevel.Warning,
+    // 60-69: the rollback window and signals to superseded generations.
+    [LoggerMessage(60, LogLevel.Warning,
         "Could not tell generation {GenerationId} (pid {Pid}) that it was superseded (attempt {Attempt}); the takeover stands, that generation keeps serving the connections it has until it hears it; retrying in {RetrySeconds:0} s. {Error}")]
     public static partial void SignalFailed(ILogger logger, long generationId, int pid, int attempt, double retrySeconds, string error);
 
-    [LoggerMessage(41, LogLevel.Information, "Generation {GenerationId} was superseded by generation {SuccessorId}: it drains, and watches it for its rollback window of {WindowMs:0} ms.")]
+    [LoggerMessage(61, LogLevel.Information, "Generation {GenerationId} was superseded by generation {SuccessorId}: it drains, and watches it for its rollback window of {WindowMs:0} ms.")]
     public static partial void WatchingSuccessor(ILogger logger, long generationId, long successorId, double windowMs);
 
-    [LoggerMessage(42, LogLevel.Warning,
+    [LoggerMessage(62, LogLevel.Warning,
         "Rollback in namespace '{Namespace}': generation {FromId} {Reason}; generation {GenerationId} holds the public ports again and stops draining ({Count} rollback(s) by this process).")]
     public static partial void RolledBack(ILogger logger, string @namespace, long fromId, string reason, long generationId, long count);
 
-    [LoggerMessage(43, LogLevel.Information, "Generation {GenerationId}'s rollback window is over: it can no longer take the ports back, and stops once drained.")]
+    [LoggerMessage(63, LogLevel.Information, "Generation {GenerationId}'s rollback window is over: it can no longer take the ports back, and stops once drained.")]
     public static partial void RollbackWindowEnded(ILogger logger, long generationId);
 
-    [LoggerMessage(44, LogLevel.Warning, "Generation {SuccessorId} failed the health probe on its private ports ({Failures} in a row): {Reason}")]
+    [LoggerMessage(64, LogLevel.Warning, "Generation {SuccessorId} failed the health probe on its private ports ({Failures} in a row): {Reason}")]
     public static partial void SuccessorUnhealthy(ILogger logger, long successorId, int failures, string reason);
 
-    [LoggerMessage(45, LogLevel.Warning,
+    [LoggerMessage(65, LogLevel.Warning,
         "Generation {SuccessorId} died after generation {GenerationId}'s rollback window: its rule and guard were removed ({Outcome}).")]
     public static partial void RepairedAfterWindow(ILogger logger, long successorId, long generationId, string outcome);
 
-    [LoggerMessage(46, LogLevel.Error, "Generation {GenerationId} could not take the ports back: {Reason}")]
+    [LoggerMessage(66, LogLevel.Error, "Generation {GenerationId} could not take the ports back: {Reason}")]
     public static partial void RollbackFailed(ILogger logger, long generationId, string reason, Exception? exception);
 
-    [LoggerMessage(47, LogLevel.Information, "Generation {GenerationId} (pid {Pid}) heard that it was superseded, at attempt {Attempt}.")]
+    [LoggerMessage(67, LogLevel.Information, "Generation {GenerationId} (pid {Pid}) heard that it was superseded, at attempt {Attempt}.")]
     public static partial void SignalDelivered(ILogger logger, long generationId, int pid, int attempt);
 }
