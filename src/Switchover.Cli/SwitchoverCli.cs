@@ -14,6 +14,7 @@ internal static class SwitchoverCli
         var doctor = Doctor.DoctorCommand.Create(tools);
         var migrate = MigrateCommand.Create();
         var deploy = DeployCommand.Create();
+        var agent = AgentCommand.Create(tools);
         var root = new RootCommand(
             "Deploy, inspect, check and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
             "/run/switchover/<namespace>/ that handoffs between generations of a server use.")
@@ -26,6 +27,7 @@ internal static class SwitchoverCli
             doctor,
             migrate,
             TunnelCommand.Create(),
+            agent,
         };
         HelpWithExitCodesAction.Install(root, new Dictionary<Command, ExitCodeHelp>
         {
@@ -41,6 +43,7 @@ internal static class SwitchoverCli
             [cleanup] = CleanupCommand.ExitCodeHelp,
             [doctor] = Doctor.DoctorCommand.ExitCodeHelp,
             [migrate] = MigrateCommand.ExitCodeHelp,
+            [agent] = AgentCommand.ExitCodeHelp,
         });
         return root;
     }

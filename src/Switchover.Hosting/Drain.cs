@@ -15,7 +15,7 @@ internal sealed record DrainReport(TimeSpan Elapsed, bool ReachedQuiet, int Open
 /// Done when, for a whole quiet period, the accept queues are empty, conntrack holds no half-open flow of this
 /// generation (stamped with its mark, or NAT'd to its private ports), and either no connection is open or none has sent a request.
 /// </summary>
-internal sealed class Drain(LocalGeneration generation, ConntrackClient conntrack, DrainOptions options, ILogger logger)
+internal sealed class Drain(LocalGeneration generation, IFlowCounter conntrack, DrainOptions options, ILogger logger)
 {
     public async Task<DrainReport> RunAsync(GenerationRecord record, CancellationToken cancellationToken)
     {

@@ -29,8 +29,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private readonly NamespaceName _namespace;
     private readonly SystemdNotifications _systemd;
     private readonly DeployOutcome _outcome;
+    private readonly HandoffBackends _backends;
     private readonly CancellationTokenSource _stopping = new();
-    private Handoff? _handoff;
+    private IHandoffBackend? _handoff;
     private Task _takeover = Task.CompletedTask;
     private bool _tookOver;
     private bool _reported;
@@ -44,8 +45,10 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         IServiceProvider services,
         SystemdNotifications systemd,
         DeployOutcome outcome,
+        HandoffBackends backends,
         ILogger<HandoffService> logger)
     {
+        _backends = backends;
         _systemd = systemd;
         _outcome = outcome;
         _configuration = configuration;
@@ -133,7 +136,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             }
 
             Log.DrainStarted(_logger, record.Id);
-            var drain = new Drain(_generation, new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath), _options.Drain, _logger);
+            var drain = new Drain(_generation, _handoff, _options.Drain, _logger);
 
             // The drain gives up at its own bound or when the host's shutdown timeout fires; it never throws out of here,
             // which would make the host rethrow from app.Run() and abort the process.
@@ -177,12 +180,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         try
         {
             await started.WaitAsync(cancellationToken).ConfigureAwait(false);
-            var handoff = Handoff.Create(_options.StateDirectory, _namespace, _options.LockTimeout, _options.NftPath);
+            // In this process, or through the agent for an app without privileges (Switchover:Agent).
+            var handoff = _backends.Create(_namespace);
 
             // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
             _systemd.Starting(ReadState());
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
-            await new ConntrackClient(CommandRunner.Instance, _options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
 
             var ports = EndpointPlan();
             var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, cancellationToken).ConfigureAwait(false);

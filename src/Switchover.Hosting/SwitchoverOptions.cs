@@ -59,6 +59,16 @@ public sealed class SwitchoverOptions
     /// <summary>How long to wait for the namespace lock (another deploy in progress). Default: 30 s.</summary>
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Who carries out the handoff. <c>auto</c> (default): the Switchover agent at /run/switchover/agent.sock when this
+    /// process lacks CAP_NET_ADMIN and that socket exists (an app running without privileges), this process otherwise
+    /// (root apps, as before). <c>off</c>: always this process. An absolute path: always the agent listening there.
+    /// </summary>
+    public string Agent { get; set; } = "auto";
+
+    /// <summary>How long a request to the agent is retried while no agent answers (it is restarting). Default: 30 s.</summary>
+    public TimeSpan AgentReconnectTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How a superseded generation drains.</summary>
     public DrainOptions Drain { get; } = new();
 

@@ -11,7 +11,7 @@ public sealed record FlowCounts(int Established, int HalfOpen, int Closing)
 }
 
 /// <summary>Reads conntrack entries through the <c>conntrack</c> binary.</summary>
-internal sealed class ConntrackClient(ICommandRunner runner, string conntrackPath = "conntrack")
+internal sealed class ConntrackClient(ICommandRunner runner, string conntrackPath = "conntrack") : IFlowCounter
 {
     /// <summary>Counts the TCP flows whose reply comes from <paramref name="privatePort"/>, i.e. that NAT sent to it.</summary>
     public Task<FlowCounts> CountAsync(int privatePort, CancellationToken cancellationToken) =>
