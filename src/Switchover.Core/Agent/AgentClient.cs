@@ -60,6 +60,12 @@ internal sealed class AgentClient(string socketPath, TimeSpan reconnectTimeout)
             {
                 last = e;
             }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied)
+            {
+                throw new AgentUnavailableException(
+                    $"This user may not connect to the agent's socket {SocketPath} ({e.Message}). Every user may connect when the " +
+                    "socket is mode 0666 (SocketMode=0666 in switchover-agent.socket; the agent's policy decides who may do what).", e);
+            }
 
             if (DateTime.UtcNow >= deadline)
             {

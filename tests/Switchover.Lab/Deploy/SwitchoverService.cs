@@ -45,7 +45,19 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
     public string Name { get; }
 
-    public string StateDirectory => System.IO.Path.Combine(StateStore.DefaultRoot, Name);
+    /// <summary>
+    /// A program and its arguments that every generation is started through (it must exec the rest of its command
+    /// line, so that the generation keeps its pid), e.g. setpriv to drop the user and every capability. Default: none.
+    /// </summary>
+    public IReadOnlyList<string> RunAs { get; init; } = [];
+
+    /// <summary>Arguments every generation gets, before those of one launch. Default: none.</summary>
+    public IReadOnlyList<string> Arguments { get; init; } = [];
+
+    /// <summary>The state root; a root other than /run/switchover is passed to every generation. Default: /run/switchover.</summary>
+    public string StateRoot { get; init; } = StateStore.DefaultRoot;
+
+    public string StateDirectory => System.IO.Path.Combine(StateRoot, Name);
 
     public IReadOnlyList<LabProcess> Processes
     {
@@ -69,9 +81,13 @@ public sealed partial class SwitchoverService : IAsyncDisposable
             $"--Switchover:Namespace={Name}",
             $"--Text={text}",
             "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
+            .. StateRoot == StateStore.DefaultRoot ? Array.Empty<string>() : [$"--Switchover:StateDirectory={StateRoot}"],
+            .. Arguments,
             .. extraArguments ?? [],
         ];
-        var process = Host.StartProcess("dotnet", arguments, environment);
+        var process = RunAs.Count == 0
+            ? Host.StartProcess("dotnet", arguments, environment)
+            : Host.StartProcess(RunAs[0], [.. RunAs.Skip(1), Dotnet, .. arguments], environment);
         lock (_processes)
         {
             _processes.Add(process);
@@ -113,7 +129,10 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         Host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments], cancellationToken);
 
     /// <summary>The namespace's state as the CLI and the generations see it, or null when there is none.</summary>
-    public NamespaceState? ReadState() => new StateStore(StateStore.DefaultRoot, NamespaceName.Parse(Name)).ReadUnlocked();
+    public NamespaceState? ReadState() => new StateStore(StateRoot, NamespaceName.Parse(Name)).ReadUnlocked();
+
+    /// <summary>The dotnet host running this process, for the generations started through <see cref="RunAs"/>: the same runtime as without.</summary>
+    private static string Dotnet => Environment.ProcessPath is { } host && System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : "dotnet";
 
     public async Task<string> RulesetAsync(CancellationToken cancellationToken) =>
         (await Host.RunAsync("nft", ["list", "ruleset"], cancellationToken).ConfigureAwait(false)).StandardOutput;
