@@ -54,6 +54,7 @@ internal sealed class HandoffAgent : IAsyncDisposable
     private readonly (ulong, ulong)? _networkNamespace = Libc.FileIdentity("/proc/self/ns/net");
     private readonly List<Task> _loops = [];
     private readonly HashSet<Task> _requests = [];
+    private readonly HashSet<(string, long)> _foreign = [];
     private int _disposed;
 
     private HandoffAgent(HandoffAgentSettings settings, AgentPolicy policy, Socket listener, bool ownsSocketFile, string listening, TextWriter log)
@@ -613,7 +614,7 @@ internal sealed class HandoffAgent : IAsyncDisposable
     }
 
     /// <summary>Watches every generation recorded under the state root; reports the dead ones for repair.</summary>
-    private Task RescanAsync(bool announce)
+    private async Task RescanAsync(bool announce)
     {
         string[] directories;
         try
@@ -623,7 +624,7 @@ internal sealed class HandoffAgent : IAsyncDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             Log($"cannot list {_settings.StateRoot}: {e.Message}");
-            return Task.CompletedTask;
+            return;
         }
 
         foreach (var directory in directories)
@@ -644,7 +645,20 @@ internal sealed class HandoffAgent : IAsyncDisposable
                         continue;
                     }
 
-                    Watch(name, generation);
+                    if (_foreign.Contains((name.Value, generation.Id)))
+                    {
+                        continue;
+                    }
+
+                    if (await IsOursAsync(name, generation).ConfigureAwait(false))
+                    {
+                        Watch(name, generation);
+                    }
+                    else
+                    {
+                        // Asked once: a generation of another network namespace stays someone else's.
+                        _foreign.Add((name.Value, generation.Id));
+                    }
                 }
             }
             catch (StateException e)
@@ -655,8 +669,30 @@ internal sealed class HandoffAgent : IAsyncDisposable
                 }
             }
         }
+    }
 
-        return Task.CompletedTask;
+    /// <summary>
+    /// The state root is shared by every network namespace of the host, the tables are not: only generations of this
+    /// agent's network namespace are its to watch and repair. A live process says where it runs; for a dead one, the
+    /// namespace's table in this network namespace says the state is about it.
+    /// </summary>
+    private async Task<bool> IsOursAsync(NamespaceName name, GenerationRecord generation)
+    {
+        if (generation.Process.IsAlive())
+        {
+            return Libc.FileIdentity($"/proc/{generation.Pid.ToString(CultureInfo.InvariantCulture)}/ns/net") is not { } theirs || theirs == _networkNamespace;
+        }
+
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            return await new NftClient(CommandRunner.Instance, _settings.NftPath).ListTableAsync(name, timeout.Token).ConfigureAwait(false) is not null;
+        }
+        catch (Exception e) when (e is NftException or OperationCanceledException)
+        {
+            Log($"cannot tell whether namespace '{name}' is this network namespace's ({e.Message}); not repairing it");
+            return false;
+        }
     }
 
     private async Task RepairLoopAsync()
