@@ -12,7 +12,60 @@ public sealed record TakeoverResult(
     IReadOnlyList<GenerationRecord> Previous,
     IReadOnlyList<GenerationRecord> StaleRemoved,
     string Ruleset,
-    TimeSpan RuleTransaction);
+    TimeSpan RuleTransaction)
+{
+    /// <summary>
+    /// Previous generations that could not be told to drain. The takeover stands: they are recorded in the state
+    /// (<see cref="GenerationRecord.SignalError"/>) and <see cref="Handoff.SignalToDrainAsync"/> retries them.
+    /// </summary>
+    public IReadOnlyList<SignalFailure> SignalFailures { get; init; } = [];
+}
+
+/// <summary>A generation that a signal did not reach, and why (the message says what to do).</summary>
+public sealed record SignalFailure(GenerationRecord Generation, int Errno, string Error);
+
+/// <summary>What <see cref="Handoff.RollbackAsync(long, CancellationToken)"/> did.</summary>
+public enum RollbackOutcome
+{
+    /// <summary>The generation asked for holds the public ports again.</summary>
+    RolledBack,
+
+    /// <summary>It already held them (a repeated or concurrent rollback): nothing changed.</summary>
+    AlreadyActive,
+
+    /// <summary>The active generation is alive (and the rollback was not forced, or it is not the one the caller judged): nothing changed.</summary>
+    NotNeeded,
+
+    /// <summary>The generation asked for cannot take the ports back (gone, never served, or past its rollback window): nothing changed.</summary>
+    NotPossible,
+}
+
+/// <summary>What a rollback did, why, and who holds the public ports now.</summary>
+/// <param name="From">The generation the ports were taken from (dead, or alive and now draining), if any.</param>
+/// <param name="Ruleset">The ruleset applied, or null when nothing was applied.</param>
+public sealed record RollbackResult(
+    RollbackOutcome Outcome,
+    string Reason,
+    GenerationRecord? Active,
+    GenerationRecord? From,
+    IReadOnlyList<GenerationRecord> StaleRemoved,
+    string? Ruleset)
+{
+    public IReadOnlyList<SignalFailure> SignalFailures { get; init; } = [];
+}
+
+/// <summary>What a repair did: dead generations removed, a previous one promoted, or the public ports left unsteered.</summary>
+/// <param name="Active">Who holds the public ports after the repair; null when nobody does (they are not steered).</param>
+/// <param name="Promoted">A previous generation, still within its rollback window, made active again because the active one died.</param>
+/// <param name="Applied">True when a table was applied (or the namespace removed); false when nothing needed doing.</param>
+/// <param name="NamespaceRemoved">No generation was left alive: the table and the state directory were removed.</param>
+public sealed record RepairResult(
+    GenerationRecord? Active,
+    GenerationRecord? Promoted,
+    IReadOnlyList<GenerationRecord> StaleRemoved,
+    bool Applied,
+    bool NamespaceRemoved,
+    string? Ruleset);
 
 /// <summary>A generation recorded in state Starting, and the generations found dead on the way.</summary>
 public sealed record Registration(GenerationRecord Generation, IReadOnlyList<GenerationRecord> StaleRemoved);
@@ -31,17 +84,25 @@ public sealed class SupersededException(GenerationRecord newer)
 /// </summary>
 public sealed class Handoff
 {
+    private static readonly TimeSpan RestoreTimeout = TimeSpan.FromSeconds(15);
+
     private readonly StateStore _store;
     private readonly NftClient _nft;
     private readonly TimeSpan _lockTimeout;
     private readonly Func<ProcessIdentity, bool> _isAlive;
+    private readonly Func<ProcessIdentity, int, int> _signal;
+    private readonly TimeProvider _time;
 
-    internal Handoff(StateStore store, NftClient nft, TimeSpan lockTimeout, Func<ProcessIdentity, bool>? isAlive = null)
+    /// <param name="signal">internal for testing: sends a signal, returns 0, ESRCH (gone) or the errno.</param>
+    internal Handoff(StateStore store, NftClient nft, TimeSpan lockTimeout, Func<ProcessIdentity, bool>? isAlive = null,
+        Func<ProcessIdentity, int, int>? signal = null, TimeProvider? time = null)
     {
         _store = store;
         _nft = nft;
         _lockTimeout = lockTimeout;
         _isAlive = isAlive ?? (p => p.IsAlive());
+        _signal = signal ?? ((p, s) => p.TrySignal(s));
+        _time = time ?? TimeProvider.System;
     }
 
     public static Handoff Create(string stateRoot, NamespaceName name, TimeSpan lockTimeout, string nftPath = "nft") =>
@@ -62,13 +123,46 @@ public sealed class Handoff
         RegisterAsync(process, ports, Steering.Tproxy, cancellationToken);
 
     /// <inheritdoc cref="RegisterAsync(ProcessIdentity, IReadOnlyList{PortMapping}, CancellationToken)"/>
-    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken)
+    /// <remarks>Once superseded, the generation is sent SIGTERM and gets no rollback window.</remarks>
+    public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken) =>
+        RegisterAsync(process, ports, steering, TimeSpan.Zero, null, cancellationToken);
+
+    /// <summary>
+    /// Records a generation that, once superseded, is told so by SIGUSR2 (not SIGTERM): it keeps serving while it
+    /// watches its successor for <paramref name="rollbackWindow"/>, drains, and then stops itself (HandoffService).
+    /// </summary>
+    /// <param name="rollbackWindow">How long this generation, once superseded, keeps its listeners to take the ports back (zero: never).</param>
+    public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        CancellationToken cancellationToken) =>
+        RegisterAsync(process, ports, steering, rollbackWindow, Libc.SIGUSR2, cancellationToken);
+
+    /// <exception cref="InvalidOperationException">A live generation of the namespace could not be signalled by this process (another user's).</exception>
+    private async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        int? supersededSignal, CancellationToken cancellationToken)
     {
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
-        var state = original.WithoutDead(_isAlive, out var stale);
+        var state = Reconcile(original, out var stale);
+
+        // This process will have to tell the active generation to drain once it has taken over, when nothing may fail
+        // any more: find out now, before anything changed, whether the kernel lets it.
+        foreach (var other in state.Generations.Where(g => g.Pid != process.Pid))
+        {
+            var errno = _signal(other.Process, 0);
+            if (errno is not 0 and not Libc.ESRCH)
+            {
+                throw new InvalidOperationException(
+                    $"Generation {other.Id} of namespace '{Name}' ({other.State}) could not be signalled by this process, so this one could not " +
+                    $"tell it to drain after taking over; nothing was changed. {other.Process.DescribeSignalFailure(0, errno)}");
+            }
+        }
+
         var generation = new GenerationRecord(state.LastGenerationId + 1, process.Pid, process.StartTime, GenerationState.Starting,
-            DateTimeOffset.UtcNow, ports, steering);
+            _time.GetUtcNow(), ports, steering)
+        {
+            RollbackWindow = rollbackWindow,
+            SupersededSignal = supersededSignal,
+        };
         await CommitAsync(held, original, state.With(generation) with { LastGenerationId = generation.Id }, cancellationToken)
             .ConfigureAwait(false);
         return new Registration(generation, stale);
@@ -76,7 +170,7 @@ public sealed class Handoff
 
     /// <summary>
     /// Points the public ports at <paramref name="id"/> in one transaction, marks the previous active generations
-    /// Draining and sends them SIGTERM (after the lock is released).
+    /// Draining and tells them so (SIGUSR2, or SIGTERM for generations without a rollback window; after the lock is released).
     /// </summary>
     /// <exception cref="SupersededException">A newer generation is already active.</exception>
     /// <param name="committed">
@@ -90,7 +184,7 @@ public sealed class Handoff
         using (var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false))
         {
             var original = held.Read();
-            var state = original.WithoutDead(_isAlive, out var stale);
+            var state = Reconcile(original, out var stale);
             var self = state.Find(id) ?? throw new InvalidOperationException(
                 $"Generation {id} is no longer in {_store.StatePath} (was the namespace cleaned up?); it cannot take over.");
             var newer = state.Generations.Where(g => g.Id > id && g.State == GenerationState.Active).MaxBy(g => g.Id);
@@ -99,26 +193,168 @@ public sealed class Handoff
                 throw new SupersededException(newer);
             }
 
+            var now = _time.GetUtcNow();
             var previous = state.Generations.Where(g => g.Id != id && g.State == GenerationState.Active).ToList();
             foreach (var old in previous)
             {
-                state = state.With(old with { State = GenerationState.Draining });
+                state = state.With(old with
+                {
+                    State = GenerationState.Draining,
+                    RollbackUntil = old.RollbackWindow > TimeSpan.Zero ? now + old.RollbackWindow : null,
+                });
             }
 
-            self = self with { State = GenerationState.Active };
+            self = self with { State = GenerationState.Active, RollbackUntil = null };
             state = state.With(self);
             var (ruleset, elapsed) = await CommitAsync(held, original, state, cancellationToken).ConfigureAwait(false);
             result = new TakeoverResult(self, previous, stale, ruleset, elapsed);
             written = state;
         }
 
+        // From here on the takeover stands, whatever fails: undoing it would leave the ports to generations already
+        // told (in the state) that they are draining.
+        // The caller's token is not passed on: once committed, the outcome of the signals is recorded regardless.
         committed?.Invoke(result, written);
-        foreach (var old in result.Previous)
+        var failures = await SignalAllAsync(result.Previous, CancellationToken.None).ConfigureAwait(false);
+        return result with { SignalFailures = failures };
+    }
+
+    /// <summary>
+    /// Tells a draining generation (again) that it was superseded, and records the outcome in its <see cref="GenerationRecord.SignalError"/>.
+    /// Used to retry after a failed signal; never changes the table.
+    /// </summary>
+    /// <returns>Null when the signal got through (or the generation is gone or no longer draining), otherwise the failure.</returns>
+    public async Task<SignalFailure?> SignalToDrainAsync(long id, CancellationToken cancellationToken)
+    {
+        var record = _store.ReadUnlocked()?.Find(id);
+        if (record is not { State: GenerationState.Draining })
         {
-            old.Process.Signal(Libc.SIGTERM);
+            return null;
+        }
+
+        var failures = await SignalAllAsync([record], cancellationToken).ConfigureAwait(false);
+        return failures.Count == 0 ? null : failures[0];
+    }
+
+    /// <summary>
+    /// Gives the public ports back to <paramref name="previousId"/>, a superseded generation still within its rollback
+    /// window, when the active generation is dead. Idempotent: a second call finds it active.
+    /// </summary>
+    public Task<RollbackResult> RollbackAsync(long previousId, CancellationToken cancellationToken) =>
+        RollbackAsync(previousId, force: false, from: null, cancellationToken);
+
+    /// <summary>
+    /// Gives the public ports back to <paramref name="previousId"/> in one transaction: when the active generation is
+    /// dead, or when <paramref name="force"/>d (<c>switchover rollback</c>, or an unhealthy successor) even though it is alive. The
+    /// generation it goes away from is marked Draining, is no rollback target itself, and is told to drain.
+    /// </summary>
+    /// <param name="from">When set, only roll back while this generation is the active one (the one the caller judged).</param>
+    public async Task<RollbackResult> RollbackAsync(long previousId, bool force, long? from, CancellationToken cancellationToken)
+    {
+        RollbackResult result;
+        using (var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false))
+        {
+            var original = held.Read();
+            var state = original.WithoutDead(_isAlive, out var stale);
+            var active = state.Active;
+            var target = state.Find(previousId);
+            var now = _time.GetUtcNow();
+            string? refusal = target switch
+            {
+                null => $"generation {previousId} is no longer running",
+                { State: GenerationState.Active } => null,
+                { State: GenerationState.Starting } => $"generation {previousId} never served (it is still starting)",
+                _ when !target.CanRollBackTo(now) => target.RollbackUntil is null
+                    ? $"generation {previousId} is not a rollback target (its rollback window is off or over, or the ports were rolled back away from it)"
+                    : $"generation {previousId}'s rollback window ended at {target.RollbackUntil:O}; it is closing its listeners",
+                _ => null,
+            };
+
+            if (refusal is not null)
+            {
+                result = new RollbackResult(RollbackOutcome.NotPossible, refusal, active, null, stale, await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false));
+            }
+            else if (target!.State == GenerationState.Active)
+            {
+                result = new RollbackResult(RollbackOutcome.AlreadyActive, $"generation {previousId} already holds the public ports", target, null, stale,
+                    await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false));
+            }
+            else if (active is not null && (!force || (from is { } expected && active.Id != expected)))
+            {
+                result = new RollbackResult(RollbackOutcome.NotNeeded,
+                    $"generation {active.Id} (pid {active.Pid}) is alive and holds the public ports" + (force ? $", not generation {from}" : string.Empty),
+                    active, null, stale, await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false));
+            }
+            else
+            {
+                var deadFrom = active is null ? original.Active : null;
+                if (active is not null)
+                {
+                    state = state.With(active with { State = GenerationState.Draining, RollbackUntil = null });
+                }
+
+                var revived = target with { State = GenerationState.Active, RollbackUntil = null };
+                state = state.With(revived);
+                var (ruleset, _) = await CommitAsync(held, original, state, cancellationToken).ConfigureAwait(false);
+                result = new RollbackResult(RollbackOutcome.RolledBack,
+                    active is not null ? $"rolled back from generation {active.Id} (pid {active.Pid}), which was alive and now drains"
+                        : deadFrom is not null ? $"rolled back from generation {deadFrom.Id} (pid {deadFrom.Pid}), which is dead"
+                        : "no generation held the public ports",
+                    revived, active ?? deadFrom, stale, ruleset);
+            }
+        }
+
+        if (result is { Outcome: RollbackOutcome.RolledBack, From: { } left } && _isAlive(left.Process))
+        {
+            result = result with { SignalFailures = await SignalAllAsync([left], CancellationToken.None).ConfigureAwait(false) };
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// Brings the namespace back to the invariant after a generation died: removes dead generations, and when no live
+    /// generation holds the public ports, gives them to the newest superseded one still within its rollback window,
+    /// or else leaves them unsteered (no rule and no guard of a dead generation stays). One transaction. Run before
+    /// anything else by whatever acts on a namespace (a generation, the CLI, the agent when a pidfd fires).
+    /// </summary>
+    public async Task<RepairResult> RepairAsync(CancellationToken cancellationToken)
+    {
+        using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
+        var original = held.Read();
+        var state = original.WithoutDead(_isAlive, out var stale);
+        if (state.Generations.Count == 0)
+        {
+            if (original.Generations.Count > 0 || original.TransactionPending)
+            {
+                await _nft.DeleteTableAsync(Name, cancellationToken).ConfigureAwait(false);
+            }
+
+            held.DeleteNamespace();
+            return new RepairResult(null, null, stale, Applied: original.Generations.Count > 0, NamespaceRemoved: true, null);
+        }
+
+        state = Reconcile(state, out _, out var promoted);
+        var ruleset = await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false);
+        return new RepairResult(state.Active, promoted, stale, ruleset is not null, NamespaceRemoved: false, ruleset);
+    }
+
+    /// <summary>
+    /// A superseded generation whose rollback window is over, about to close its listeners: from now on nothing may
+    /// give the public ports back to it.
+    /// </summary>
+    /// <returns>
+    /// Its state now: <see cref="GenerationState.Active"/> when a rollback made it active again meanwhile (it must go on
+    /// serving), otherwise Draining (or null when it is no longer recorded).
+    /// </returns>
+    public async Task<GenerationState?> EndRollbackWindowAsync(long id, CancellationToken cancellationToken)
+    {
+        using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
+        var original = held.Read();
+        var self = original.Find(id);
+        var state = self is { State: GenerationState.Draining, RollbackUntil: not null } ? original.With(self with { RollbackUntil = null }) : original;
+        await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false);
+        return self?.State;
     }
 
     /// <summary>
@@ -132,6 +368,7 @@ public sealed class Handoff
         var original = held.Read();
         if (original.Find(id) is not { State: GenerationState.Active } self)
         {
+            await TidyAsync(held, original, original, cancellationToken).ConfigureAwait(false);
             return false;
         }
 
@@ -147,7 +384,7 @@ public sealed class Handoff
     {
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
-        var state = original.WithoutDead(_isAlive, out _).Without(id);
+        var state = Reconcile(original.Without(id), out _);
         if (state.Generations.Count == 0)
         {
             await _nft.DeleteTableAsync(Name, cancellationToken).ConfigureAwait(false);
@@ -186,29 +423,189 @@ public sealed class Handoff
         return live;
     }
 
+    /// <summary>What every step starts from: the state without dead generations, repaired (see <see cref="RepairAsync"/>).</summary>
+    private NamespaceState Reconcile(NamespaceState original, out IReadOnlyList<GenerationRecord> stale) =>
+        Reconcile(original.WithoutDead(_isAlive, out stale), out _, out _);
+
+    /// <summary>
+    /// Exactly one active generation, alive: extra ones (a state file is only a file) drain; when none is left, the
+    /// newest superseded generation still within its rollback window is promoted.
+    /// </summary>
+    private NamespaceState Reconcile(NamespaceState live, out GenerationRecord? active, out GenerationRecord? promoted)
+    {
+        var state = live;
+        var newest = state.Active;
+        active = newest;
+        promoted = null;
+        foreach (var extra in state.Generations.Where(g => g.State == GenerationState.Active && g.Id != newest!.Id))
+        {
+            state = state.With(extra with { State = GenerationState.Draining, RollbackUntil = null });
+        }
+
+        if (active is null)
+        {
+            var now = _time.GetUtcNow();
+            if (state.Generations.Where(g => g.CanRollBackTo(now)).MaxBy(g => g.Id) is { } candidate)
+            {
+                promoted = candidate with { State = GenerationState.Active, RollbackUntil = null };
+                state = state.With(promoted);
+                active = promoted;
+            }
+        }
+
+        return state;
+    }
+
+    /// <summary>
+    /// Writes <paramref name="after"/> when it differs from <paramref name="before"/> only in what the table does not
+    /// show; applies it when the table changes or a transaction was interrupted before. Null when nothing was applied.
+    /// </summary>
+    private async Task<string?> TidyAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken)
+    {
+        // Rendered text, not the records: they hold lists, which compare by reference.
+        if (before.TransactionPending || HandoffTable.FromState(Name, after).Render() != HandoffTable.FromState(Name, before).Render())
+        {
+            return (await CommitAsync(held, before, after, cancellationToken).ConfigureAwait(false)).Ruleset;
+        }
+
+        if (after != before)
+        {
+            held.Write(after);
+        }
+
+        return null;
+    }
+
     private async Task<(string Ruleset, TimeSpan Elapsed)> CommitAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken)
     {
         var table = HandoffTable.FromState(Name, after);
+        var rendered = table.Render();
+
+        // Write-ahead: if nft, or this process, is killed once the kernel may have committed, the next operation
+        // finds the mark and applies the table of the state it reads before anything else. Writing it first also
+        // means a state directory that cannot be written fails the step before the kernel changed.
+        held.Write(before with { TransactionPending = true });
         var stopwatch = Stopwatch.StartNew();
-        await _nft.ApplyAsync(table, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _nft.ApplyAsync(table, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NftException e) when (e.Command.ExitCode is >= 1 and < 128)
+        {
+            // nft reported the kernel's answer: the batch was refused as a whole and nothing changed.
+            TryWrite(held, before);
+            throw;
+        }
+        catch (Exception e) when (e is NftException or OperationCanceledException)
+        {
+            // nft was killed (by a signal, or its timeout) or cancelled, perhaps after the kernel committed: put the
+            // table of the state that stays back, so kernel and state agree again before the failure is reported.
+            await RestoreAsync(held, before).ConfigureAwait(false);
+            throw;
+        }
+
         var elapsed = stopwatch.Elapsed;
         try
         {
-            held.Write(after);
+            held.Write(after with { TransactionPending = false });
         }
         catch (StateException)
         {
             // Keep rules and state in agreement: put the previous rules back before reporting.
-            using var rollback = new CancellationTokenSource(TimeSpan.FromSeconds(15));
-            await RestoreAsync(before, rollback.Token).ConfigureAwait(false);
+            await RestoreAsync(held, before).ConfigureAwait(false);
             throw;
         }
 
-        return (table.Render(), elapsed);
+        return (rendered, elapsed);
     }
 
-    private Task RestoreAsync(NamespaceState before, CancellationToken cancellationToken) =>
-        before.Generations.Count == 0
-            ? _nft.DeleteTableAsync(Name, cancellationToken)
-            : _nft.ApplyAsync(HandoffTable.FromState(Name, before), cancellationToken);
+    private static void TryWrite(StateLock held, NamespaceState state)
+    {
+        try
+        {
+            held.Write(state with { TransactionPending = false });
+        }
+        catch (StateException)
+        {
+            // The mark stays set; the next operation applies the table again, which is harmless.
+        }
+    }
+
+    /// <summary>Applies the table of <paramref name="before"/> again; clears the pending mark when that worked (best effort).</summary>
+    private async Task RestoreAsync(StateLock held, NamespaceState before)
+    {
+        using var timeout = new CancellationTokenSource(RestoreTimeout);
+        try
+        {
+            if (before.Generations.Count == 0)
+            {
+                await _nft.DeleteTableAsync(Name, timeout.Token).ConfigureAwait(false);
+            }
+            else
+            {
+                await _nft.ApplyAsync(HandoffTable.FromState(Name, before), timeout.Token).ConfigureAwait(false);
+            }
+
+            held.Write(before with { TransactionPending = false });
+        }
+        catch (Exception e) when (e is NftException or StateException or OperationCanceledException)
+        {
+            // The mark stays set: the next operation applies the state's table before anything else.
+        }
+    }
+
+    /// <summary>
+    /// Signals each generation, outside the namespace lock, and records the outcome in its record: a failure is kept
+    /// (status shows it, <see cref="SignalToDrainAsync"/> retries), a success clears an earlier one.
+    /// </summary>
+    private async Task<IReadOnlyList<SignalFailure>> SignalAllAsync(IReadOnlyList<GenerationRecord> generations, CancellationToken cancellationToken)
+    {
+        var failures = new List<SignalFailure>();
+        var delivered = new List<GenerationRecord>();
+        foreach (var generation in generations)
+        {
+            var signal = generation.DrainSignal;
+            var errno = _signal(generation.Process, signal);
+            if (errno is 0 or Libc.ESRCH)
+            {
+                delivered.Add(generation);
+            }
+            else
+            {
+                failures.Add(new SignalFailure(generation, errno, generation.Process.DescribeSignalFailure(signal, errno)));
+            }
+        }
+
+        if (failures.Count == 0 && delivered.All(g => g.SignalError is null))
+        {
+            return failures;
+        }
+
+        // Recording is best effort: the signal outcome is what it is, whether or not the state can say so.
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(RestoreTimeout);
+        try
+        {
+            using var held = await _store.LockAsync(_lockTimeout, timeout.Token).ConfigureAwait(false);
+            var original = held.Read();
+            var state = original;
+            var at = _time.GetUtcNow();
+            foreach (var (id, error) in failures.Select(f => (f.Generation.Id, (string?)$"{at:O} {f.Error}"))
+                         .Concat(delivered.Select(g => (g.Id, (string?)null))))
+            {
+                if (state.Find(id) is { } now && now.SignalError != error)
+                {
+                    state = state.With(now with { SignalError = error });
+                }
+            }
+
+            await TidyAsync(held, original, state, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is StateException or NftException or OperationCanceledException)
+        {
+            // The caller logs the failures it gets back.
+        }
+
+        return failures;
+    }
 }

@@ -20,9 +20,18 @@ internal interface IHandoffBackend : IFlowCounter
     /// <summary>Checks, changing nothing, that the handoff can run: nft may change the ruleset, conntrack runs.</summary>
     Task CheckAsync(CancellationToken cancellationToken);
 
-    Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken);
+    Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        CancellationToken cancellationToken);
 
     Task<TakeoverResult> TakeOverAsync(long id, CancellationToken cancellationToken, Action<TakeoverResult, NamespaceState>? committed = null);
+
+    Task<SignalFailure?> SignalToDrainAsync(long id, CancellationToken cancellationToken);
+
+    Task<RollbackResult> RollbackAsync(long previousId, bool force, long? from, CancellationToken cancellationToken);
+
+    Task<RepairResult> RepairAsync(CancellationToken cancellationToken);
+
+    Task<GenerationState?> EndRollbackWindowAsync(long id, CancellationToken cancellationToken);
 
     Task<bool> StepDownAsync(long id, CancellationToken cancellationToken);
 
@@ -40,11 +49,21 @@ internal sealed class LocalHandoffBackend(Handoff handoff, ConntrackClient connt
         await conntrack.CheckAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken) =>
-        handoff.RegisterAsync(process, ports, steering, cancellationToken);
+    public Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        CancellationToken cancellationToken) =>
+        handoff.RegisterAsync(process, ports, steering, rollbackWindow, cancellationToken);
 
     public Task<TakeoverResult> TakeOverAsync(long id, CancellationToken cancellationToken, Action<TakeoverResult, NamespaceState>? committed = null) =>
         handoff.TakeOverAsync(id, cancellationToken, committed);
+
+    public Task<SignalFailure?> SignalToDrainAsync(long id, CancellationToken cancellationToken) => handoff.SignalToDrainAsync(id, cancellationToken);
+
+    public Task<RollbackResult> RollbackAsync(long previousId, bool force, long? from, CancellationToken cancellationToken) =>
+        handoff.RollbackAsync(previousId, force, from, cancellationToken);
+
+    public Task<RepairResult> RepairAsync(CancellationToken cancellationToken) => handoff.RepairAsync(cancellationToken);
+
+    public Task<GenerationState?> EndRollbackWindowAsync(long id, CancellationToken cancellationToken) => handoff.EndRollbackWindowAsync(id, cancellationToken);
 
     public Task<bool> StepDownAsync(long id, CancellationToken cancellationToken) => handoff.StepDownAsync(id, cancellationToken);
 
@@ -60,18 +79,23 @@ internal sealed class AgentHandoffBackend(AgentClient client, NamespaceName name
 
     public Task CheckAsync(CancellationToken cancellationToken) => client.SendAsync(Request(AgentOperations.Check), cancellationToken);
 
-    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, CancellationToken cancellationToken)
+    public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
+        CancellationToken cancellationToken)
     {
         // The agent registers the process the kernel says is at the other end of the connection: this one.
-        var response = await client.SendAsync(Request(AgentOperations.Register) with { Ports = ports, Steering = steering }, cancellationToken)
-            .ConfigureAwait(false);
+        var response = await client.SendAsync(Request(AgentOperations.Register) with
+        {
+            Ports = ports,
+            Steering = steering,
+            RollbackWindowMs = (long)rollbackWindow.TotalMilliseconds,
+        }, cancellationToken).ConfigureAwait(false);
         return new Registration(Required(response.Generation), response.StaleRemoved ?? []);
     }
 
     public async Task<TakeoverResult> TakeOverAsync(long id, CancellationToken cancellationToken, Action<TakeoverResult, NamespaceState>? committed = null)
     {
         TakeoverResult? result = null;
-        await client.SendAsync(Request(AgentOperations.TakeOver) with { Generation = id }, cancellationToken, committed: response =>
+        var final = await client.SendAsync(Request(AgentOperations.TakeOver) with { Generation = id }, cancellationToken, committed: response =>
         {
             result = new TakeoverResult(Required(response.Generation), response.Previous ?? [], response.StaleRemoved ?? [], response.Ruleset ?? string.Empty,
                 TimeSpan.FromMilliseconds(response.TransactionMs ?? 0));
@@ -80,8 +104,23 @@ internal sealed class AgentHandoffBackend(AgentClient client, NamespaceName name
                 committed?.Invoke(result, state);
             }
         }).ConfigureAwait(false);
-        return result ?? throw new InvalidOperationException("The Switchover agent answered the takeover without committing it.");
+        return (result ?? throw new InvalidOperationException("The Switchover agent answered the takeover without committing it."))
+            with { SignalFailures = final.SignalFailures ?? [] };
     }
+
+    public async Task<SignalFailure?> SignalToDrainAsync(long id, CancellationToken cancellationToken) =>
+        (await client.SendAsync(Request(AgentOperations.SignalToDrain) with { Generation = id }, cancellationToken).ConfigureAwait(false)).SignalFailure;
+
+    public async Task<RollbackResult> RollbackAsync(long previousId, bool force, long? from, CancellationToken cancellationToken) =>
+        (await client.SendAsync(Request(AgentOperations.Rollback) with { Generation = previousId, Force = force, From = from }, cancellationToken)
+            .ConfigureAwait(false)).Rollback ?? throw new InvalidOperationException("The Switchover agent answered the rollback without its result.");
+
+    public async Task<RepairResult> RepairAsync(CancellationToken cancellationToken) =>
+        (await client.SendAsync(Request(AgentOperations.Repair), cancellationToken).ConfigureAwait(false)).Repair
+        ?? throw new InvalidOperationException("The Switchover agent answered the repair without its result.");
+
+    public async Task<GenerationState?> EndRollbackWindowAsync(long id, CancellationToken cancellationToken) =>
+        (await client.SendAsync(Request(AgentOperations.EndRollbackWindow) with { Generation = id }, cancellationToken).ConfigureAwait(false)).GenerationState;
 
     public async Task<bool> StepDownAsync(long id, CancellationToken cancellationToken) =>
         (await client.SendAsync(Request(AgentOperations.StepDown) with { Generation = id }, cancellationToken).ConfigureAwait(false)).Result ?? false;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -6,6 +7,7 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Switchover.Interop;
 using Switchover.Netfilter;
 using Switchover.Processes;
 using Switchover.State;
@@ -14,11 +16,34 @@ namespace Switchover.Hosting;
 
 /// <summary>
 /// Drives this process through the generation lifecycle: once the host has started, register, wait until ready,
-/// take the public ports over; on shutdown, drain, let Kestrel stop, leave the namespace.
+/// take the public ports over. Superseded (SIGUSR2), it keeps serving while it drains and watches its successor for
+/// its rollback window, takes the ports back if the successor dies or stays unhealthy, and otherwise stops the host
+/// once both are over. On shutdown (SIGTERM), it steps down if active, drains, lets Kestrel stop, leaves the namespace.
 /// </summary>
+/// <remarks>
+/// Why the superseded generation runs its window before the host stops, not in StoppingAsync as the drain did:
+/// once the host is stopping it cannot serve on after a rollback (ApplicationStopping has fired, the shutdown timeout
+/// runs, and Kestrel would be stopped with it). So the successor tells it with SIGUSR2, which the host does not hear,
+/// and this service calls StopApplication itself when the window and the drain are both over. The drain runs during
+/// the window, so an old generation lives max(window, drain), not their sum, but never exits inside the window:
+/// closing its listeners there would leave nothing to roll back to while the successor is unproven.
+/// </remarks>
 internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 {
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(15);
+
+    /// <summary>How often a superseded generation probes its successor's private ports during the rollback window.</summary>
+    internal static readonly TimeSpan ProbeInterval = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>How long one probe may take before it counts as failed.</summary>
+    internal static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Consecutive failed probes after which the successor counts as unhealthy (one may be a pause; three in 1.5 s are not).</summary>
+    internal const int UnhealthyAfter = 3;
+
+    private static readonly Meter Meter = new("Switchover");
+    private static readonly Counter<long> Rollbacks = Meter.CreateCounter<long>("switchover.rollbacks", unit: "{rollback}",
+        description: "Times a superseded generation took the public ports back from its successor.");
 
     private readonly SwitchoverConfiguration _configuration;
     private readonly SwitchoverOptions _options;
@@ -36,6 +61,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private bool _tookOver;
     private bool _reported;
     private PosixSignalRegistration? _hangup;
+    private PosixSignalRegistration? _supersededSignal;
+    private readonly SemaphoreSlim _superseded = new(0);
+    private Task _supervision = Task.CompletedTask;
+    private bool _drained;
+    private long _rollbackCount;
 
     public HandoffService(
         SwitchoverConfiguration configuration,
@@ -82,6 +112,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         }
         else if (_systemd.IsEnabled)
         {
+            ListenForSupersession();
             // Type=notify-reload (systemd 253) sends SIGHUP to the main process on `systemctl reload`, and SIGHUP ends a
             // .NET process by default. The reload is the next generation (ExecReload=switchover deploy), so this one ignores it.
             _hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
@@ -90,9 +121,24 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 Log.HangupIgnored(_logger);
             });
         }
+        else
+        {
+            ListenForSupersession();
+        }
 
         return Task.CompletedTask;
     }
+
+    /// <summary>
+    /// SIGUSR2 says a successor took over (its default action would end the process). Listened for before this
+    /// generation registers, so that no successor can ever signal it unheard.
+    /// </summary>
+    private void ListenForSupersession() =>
+        _supersededSignal = PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR2, context =>
+        {
+            context.Cancel = true;
+            _superseded.Release();
+        });
 
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -104,6 +150,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _lifetime.ApplicationStarted.Register(() => started.TrySetResult());
             _takeover = Task.Run(() => TakeOverAsync(started.Task, _stopping.Token), CancellationToken.None);
+            _supervision = Task.Run(() => SuperviseAsync(_stopping.Token), CancellationToken.None);
         }
         else if (!_configuration.Invalid)
         {
@@ -127,6 +174,13 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
         await _stopping.CancelAsync().ConfigureAwait(false);
         await _takeover.ConfigureAwait(false);
+        await _supervision.ConfigureAwait(false);
+        if (_drained)
+        {
+            // Superseded: the window and the drain are over; Kestrel stops now.
+            return;
+        }
+
         // A generation that never took over has nothing to drain; one stopped while active steps down first.
         if (_generation.Record is { State: not GenerationState.Starting } record && _handoff is not null)
         {
@@ -172,6 +226,8 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         _stopping.Dispose();
         _outcome.Dispose();
         _hangup?.Dispose();
+        _supersededSignal?.Dispose();
+        _superseded.Dispose();
     }
 
     private async Task TakeOverAsync(Task started, CancellationToken cancellationToken)
@@ -188,7 +244,8 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
 
             var ports = EndpointPlan();
-            var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, cancellationToken).ConfigureAwait(false);
+            var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, _options.RollbackWindow, cancellationToken)
+                .ConfigureAwait(false);
             _generation.Record = registration.Generation;
             _handoff = handoff;
             var record = registration.Generation;
@@ -216,6 +273,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 result.RuleTransaction.TotalMilliseconds,
                 launchToServing);
             Log.Ruleset(_logger, result.Ruleset);
+            if (result.SignalFailures.Count > 0)
+            {
+                _ = Task.Run(() => RetrySignalsAsync(result.SignalFailures, _stopping.Token), CancellationToken.None);
+            }
+
             _outcome.TookOver(launchToServing);
             if (_outcome.WriteError is { } error)
             {
@@ -246,6 +308,290 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         {
             Log.StartFailed(_logger, e.Message, e);
             await FailAsync(OutcomeKind.StartFailed, e.Message).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Once this generation took over: each SIGUSR2 (a successor took over) runs the window and the drain.</summary>
+    private async Task SuperviseAsync(CancellationToken stopping)
+    {
+        try
+        {
+            await _takeover.ConfigureAwait(false);
+            if (!_tookOver)
+            {
+                return;
+            }
+
+            while (true)
+            {
+                await _superseded.WaitAsync(stopping).ConfigureAwait(false);
+                if (await RunSupersededAsync(stopping).ConfigureAwait(false))
+                {
+                    _drained = true;
+                    _lifetime.StopApplication();
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            // The host stops: StoppingAsync drains (again, from the start) what is left.
+        }
+        catch (Exception e)
+        {
+            // Never leave a superseded generation running forever: stop, and let StoppingAsync drain.
+            Log.RollbackFailed(_logger, _generation.Record?.Id ?? 0, "the supervision of the successor failed; this generation stops: " + e.Message, e);
+            _lifetime.StopApplication();
+        }
+    }
+
+    private enum WatchVerdict
+    {
+        WindowOver,
+        RolledBack,
+        Stopping,
+    }
+
+    /// <summary>
+    /// Superseded: drains and, for the rollback window, watches the successor. True when drained and the host should
+    /// stop; false when this generation serves on (rolled back to, or the SIGUSR2 was stale) or the host is stopping.
+    /// </summary>
+    private async Task<bool> RunSupersededAsync(CancellationToken stopping)
+    {
+        var state = ReadState();
+        if (_generation.Record is not { } record || state?.Find(record.Id) is not { State: GenerationState.Draining } me)
+        {
+            return false;
+        }
+
+        _generation.Record = me;
+        var window = me.RollbackUntil is { } until ? until - DateTimeOffset.UtcNow : TimeSpan.Zero;
+        var successor = state.Active;
+        using var drainStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        drainStop.CancelAfter(_options.Drain.MaxDuration);
+        Log.DrainStarted(_logger, me.Id);
+        var drain = new Drain(_generation, _handoff!, _options.Drain, _logger)
+            .RunAsync(me, drainStop.Token);
+        var verdict = WatchVerdict.WindowOver;
+        string? why = null;
+        GenerationRecord? from = successor;
+        if (window > TimeSpan.Zero && successor is not null)
+        {
+            Log.WatchingSuccessor(_logger, me.Id, successor.Id, window.TotalMilliseconds);
+            (verdict, from, why) = await WatchSuccessorAsync(me, successor, window, stopping).ConfigureAwait(false);
+        }
+
+        if (verdict == WatchVerdict.WindowOver && window > TimeSpan.Zero)
+        {
+            using var timeout = new CancellationTokenSource(CleanupTimeout);
+            if (await _handoff!.EndRollbackWindowAsync(me.Id, timeout.Token).ConfigureAwait(false) == GenerationState.Active)
+            {
+                (verdict, why) = (WatchVerdict.RolledBack, "gave the ports back to this generation (switchover rollback, or a repair)");
+            }
+            else
+            {
+                Log.RollbackWindowEnded(_logger, me.Id);
+            }
+        }
+
+        if (verdict == WatchVerdict.RolledBack)
+        {
+            await drainStop.CancelAsync().ConfigureAwait(false);
+            await drain.ConfigureAwait(false);
+            _generation.StopDraining();
+            var now = ReadState();
+            _generation.Record = now?.Find(me.Id) ?? me;
+            Rollbacks.Add(1);
+            Log.RolledBack(_logger, _namespace.Value, from?.Id ?? 0, why ?? "is gone", me.Id, Interlocked.Increment(ref _rollbackCount));
+            _systemd.TookOver(_generation.Record, now);
+            return false;
+        }
+
+        if (verdict == WatchVerdict.Stopping)
+        {
+            await drain.ConfigureAwait(false);
+            return false;
+        }
+
+        // Past the window: the successor is no longer watched for health, but if it dies while this generation still
+        // drains, its rule and guard go (the ports are then not steered at all, rather than steered to nothing).
+        var active = ReadState()?.Active;
+        using var exit = active is null || active.Id == me.Id ? null : ProcessExitWatch.Start(active.Process);
+        if (exit is not null && await Task.WhenAny(drain, exit.Exited).ConfigureAwait(false) == exit.Exited)
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(CleanupTimeout);
+                var repair = await _handoff!.RepairAsync(timeout.Token).ConfigureAwait(false);
+                Log.RepairedAfterWindow(_logger, active!.Id, me.Id,
+                    repair.Active is { } a ? $"generation {a.Id} holds the ports" : "the public ports are not steered until the next generation takes over");
+            }
+            catch (Exception e) when (e is StateException or NftException or OperationCanceledException)
+            {
+                Log.RollbackFailed(_logger, me.Id, "removing the rules of the dead successor failed: " + e.Message, e);
+            }
+        }
+
+        var report = await drain.ConfigureAwait(false);
+        Log.DrainFinished(_logger, me.Id, report.Elapsed.TotalMilliseconds, report.ReachedQuiet ? "quiet" : "bound reached", report.OpenConnections);
+        return !stopping.IsCancellationRequested;
+    }
+
+    /// <summary>
+    /// Watches the active generation until the window is over: through a pidfd for its death (then a repair, which
+    /// gives the ports to the newest generation still in its window), and, for the direct successor, through its
+    /// private ports for its health (then a forced rollback from it, and only from it).
+    /// </summary>
+    private async Task<(WatchVerdict Verdict, GenerationRecord? From, string? Why)> WatchSuccessorAsync(
+        GenerationRecord me, GenerationRecord successor, TimeSpan window, CancellationToken stopping)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(window.TotalSeconds * Stopwatch.Frequency);
+        TimeSpan Remaining() => TimeSpan.FromSeconds((double)(deadline - Stopwatch.GetTimestamp()) / Stopwatch.Frequency);
+        var tls = TlsPorts();
+        var active = successor;
+        var failures = 0;
+        while (Remaining() > TimeSpan.Zero)
+        {
+            using var exit = ProcessExitWatch.Start(active.Process);
+            while (true)
+            {
+                var remaining = Remaining();
+                if (remaining <= TimeSpan.Zero)
+                {
+                    return (WatchVerdict.WindowOver, null, null);
+                }
+
+                var probe = active.Id == successor.Id
+                    ? Readiness.ProbeAsync(_options, active.Ports, tls, ProbeTimeout, stopping)
+                    : Task.FromResult<string?>(null);
+                var tick = Task.Delay(remaining < ProbeInterval ? remaining : ProbeInterval, stopping);
+                await Task.WhenAny(exit.Exited, Task.WhenAll(probe, tick)).ConfigureAwait(false);
+                if (stopping.IsCancellationRequested)
+                {
+                    return (WatchVerdict.Stopping, null, null);
+                }
+
+                if (exit.Exited.IsCompleted)
+                {
+                    var repaired = await TryAsync(me, h => h.RepairAsync(CancellationToken.None), r => r.Active?.Id == me.Id).ConfigureAwait(false);
+                    if (repaired)
+                    {
+                        return (WatchVerdict.RolledBack, active, "died");
+                    }
+
+                    break;
+                }
+
+                var now = ReadState();
+                if (now?.Find(me.Id) is { State: GenerationState.Active })
+                {
+                    return (WatchVerdict.RolledBack, active, "was rolled back from (switchover rollback, or a repair)");
+                }
+
+                if (now?.Active is not { } current || current.Id != active.Id)
+                {
+                    // Another generation took over (or a repair left nobody active): watch whoever holds the ports now.
+                    break;
+                }
+
+                var reason = await probe.ConfigureAwait(false);
+                failures = reason is null ? 0 : failures + 1;
+                if (reason is not null)
+                {
+                    Log.SuccessorUnhealthy(_logger, active.Id, failures, reason);
+                }
+
+                if (failures >= UnhealthyAfter)
+                {
+                    RollbackResult? result = null;
+                    var rolledBack = await TryAsync(me, async h => result = await h.RollbackAsync(me.Id, force: true, from: active.Id, CancellationToken.None).ConfigureAwait(false),
+                        r => r.Outcome is RollbackOutcome.RolledBack or RollbackOutcome.AlreadyActive).ConfigureAwait(false);
+                    if (rolledBack)
+                    {
+                        return (WatchVerdict.RolledBack, active, $"failed {failures} health probes in a row ({reason})");
+                    }
+
+                    if (result?.Outcome == RollbackOutcome.NotPossible)
+                    {
+                        return (WatchVerdict.WindowOver, null, null);
+                    }
+
+                    failures = 0;
+                    break;
+                }
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(50), stopping).ConfigureAwait(false);
+            var next = ReadState();
+            if (next?.Find(me.Id) is { State: GenerationState.Active })
+            {
+                return (WatchVerdict.RolledBack, active, "was rolled back from");
+            }
+
+            active = next?.Active is { } a && a.Id != me.Id ? a : active;
+        }
+
+        return (WatchVerdict.WindowOver, null, null);
+    }
+
+    /// <summary>Runs a rollback step with its own timeout; failures are logged and read as "not done".</summary>
+    private async Task<bool> TryAsync<T>(GenerationRecord me, Func<IHandoffBackend, Task<T>> step, Func<T, bool> done)
+    {
+        try
+        {
+            return done(await step(_handoff!).ConfigureAwait(false));
+        }
+        catch (Exception e) when (e is StateException or NftException or InvalidOperationException)
+        {
+            Log.RollbackFailed(_logger, me.Id, e.Message, e);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Tells previous generations again that they were superseded, with growing pauses (1 s to 30 s, ten times): a
+    /// failed signal never undoes the takeover, but a generation that never hears it never drains.
+    /// </summary>
+    private async Task RetrySignalsAsync(IReadOnlyList<SignalFailure> failures, CancellationToken stopping)
+    {
+        var delay = TimeSpan.FromSeconds(1);
+        foreach (var failure in failures)
+        {
+            Log.SignalFailed(_logger, failure.Generation.Id, failure.Generation.Pid, 1, delay.TotalSeconds, failure.Error);
+        }
+
+        var pending = failures.Select(f => f.Generation).ToList();
+        for (var attempt = 2; attempt <= 10 && pending.Count > 0; attempt++)
+        {
+            try
+            {
+                await Task.Delay(delay, stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            delay = TimeSpan.FromSeconds(Math.Min(delay.TotalSeconds * 2, 30));
+            foreach (var generation in pending.ToList())
+            {
+                try
+                {
+                    if (await _handoff!.SignalToDrainAsync(generation.Id, stopping).ConfigureAwait(false) is { } failure)
+                    {
+                        Log.SignalFailed(_logger, generation.Id, generation.Pid, attempt, delay.TotalSeconds, failure.Error);
+                        continue;
+                    }
+
+                    Log.SignalDelivered(_logger, generation.Id, generation.Pid, attempt);
+                }
+                catch (Exception e) when (e is StateException or OperationCanceledException)
+                {
+                    continue;
+                }
+
+                pending.Remove(generation);
+            }
         }
     }
 

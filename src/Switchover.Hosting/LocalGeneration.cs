@@ -91,6 +91,9 @@ internal sealed class LocalGeneration
 
     public void StartDraining() => _draining = true;
 
+    /// <summary>A rollback made this generation active again: its responses no longer ask clients to reconnect.</summary>
+    public void StopDraining() => _draining = false;
+
     public void ConnectionOpened() => Interlocked.Increment(ref _connections);
 
     public void ConnectionClosed() => Interlocked.Decrement(ref _connections);

@@ -71,4 +71,32 @@ internal static partial class Log
 
     [LoggerMessage(22, LogLevel.Warning, "Certificate {Path} changed on disk but does not load ({Reason}); the previous one is served until it does.")]
     public static partial void CertificateNotReloaded(ILogger logger, string path, string reason);
+
+    // 40-49: the rollback window and signals to superseded generations.
+    [LoggerMessage(40, LogLevel.Warning,
+        "Could not tell generation {GenerationId} (pid {Pid}) that it was superseded (attempt {Attempt}); the takeover stands, that generation keeps serving the connections it has until it hears it; retrying in {RetrySeconds:0} s. {Error}")]
+    public static partial void SignalFailed(ILogger logger, long generationId, int pid, int attempt, double retrySeconds, string error);
+
+    [LoggerMessage(41, LogLevel.Information, "Generation {GenerationId} was superseded by generation {SuccessorId}: it drains, and watches it for its rollback window of {WindowMs:0} ms.")]
+    public static partial void WatchingSuccessor(ILogger logger, long generationId, long successorId, double windowMs);
+
+    [LoggerMessage(42, LogLevel.Warning,
+        "Rollback in namespace '{Namespace}': generation {FromId} {Reason}; generation {GenerationId} holds the public ports again and stops draining ({Count} rollback(s) by this process).")]
+    public static partial void RolledBack(ILogger logger, string @namespace, long fromId, string reason, long generationId, long count);
+
+    [LoggerMessage(43, LogLevel.Information, "Generation {GenerationId}'s rollback window is over: it can no longer take the ports back, and stops once drained.")]
+    public static partial void RollbackWindowEnded(ILogger logger, long generationId);
+
+    [LoggerMessage(44, LogLevel.Warning, "Generation {SuccessorId} failed the health probe on its private ports ({Failures} in a row): {Reason}")]
+    public static partial void SuccessorUnhealthy(ILogger logger, long successorId, int failures, string reason);
+
+    [LoggerMessage(45, LogLevel.Warning,
+        "Generation {SuccessorId} died after generation {GenerationId}'s rollback window: its rule and guard were removed ({Outcome}).")]
+    public static partial void RepairedAfterWindow(ILogger logger, long successorId, long generationId, string outcome);
+
+    [LoggerMessage(46, LogLevel.Error, "Generation {GenerationId} could not take the ports back: {Reason}")]
+    public static partial void RollbackFailed(ILogger logger, long generationId, string reason, Exception? exception);
+
+    [LoggerMessage(47, LogLevel.Information, "Generation {GenerationId} (pid {Pid}) heard that it was superseded, at attempt {Attempt}.")]
+    public static partial void SignalDelivered(ILogger logger, long generationId, int pid, int attempt);
 }

@@ -18,23 +18,7 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.ReadinessTimeout);
-        using var http = new HttpClient(new SocketsHttpHandler
-        {
-            UseProxy = false,
-            PooledConnectionLifetime = TimeSpan.Zero,
-            SslOptions =
-            {
-                // The probe asks this process's own private port on loopback, not a peer: the certificate is the one
-                // it serves, whatever names or issuer it carries, and nothing secret is sent.
-#pragma warning disable CA5359
-                RemoteCertificateValidationCallback = (_, _, _, _) => true,
-#pragma warning restore CA5359
-                TargetHost = options.ReadinessHost,
-            },
-        })
-        {
-            Timeout = TimeSpan.FromSeconds(5),
-        };
+        using var http = CreateClient(options, TimeSpan.FromSeconds(5));
         var reason = "not checked yet";
         try
         {
@@ -56,6 +40,46 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
                 $"Not ready after {options.ReadinessTimeout.TotalSeconds:0.#} s (Switchover:ReadinessTimeout): {reason}");
         }
     }
+
+    /// <summary>
+    /// One probe of another generation's private ports, as a new generation probes its own before it takes over (the
+    /// health checks of this process say nothing about that one, so they are left out).
+    /// </summary>
+    /// <returns>Null when every port answered, otherwise why not.</returns>
+    public static async Task<string?> ProbeAsync(SwitchoverOptions options, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts,
+        TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var http = CreateClient(options, timeout);
+        using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        bound.CancelAfter(timeout);
+        try
+        {
+            return await new Readiness(null, options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
+                .CheckOnceAsync(http, ports, tlsPorts, bound.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return $"no answer within {timeout.TotalSeconds:0.#} s";
+        }
+    }
+
+    private static HttpClient CreateClient(SwitchoverOptions options, TimeSpan timeout) => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        PooledConnectionLifetime = TimeSpan.Zero,
+        SslOptions =
+        {
+            // The probe asks a private port of this service on loopback, not a peer: the certificate is the one it
+            // serves, whatever names or issuer it carries, and nothing secret is sent.
+#pragma warning disable CA5359
+            RemoteCertificateValidationCallback = (_, _, _, _) => true,
+#pragma warning restore CA5359
+            TargetHost = options.ReadinessHost,
+        },
+    })
+    {
+        Timeout = timeout,
+    };
 
     private async Task<string?> CheckOnceAsync(HttpClient http, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts, CancellationToken cancellationToken)
     {

@@ -69,6 +69,17 @@ public sealed class SwitchoverOptions
     /// <summary>How long a request to the agent is retried while no agent answers (it is restarting). Default: 30 s.</summary>
     public TimeSpan AgentReconnectTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long a superseded generation keeps its listeners and watches its successor (its process through a pidfd,
+    /// its health through its private ports): if the successor dies or stays unhealthy within the window, this
+    /// generation takes the public ports back in one transaction and serves on. The drain runs meanwhile, but the
+    /// generation never exits before the window is over. Zero disables it (drain and exit at once).
+    /// Default: 10 s: a new version that fails under real traffic mostly does so on its first requests, seconds after
+    /// the swap; 10 s covers that many times over while staying under the drain bound (Drain:MaxDuration, 20 s), so
+    /// a busy drain hides it entirely and an idle one keeps the old process (and its memory) at most 10 s longer.
+    /// </summary>
+    public TimeSpan RollbackWindow { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How a superseded generation drains.</summary>
     public DrainOptions Drain { get; } = new();
 

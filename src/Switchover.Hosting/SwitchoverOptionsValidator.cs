@@ -50,6 +50,11 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) :
         Positive(errors, "Switchover:Drain:QuietPeriod", options.Drain.QuietPeriod);
         Positive(errors, "Switchover:Drain:MaxDuration", options.Drain.MaxDuration);
         Positive(errors, "Switchover:Drain:PollInterval", options.Drain.PollInterval);
+        if (options.RollbackWindow < TimeSpan.Zero)
+        {
+            errors.Add($"Switchover:RollbackWindow must be zero (off) or positive, not {options.RollbackWindow}.");
+        }
+
         if (options.Drain.QuietPeriod > options.Drain.MaxDuration)
         {
             errors.Add($"Switchover:Drain:QuietPeriod ({options.Drain.QuietPeriod}) is longer than Switchover:Drain:MaxDuration ({options.Drain.MaxDuration}).");

@@ -120,6 +120,48 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
         Assert.False(Directory.Exists(app.StateDirectory));
     }
 
+    [Fact(Timeout = 180_000)]
+    public async Task When_the_active_generation_is_killed_the_agent_gives_the_port_back_to_the_previous_one_at_once()
+    {
+        var app = await StartAsync();
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        var v2 = await app.DeployAsync("v2", TakeoverTimeout, Token);
+        var target = new IPEndPoint(Lab.ServerV4, PublicPort);
+        Assert.Equal($"v2 {v2.Process.Pid}", (await GetAsync(Lab.Client, target, "/", Token)).Body.Trim());
+
+        v2.Process.Kill();
+        var killed = System.Diagnostics.Stopwatch.StartNew();
+        string? body = null;
+        while (killed.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            try
+            {
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(Token);
+                attempt.CancelAfter(TimeSpan.FromSeconds(1));
+                body = (await GetAsync(Lab.Client, target, "/", attempt.Token)).Body.Trim();
+                if (body == $"v1 {v1.Process.Pid}")
+                {
+                    break;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+            {
+                // Refused until the repair: the killed generation's rule pointed at nothing.
+            }
+
+            await Task.Delay(20, Token);
+        }
+
+        Output.WriteLine($"v1 served again {killed.Elapsed.TotalMilliseconds:0} ms after v2 was killed");
+        Assert.Equal($"v1 {v1.Process.Pid}", body);
+        Assert.True(killed.Elapsed < TimeSpan.FromSeconds(2), $"v1 served again only after {killed.Elapsed.TotalMilliseconds:0} ms.");
+        Assert.Contains($"generation 2 (pid {v2.Process.Pid}) died while Active", Agent.Log, StringComparison.Ordinal);
+        Assert.Equal(v1.Process.Pid, app.ReadState()!.Active!.Pid);
+
+        var v3 = await app.DeployAsync("v3", TakeoverTimeout, Token);
+        Assert.Equal($"v3 {v3.Process.Pid}", (await GetAsync(Lab.Client, target, "/", Token)).Body.Trim());
+    }
+
     [Fact(Timeout = 120_000)]
     public async Task The_agent_serves_on_the_socket_systemd_passes_it()
     {

@@ -6,10 +6,10 @@ using Switchover.State;
 namespace Switchover.Agent;
 
 /// <summary>The agent refused a request: the policy does not allow it. Nothing was changed.</summary>
-public sealed class AgentRefusedException(string message) : Exception(message);
+public sealed class AgentRefusedException(string message) : InvalidOperationException(message);
 
 /// <summary>No agent answered at the socket within the reconnect bound.</summary>
-public sealed class AgentUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class AgentUnavailableException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
 
 /// <summary>
 /// The app's side of the agent protocol: one connection per request, so that the kernel vouches for the caller each
@@ -114,10 +114,11 @@ internal sealed class AgentClient(string socketPath, TimeSpan reconnectTimeout)
             connection.Write(AgentProtocol.Encode(new AgentRequest(AgentOperations.Acknowledge)));
             var done = connection.ReadLine(requestTimeout, received);
             CloseAll(received);
-            if (done is not null && Decode(done) is { Ok: false } failed)
+            if (done is not null)
             {
-                // Signalling the previous generations failed after the swap: the swap stands.
-                return response with { Message = failed.Message };
+                // Signalling the previous generations may have failed after the swap: the swap stands, the failures are reported.
+                var final = Decode(done);
+                return response with { Phase = null, SignalFailures = final.SignalFailures, Message = final.Message };
             }
         }
         catch (Exception e) when (e is IOException or SocketException or TimeoutException)

@@ -20,6 +20,18 @@ public static class AgentOperations
     public const string StepDown = "stepDown";
     public const string Leave = "leave";
 
+    /// <summary>Removes dead generations and restores the invariant (Handoff.RepairAsync).</summary>
+    public const string Repair = "repair";
+
+    /// <summary>The peer's own superseded generation takes the public ports back (Handoff.RollbackAsync).</summary>
+    public const string Rollback = "rollback";
+
+    /// <summary>The peer's own generation's rollback window is over (Handoff.EndRollbackWindowAsync).</summary>
+    public const string EndRollbackWindow = "endRollbackWindow";
+
+    /// <summary>Tells a draining generation again that it was superseded (Handoff.SignalToDrainAsync).</summary>
+    public const string SignalToDrain = "signalToDrain";
+
     /// <summary>The conntrack flow counts of the peer's own generation (for its drain).</summary>
     public const string Flows = "flows";
 
@@ -55,6 +67,15 @@ public sealed record AgentRequest(string Op)
 
     public Steering? Steering { get; init; }
 
+    /// <summary>Register: the generation's rollback window, in milliseconds.</summary>
+    public long? RollbackWindowMs { get; init; }
+
+    /// <summary>Rollback: even though the active generation is alive (it is unhealthy).</summary>
+    public bool? Force { get; init; }
+
+    /// <summary>Rollback: only while this generation is the active one.</summary>
+    public long? From { get; init; }
+
     /// <summary>How long the agent may wait for the namespace lock, in milliseconds (capped by the agent).</summary>
     public long? LockTimeoutMs { get; init; }
 }
@@ -84,6 +105,17 @@ public sealed record AgentResponse(bool Ok)
     public bool? Result { get; init; }
 
     public FlowCounts? Flows { get; init; }
+
+    public IReadOnlyList<SignalFailure>? SignalFailures { get; init; }
+
+    public SignalFailure? SignalFailure { get; init; }
+
+    public RepairResult? Repair { get; init; }
+
+    public RollbackResult? Rollback { get; init; }
+
+    /// <summary>EndRollbackWindow: the generation's state now.</summary>
+    public GenerationState? GenerationState { get; init; }
 
     /// <summary>The agent's state root, so that the client reads the same state files.</summary>
     public string? StateDirectory { get; init; }

@@ -353,6 +353,10 @@ internal sealed class HandoffAgent : IAsyncDisposable
                 AgentOperations.StepDown => await StepDownAsync(handoff, peer, request, timeout.Token).ConfigureAwait(false),
                 AgentOperations.Leave => await LeaveAsync(handoff, peer, request, timeout.Token).ConfigureAwait(false),
                 AgentOperations.Flows => await FlowsAsync(handoff, peer, request, timeout.Token).ConfigureAwait(false),
+                AgentOperations.Repair => await RepairRequestAsync(handoff, peer, timeout.Token).ConfigureAwait(false),
+                AgentOperations.Rollback => await RollbackAsync(handoff, peer, request, timeout.Token).ConfigureAwait(false),
+                AgentOperations.EndRollbackWindow => await EndRollbackWindowAsync(handoff, peer, request, timeout.Token).ConfigureAwait(false),
+                AgentOperations.SignalToDrain => await SignalToDrainAsync(handoff, peer, request, timeout.Token).ConfigureAwait(false),
                 _ => AgentResponse.Fail(AgentErrors.BadRequest, $"Unknown operation '{request.Op}'."),
             };
         }
@@ -449,7 +453,8 @@ internal sealed class HandoffAgent : IAsyncDisposable
         }
         else
         {
-            registration = await handoff.RegisterAsync(peer.Process!, ports, steering, cancellationToken).ConfigureAwait(false);
+            registration = await handoff.RegisterAsync(peer.Process!, ports, steering, TimeSpan.FromMilliseconds(request.RollbackWindowMs ?? 0), cancellationToken)
+                .ConfigureAwait(false);
             Log($"namespace '{handoff.Name}': generation {registration.Generation.Id} registered for {peer}, ports " +
                 string.Join(",", ports.Select(p => $"{p.Public}->{p.PrivatePort}")) + $", steering {steering}");
         }
@@ -489,8 +494,83 @@ internal sealed class HandoffAgent : IAsyncDisposable
         }).ConfigureAwait(false);
         Log($"namespace '{handoff.Name}': generation {(result.Previous.Count == 0 ? "(none)" : string.Join(",", result.Previous.Select(g => g.Id)))} -> " +
             $"{result.Generation.Id} (pid {result.Generation.Pid}), rule transaction {result.RuleTransaction.TotalMilliseconds:0.0} ms");
+        foreach (var failure in result.SignalFailures)
+        {
+            Log($"namespace '{handoff.Name}': generation {failure.Generation.Id} (pid {failure.Generation.Pid}) was not told to drain: {failure.Error}");
+        }
+
         RefreshWatches(handoff);
-        return new AgentResponse(true) { Generation = result.Generation };
+        return new AgentResponse(true) { Generation = result.Generation, SignalFailures = result.SignalFailures };
+    }
+
+    private async Task<AgentResponse> RepairRequestAsync(Handoff handoff, AgentPeer peer, CancellationToken cancellationToken)
+    {
+        if (!IsGenerationOf(handoff, peer))
+        {
+            return AgentResponse.Fail(AgentErrors.Refused, $"{peer} is no generation of namespace '{handoff.Name}'; only its generations ask for a repair.");
+        }
+
+        var repair = await handoff.RepairAsync(cancellationToken).ConfigureAwait(false);
+        LogRepair(handoff.Name, repair, $"asked by {peer}");
+        RefreshWatches(handoff);
+        return new AgentResponse(true) { Repair = repair };
+    }
+
+    private async Task<AgentResponse> RollbackAsync(Handoff handoff, AgentPeer peer, AgentRequest request, CancellationToken cancellationToken)
+    {
+        if (Mine(handoff, peer, request) is { } refusal)
+        {
+            return refusal;
+        }
+
+        var result = await handoff.RollbackAsync(request.Generation!.Value, request.Force ?? false, request.From, cancellationToken).ConfigureAwait(false);
+        Log($"namespace '{handoff.Name}': rollback to generation {request.Generation}{(request.Force == true ? " (forced)" : string.Empty)}: {result.Outcome}, {result.Reason}");
+        RefreshWatches(handoff);
+        return new AgentResponse(true) { Rollback = result };
+    }
+
+    private static async Task<AgentResponse> EndRollbackWindowAsync(Handoff handoff, AgentPeer peer, AgentRequest request, CancellationToken cancellationToken)
+    {
+        if (Mine(handoff, peer, request) is { } refusal)
+        {
+            return refusal;
+        }
+
+        var state = await handoff.EndRollbackWindowAsync(request.Generation!.Value, cancellationToken).ConfigureAwait(false);
+        return new AgentResponse(true) { GenerationState = state };
+    }
+
+    private static async Task<AgentResponse> SignalToDrainAsync(Handoff handoff, AgentPeer peer, AgentRequest request, CancellationToken cancellationToken)
+    {
+        if (request.Generation is not { } id)
+        {
+            return AgentResponse.Fail(AgentErrors.BadRequest, "'signalToDrain' needs a generation id.");
+        }
+
+        if (!IsGenerationOf(handoff, peer))
+        {
+            return AgentResponse.Fail(AgentErrors.Refused, $"{peer} is no generation of namespace '{handoff.Name}'; only its generations tell others to drain.");
+        }
+
+        var failure = await handoff.SignalToDrainAsync(id, cancellationToken).ConfigureAwait(false);
+        return new AgentResponse(true) { SignalFailure = failure };
+    }
+
+    private static bool IsGenerationOf(Handoff handoff, AgentPeer peer) =>
+        handoff.Store.ReadUnlocked()?.Generations.Any(g => g.Process == peer.Process) ?? false;
+
+    private void LogRepair(NamespaceName name, RepairResult repair, string why)
+    {
+        if (!repair.Applied && repair.StaleRemoved.Count == 0)
+        {
+            return;
+        }
+
+        Log($"namespace '{name}': repaired ({why}): " + (repair.NamespaceRemoved
+            ? "no generation left; table and state removed"
+            : repair.Promoted is { } promoted ? $"generation {promoted.Id} (pid {promoted.Pid}) rolled back to, within its rollback window"
+            : repair.Active is { } active ? $"generation {active.Id} (pid {active.Pid}) is active"
+            : "no generation is active: the public ports are not steered (nothing can capture them) until the next takeover"));
     }
 
     private async Task<AgentResponse> StepDownAsync(Handoff handoff, AgentPeer peer, AgentRequest request, CancellationToken cancellationToken)
@@ -712,7 +792,8 @@ internal sealed class HandoffAgent : IAsyncDisposable
 
     /// <summary>
     /// A watched generation exited. If it was still in the state (it did not leave), the namespace is put right at
-    /// once: it is removed, and when it was the active one, its redirect and guard go with it.
+    /// once (Handoff.RepairAsync): it is removed, and when it was the active one, the newest superseded generation still
+    /// in its rollback window takes the ports back, or else its rule and guard go with it.
     /// </summary>
     private async Task RepairAsync(GenerationExit exit)
     {
@@ -728,13 +809,12 @@ internal sealed class HandoffAgent : IAsyncDisposable
 
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             Log($"namespace '{exit.Namespace}': generation {recorded.Id} (pid {recorded.Pid}) died while {recorded.State}; repairing");
-            var last = await handoff.LeaveAsync(recorded.Id, timeout.Token).ConfigureAwait(false);
-            var after = handoff.Store.ReadUnlocked();
-            Log($"namespace '{exit.Namespace}': repaired in {stopwatch.Elapsed.TotalMilliseconds:0} ms: " + (last
-                ? "no generation left; table and state removed"
-                : after?.Active is { } active ? $"generation {active.Id} (pid {active.Pid}) is active"
-                : "no generation is active: the public ports are not redirected (nothing can capture them) until the next takeover"));
-            RefreshWatches(handoff);
+            var repair = await handoff.RepairAsync(timeout.Token).ConfigureAwait(false);
+            LogRepair(exit.Namespace, repair with { Applied = true }, $"in {stopwatch.Elapsed.TotalMilliseconds:0} ms");
+            if (!repair.NamespaceRemoved)
+            {
+                RefreshWatches(handoff);
+            }
         }
 #pragma warning disable CA1031 // A failed repair is logged and tried again by the next rescan's view of the dead process.
         catch (Exception e)

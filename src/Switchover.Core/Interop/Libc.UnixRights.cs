@@ -34,7 +34,6 @@ internal static partial class Libc
     public const int EAGAIN = 11;
     public const int ERANGE = 34;
     public const int ENOPROTOOPT = 92;
-    public const short POLLIN = 0x1;
 
     /// <summary>struct cmsghdr (LP64): size_t len, int level, int type; data follows at 8-byte alignment.</summary>
     private const int CmsgHeaderSize = 16;
@@ -56,7 +55,7 @@ internal static partial class Libc
     private static unsafe partial int SetSocketOptionNative(int fd, int level, int name, void* value, uint length);
 
     [LibraryImport(Library, EntryPoint = "poll", SetLastError = true)]
-    private static unsafe partial int PollNative(PollDescriptor* fds, nuint count, int timeoutMilliseconds);
+    private static unsafe partial int PollManyNative(PollDescriptor* fds, nuint count, int timeoutMilliseconds);
 
     [LibraryImport(Library, EntryPoint = "eventfd", SetLastError = true)]
     public static partial int EventFd(uint initialValue, int flags);
@@ -211,7 +210,7 @@ internal static partial class Libc
     {
         fixed (PollDescriptor* pointer = fds)
         {
-            var ready = PollNative(pointer, (nuint)fds.Length, timeoutMilliseconds);
+            var ready = PollManyNative(pointer, (nuint)fds.Length, timeoutMilliseconds);
             return ready >= 0 ? ready : -Marshal.GetLastPInvokeError();
         }
     }

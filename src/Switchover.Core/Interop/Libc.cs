@@ -8,6 +8,7 @@ internal static partial class Libc
     private const string Library = "libc";
 
     public const int SIGKILL = 9;
+    public const int SIGUSR2 = 12;
     public const int SIGTERM = 15;
     public const int LOCK_EX = 2;
     public const int LOCK_NB = 4;

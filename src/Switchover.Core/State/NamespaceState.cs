@@ -11,7 +11,10 @@ public enum GenerationState
     /// <summary>The public ports point at it.</summary>
     Active,
 
-    /// <summary>Superseded; finishing the connections it has, then exiting.</summary>
+    /// <summary>
+    /// Superseded; finishing the connections it has, then exiting. Until <see cref="GenerationRecord.RollbackUntil"/>
+    /// it keeps its listeners and may take the public ports back.
+    /// </summary>
     Draining,
 }
 
@@ -46,11 +49,50 @@ public sealed record GenerationRecord(
 {
     [JsonIgnore]
     public ProcessIdentity Process => new(Pid, StartTime);
+
+    /// <summary>
+    /// How long this generation, once superseded, keeps its listeners and watches its successor (its own
+    /// Switchover:RollbackWindow; zero: it drains at once and is never rolled back to).
+    /// </summary>
+    public TimeSpan RollbackWindow { get; init; }
+
+    /// <summary>
+    /// Set when a successor takes over from it: until then it still holds its listeners and may be made active again
+    /// (<see cref="Handoff.RollbackAsync(long, CancellationToken)"/>). Null: not a rollback target (active, starting,
+    /// out of its window, or the generation a rollback went away from).
+    /// </summary>
+    public DateTimeOffset? RollbackUntil { get; init; }
+
+    /// <summary>
+    /// Why the last attempt to tell this generation to drain (SIGTERM) failed, with the time; null once one got
+    /// through. A draining generation that never heard it keeps serving its open connections: status shows this.
+    /// </summary>
+    public string? SignalError { get; init; }
+
+    /// <summary>
+    /// The signal that tells this generation it was superseded. Generations that keep serving through their rollback
+    /// window ask for SIGUSR2 and then stop themselves; absent (records written before the window existed): SIGTERM.
+    /// </summary>
+    public int? SupersededSignal { get; init; }
+
+    /// <summary>The signal to send this generation when another takes the public ports from it.</summary>
+    [JsonIgnore]
+    public int DrainSignal => SupersededSignal ?? 15;
+
+    /// <summary>True while this superseded generation still holds its listeners and may take the public ports back.</summary>
+    public bool CanRollBackTo(DateTimeOffset now) => State == GenerationState.Draining && RollbackUntil > now;
 }
 
 /// <summary>The contents of /run/switchover/NAMESPACE/state.json.</summary>
 public sealed record NamespaceState(int Version, string Namespace, long LastGenerationId, IReadOnlyList<GenerationRecord> Generations)
 {
+    /// <summary>
+    /// Set before an nft transaction starts and cleared when the state that matches it is written: when it is found set,
+    /// a transaction was interrupted (nft or its caller killed) and the kernel may hold either table, so the next
+    /// operation applies the table rendered from this state before anything else.
+    /// </summary>
+    public bool TransactionPending { get; init; }
+
     public const int CurrentVersion = 1;
 
     public static NamespaceState Empty(NamespaceName name) => new(CurrentVersion, name.Value, 0, []);

@@ -54,38 +54,70 @@ public sealed record ProcessIdentity(int Pid, ulong StartTime)
     /// otherwise checks the start time just before kill(2).
     /// </summary>
     /// <returns>True when the signal was delivered, false when the process is gone.</returns>
+    /// <exception cref="InvalidOperationException">The kernel refused (EPERM: another user's process); the message says what to do.</exception>
     public bool Signal(int signal)
+    {
+        var errno = TrySignal(signal);
+        return errno switch
+        {
+            0 => true,
+            Libc.ESRCH => false,
+            _ => throw new InvalidOperationException(DescribeSignalFailure(signal, errno)),
+        };
+    }
+
+    /// <summary>
+    /// Sends a signal (0: only checks that one could be sent) to this exact process without throwing.
+    /// </summary>
+    /// <returns>0 when delivered, ESRCH when the process is gone, otherwise the errno (EPERM: another user's process).</returns>
+    public int TrySignal(int signal)
     {
         using var pidfd = Libc.TryPidfdOpen(Pid, out var openErrno);
         if (pidfd is not null)
         {
             // The pidfd pins this pid; re-check the start time so that we know it is our process.
-            if (!IsAlive())
-            {
-                return false;
-            }
-
-            var errno = Libc.PidfdSendSignal(pidfd, signal);
-            return errno == 0 || (errno == Libc.ESRCH ? false : throw SignalFailed(signal, errno));
+            return !IsAlive() ? Libc.ESRCH : Libc.PidfdSendSignal(pidfd, signal);
         }
 
         if (openErrno == Libc.ESRCH || !IsAlive())
         {
-            return false;
+            return Libc.ESRCH;
         }
 
-        if (Libc.Kill(Pid, signal) == 0)
-        {
-            return true;
-        }
-
-        var killErrno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-        return killErrno == Libc.ESRCH ? false : throw SignalFailed(signal, killErrno);
+        return Libc.Kill(Pid, signal) == 0 ? 0 : System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
     }
 
-    private InvalidOperationException SignalFailed(int signal, int errno) =>
-        new($"Could not send signal {signal} to pid {Pid} (errno {errno}). " +
-            (errno == Libc.EPERM ? "Run every generation as the same user, or as root." : string.Empty));
+    /// <summary>What a failed signal means and what to do about it.</summary>
+    public string DescribeSignalFailure(int signal, int errno) =>
+        $"Could not send signal {signal} to pid {Pid} ({System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}, errno {errno})" +
+        (errno == Libc.EPERM
+            ? $": it runs as uid {DescribeUid(ReadUid())}, this process as uid {Libc.GetEffectiveUserId()} without CAP_KILL. " +
+              "Run every generation of a namespace as the same user, or as root."
+            : ".");
+
+    /// <summary>The real uid of this process (from /proc/PID/status), or null when it cannot be read.</summary>
+    public uint? ReadUid()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{Pid.ToString(CultureInfo.InvariantCulture)}/status"))
+            {
+                if (line.StartsWith("Uid:", StringComparison.Ordinal))
+                {
+                    var fields = line[4..].Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries);
+                    return uint.Parse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            // Gone, or not ours to read: the message says "unknown".
+        }
+
+        return null;
+    }
+
+    private static string DescribeUid(uint? uid) => uid?.ToString(CultureInfo.InvariantCulture) ?? "(unknown)";
 
     private static bool IsZombie(int pid)
     {
