@@ -111,7 +111,10 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
         Assert.DoesNotContain("generation 1 -> 2", first.Output, StringComparison.Ordinal);
         Assert.Contains($"namespace '{app.Name}': generation 1 -> 2 (pid {v2.Pid})", Agent.Process.Output, StringComparison.Ordinal);
 
-        // The new agent holds v2's pidfd although it never saw v2 register: v2's death is repaired at once.
+        // Killed and started again once more, with nothing asked of it since: the new agent holds v2's pidfd although
+        // it never saw v2 at all, and v2's death is repaired at once.
+        await Agent.KillAsync();
+        await Agent.StartAgainAsync(Token);
         Assert.Contains($"watching generation 2 (pid {v2.Pid}", Agent.Process.Output, StringComparison.Ordinal);
         v2.Kill();
         await Agent.Process.WaitForOutputAsync($"namespace '{app.Name}': repaired", TimeSpan.FromSeconds(10), Token);
