@@ -73,11 +73,22 @@ internal sealed class LocalHandoffBackend(Handoff handoff, ConntrackClient connt
 }
 
 /// <summary>The handoff carried out by the Switchover agent, for a process without privileges.</summary>
-internal sealed class AgentHandoffBackend(AgentClient client, NamespaceName name, TimeSpan lockTimeout) : IHandoffBackend
+internal sealed class AgentHandoffBackend(AgentClient client, NamespaceName name, TimeSpan lockTimeout, string? stateDirectory = null) : IHandoffBackend
 {
     public string Description => $"through the agent at {client.SocketPath}";
 
-    public Task CheckAsync(CancellationToken cancellationToken) => client.SendAsync(Request(AgentOperations.Check), cancellationToken);
+    /// <summary>Also checks that the agent keeps the state where this process reads it (for systemd's notifications).</summary>
+    public async Task CheckAsync(CancellationToken cancellationToken)
+    {
+        var answer = await client.SendAsync(Request(AgentOperations.Check), cancellationToken).ConfigureAwait(false);
+        if (stateDirectory is not null && answer.StateDirectory is { } agents
+            && !string.Equals(Path.TrimEndingDirectorySeparator(agents), Path.TrimEndingDirectorySeparator(stateDirectory), StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException(
+                $"The Switchover agent at {client.SocketPath} keeps the state under {agents}, but Switchover:StateDirectory is {stateDirectory}. " +
+                "Set them alike (the agent's --state-dir, the app's Switchover:StateDirectory); nothing was changed.");
+        }
+    }
 
     public async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
         CancellationToken cancellationToken)
@@ -175,7 +186,7 @@ internal sealed class HandoffBackends
     {
         var options = _configuration.Options;
         return AgentSocket is { } socket
-            ? new AgentHandoffBackend(new AgentClient(socket, options.AgentReconnectTimeout), name, options.LockTimeout)
+            ? new AgentHandoffBackend(new AgentClient(socket, options.AgentReconnectTimeout), name, options.LockTimeout, options.StateDirectory)
             : new LocalHandoffBackend(Handoff.Create(options.StateDirectory, name, options.LockTimeout, options.NftPath),
                 new ConntrackClient(CommandRunner.Instance, options.ConntrackPath));
     }
