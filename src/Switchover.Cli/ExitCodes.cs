@@ -33,4 +33,7 @@ internal static class ExitCodes
 
     /// <summary>deploy's --timeout passed first; deploy stopped the generation.</summary>
     public const int DeployTimedOut = 9;
+
+    /// <summary>switchover rollback: no superseded generation is alive within its rollback window.</summary>
+    public const int NothingToRollBackTo = 10;
 }

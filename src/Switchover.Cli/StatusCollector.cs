@@ -78,11 +78,10 @@ internal sealed class StatusCollector
         {
             try
             {
-                return [.. Directory.EnumerateDirectories(stateRoot)
-                    .Select(Path.GetFileName)
-                    .Where(n => n is not null && NamespaceName.Validate(n) is null)
-                    .Order(StringComparer.Ordinal)
-                    .Select(n => NamespaceName.Parse(n))];
+                // Only this network namespace's: another's table cannot be read from here, and the same name may run
+                // there independently. State whose network namespace is gone goes first.
+                StateStore.RemoveGoneNetworkNamespaces(stateRoot);
+                return [.. StateStore.List(stateRoot).Where(e => e.NetworkNamespace == NetworkNamespaces.Current).Select(e => e.Name)];
             }
             catch (DirectoryNotFoundException)
             {
@@ -158,7 +157,11 @@ internal sealed class StatusCollector
             var age = owner._time.GetUtcNow() - generation.StartedAt;
             var recorded = Kind(generation.State);
             return new GenerationStatus(generation.Id, generation.Pid, alive ? recorded : GenerationStatusKind.Dead, recorded,
-                generation.StartedAt, Math.Max(0, (long)age.TotalSeconds), ports);
+                generation.StartedAt, Math.Max(0, (long)age.TotalSeconds), ports)
+            {
+                RollbackUntil = generation.CanRollBackTo(owner._time.GetUtcNow()) ? generation.RollbackUntil : null,
+                SignalError = generation.SignalError,
+            };
         }
 
         private async Task<bool?> TablePresentAsync(NamespaceName name, CancellationToken cancellationToken)

@@ -31,6 +31,8 @@ internal static class StatusCommand
         {
             var output = parseResult.InvocationConfiguration.Output;
             var error = parseResult.InvocationConfiguration.Error;
+            await RepairAsync(parseResult.GetValue(stateDir)!, parseResult.GetValue(ns), parseResult.GetValue(tools.Nft)!, error, cancellationToken)
+                .ConfigureAwait(false);
             var collector = StatusCollector.Create(parseResult.GetValue(tools.Nft)!, parseResult.GetValue(tools.Conntrack)!);
             var report = await collector.CollectAsync(parseResult.GetValue(stateDir)!, parseResult.GetValue(ns), cancellationToken)
                 .ConfigureAwait(false);
@@ -52,5 +54,52 @@ internal static class StatusCommand
             return report.Errors.Count == 0 ? ExitCodes.Success : ExitCodes.Failure;
         });
         return command;
+    }
+
+    /// <summary>
+    /// Reconciles each namespace before it is shown (what a generation does before it acts): dead generations go, a
+    /// dead active one's ports go to the previous generation still in its rollback window or are left unsteered, and an
+    /// interrupted transaction is applied again. Skipped, with a note, where this user may not (the state is shown as is).
+    /// </summary>
+    private static async Task RepairAsync(string stateRoot, Switchover.NamespaceName? only, string nftPath, TextWriter error, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<Switchover.NamespaceName> names;
+        try
+        {
+            names = only is not null ? [only]
+                : [.. Switchover.State.StateStore.List(stateRoot).Where(e => e.NetworkNamespace == Switchover.State.NetworkNamespaces.Current).Select(e => e.Name)];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+
+        foreach (var name in names)
+        {
+            var handoff = Handoff.Create(stateRoot, name, TimeSpan.FromSeconds(2), nftPath);
+            if (!handoff.Store.Exists)
+            {
+                continue;
+            }
+
+            try
+            {
+                var repair = await handoff.RepairAsync(cancellationToken).ConfigureAwait(false);
+                if (repair.Applied || repair.StaleRemoved.Count > 0)
+                {
+                    var dead = string.Join(", ", repair.StaleRemoved.Select(g => $"{g.Id} (pid {g.Pid})"));
+                    var now = repair.NamespaceRemoved ? "no generation is left: table and state removed"
+                        : repair.Promoted is { } p ? $"generation {p.Id} (pid {p.Pid}) holds the public ports again"
+                        : repair.Active is { } a ? $"generation {a.Id} holds the public ports"
+                        : "the public ports are not steered until the next generation takes over";
+                    await error.WriteLineAsync($"switchover: repaired namespace '{name}': " +
+                        (dead.Length > 0 ? $"removed dead generation(s) {dead}; " : string.Empty) + now).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e) when (e is Switchover.State.StateException or Switchover.Netfilter.NftException)
+            {
+                await error.WriteLineAsync($"switchover: note: namespace '{name}' was shown without repair: {ToolErrors.OneLine(e.Message)}").ConfigureAwait(false);
+            }
+        }
     }
 }

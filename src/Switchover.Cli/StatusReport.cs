@@ -43,7 +43,14 @@ internal sealed record GenerationStatus(
     GenerationStatusKind RecordedState,
     DateTimeOffset StartedAt,
     long AgeSeconds,
-    IReadOnlyList<PortStatus> Ports);
+    IReadOnlyList<PortStatus> Ports)
+{
+    /// <summary>Until when this superseded generation may still take the public ports back; null when it may not.</summary>
+    public DateTimeOffset? RollbackUntil { get; init; }
+
+    /// <summary>Why telling this generation that it was superseded failed (it then keeps serving its open connections); null when it heard.</summary>
+    public string? SignalError { get; init; }
+}
 
 /// <param name="Connections">Conntrack's TCP flows to the private port; null for a dead generation or when conntrack failed.</param>
 internal sealed record PortStatus(int PublicPort, int PrivatePort, ConnectionCounts? Connections);

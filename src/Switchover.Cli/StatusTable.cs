@@ -90,6 +90,18 @@ internal static class StatusTable
         }
 
         AppendAligned(sb, rows, indent: "  ");
+        foreach (var g in ns.Generations)
+        {
+            if (g.RollbackUntil is { } until)
+            {
+                sb.Append(Invariant($"  generation {g.Id} can take the ports back until {until:u} (switchover rollback --namespace {ns.Name})\n"));
+            }
+
+            if (g.SignalError is { } error)
+            {
+                sb.Append(Invariant($"  generation {g.Id} was not told that it was superseded: {error}\n"));
+            }
+        }
     }
 
     private static void AppendAligned(StringBuilder sb, List<string[]> rows, string indent)

@@ -14,14 +14,16 @@ internal static class SwitchoverCli
         var doctor = Doctor.DoctorCommand.Create(tools);
         var migrate = MigrateCommand.Create();
         var deploy = DeployCommand.Create();
+        var rollback = RollbackCommand.Create(tools);
         var agent = AgentCommand.Create(tools);
         var root = new RootCommand(
             "Deploy, inspect, check and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
-            "/run/switchover/<namespace>/ that handoffs between generations of a server use.")
+            "/run/switchover/<namespace>@<netns>/ that handoffs between generations of a server use.")
         {
             tools.Nft,
             tools.Conntrack,
             deploy,
+            rollback,
             status,
             cleanup,
             doctor,
@@ -39,6 +41,7 @@ internal static class SwitchoverCli
                 (ExitCodes.DeployUnhealthy, "deploy only, 4 to 9: the new generation did not take over, and why; see 'switchover deploy --help'"),
             ]),
             [deploy] = DeployCommand.ExitCodeHelp,
+            [rollback] = RollbackCommand.ExitCodeHelp,
             [status] = StatusCommand.ExitCodeHelp,
             [cleanup] = CleanupCommand.ExitCodeHelp,
             [doctor] = Doctor.DoctorCommand.ExitCodeHelp,

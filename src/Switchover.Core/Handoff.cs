@@ -140,6 +140,8 @@ public sealed class Handoff
     private async Task<Registration> RegisterAsync(ProcessIdentity process, IReadOnlyList<PortMapping> ports, Steering steering, TimeSpan rollbackWindow,
         int? supersededSignal, CancellationToken cancellationToken)
     {
+        // The state of network namespaces that are gone would otherwise stay forever (their tables went with them).
+        StateStore.RemoveGoneNetworkNamespaces(_store.Root);
         using var held = await _store.LockAsync(_lockTimeout, cancellationToken).ConfigureAwait(false);
         var original = held.Read();
         var state = Reconcile(original, out var stale);
@@ -334,7 +336,7 @@ public sealed class Handoff
             return new RepairResult(null, null, stale, Applied: original.Generations.Count > 0, NamespaceRemoved: true, null);
         }
 
-        state = Reconcile(state, out _, out var promoted);
+        state = Reconcile(state, stale, out _, out var promoted);
         var ruleset = await TidyAsync(held, original, state, cancellationToken).ConfigureAwait(false);
         return new RepairResult(state.Active, promoted, stale, ruleset is not null, NamespaceRemoved: false, ruleset);
     }
@@ -425,13 +427,14 @@ public sealed class Handoff
 
     /// <summary>What every step starts from: the state without dead generations, repaired (see <see cref="RepairAsync"/>).</summary>
     private NamespaceState Reconcile(NamespaceState original, out IReadOnlyList<GenerationRecord> stale) =>
-        Reconcile(original.WithoutDead(_isAlive, out stale), out _, out _);
+        Reconcile(original.WithoutDead(_isAlive, out stale), stale, out _, out _);
 
     /// <summary>
-    /// Exactly one active generation, alive: extra ones (a state file is only a file) drain; when none is left, the
-    /// newest superseded generation still within its rollback window is promoted.
+    /// Exactly one active generation, alive: extra ones (a state file is only a file) drain; when the active one died
+    /// (it is among <paramref name="dead"/>), the newest superseded generation still within its rollback window is
+    /// promoted. Not when nobody is active because the active one stepped down: the service was stopped on purpose.
     /// </summary>
-    private NamespaceState Reconcile(NamespaceState live, out GenerationRecord? active, out GenerationRecord? promoted)
+    private NamespaceState Reconcile(NamespaceState live, IReadOnlyList<GenerationRecord> dead, out GenerationRecord? active, out GenerationRecord? promoted)
     {
         var state = live;
         var newest = state.Active;
@@ -442,7 +445,7 @@ public sealed class Handoff
             state = state.With(extra with { State = GenerationState.Draining, RollbackUntil = null });
         }
 
-        if (active is null)
+        if (active is null && dead.Any(g => g.State == GenerationState.Active))
         {
             var now = _time.GetUtcNow();
             if (state.Generations.Where(g => g.CanRollBackTo(now)).MaxBy(g => g.Id) is { } candidate)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -473,10 +474,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
                 if (exit.Exited.IsCompleted)
                 {
+                    var detected = Stopwatch.StartNew();
                     var repaired = await TryAsync(me, h => h.RepairAsync(CancellationToken.None), r => r.Active?.Id == me.Id).ConfigureAwait(false);
                     if (repaired)
                     {
-                        return (WatchVerdict.RolledBack, active, "died");
+                        return (WatchVerdict.RolledBack, active,
+                            string.Create(CultureInfo.InvariantCulture, $"died (its pidfd said so; the ports were back {detected.Elapsed.TotalMilliseconds:0} ms later)"));
                     }
 
                     break;
@@ -488,9 +491,16 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                     return (WatchVerdict.RolledBack, active, "was rolled back from (switchover rollback, or a repair)");
                 }
 
-                if (now?.Active is not { } current || current.Id != active.Id)
+                if (now?.Active is not { } current)
                 {
-                    // Another generation took over (or a repair left nobody active): watch whoever holds the ports now.
+                    // Nobody holds the ports and nobody died holding them: the service was stopped on purpose (the
+                    // active generation stepped down). Nothing to roll back for.
+                    return (WatchVerdict.WindowOver, null, null);
+                }
+
+                if (current.Id != active.Id)
+                {
+                    // Another generation took over: watch whoever holds the ports now.
                     break;
                 }
 
@@ -528,7 +538,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 return (WatchVerdict.RolledBack, active, "was rolled back from");
             }
 
-            active = next?.Active is { } a && a.Id != me.Id ? a : active;
+            if (next?.Active is not { } a)
+            {
+                return (WatchVerdict.WindowOver, null, null);
+            }
+
+            active = a;
         }
 
         return (WatchVerdict.WindowOver, null, null);

@@ -159,7 +159,7 @@ public sealed partial class DeployCommandTests(ITestOutputHelper output) : TestB
 
     private async Task<T> HoldingTheLockAsync<T>(Func<Task<T>> action)
     {
-        using var held = await new StateStore(StateStore.DefaultRoot, NamespaceName.Parse(App.Name)).LockAsync(TimeSpan.FromSeconds(5), Token);
+        using var held = await App.Store.LockAsync(TimeSpan.FromSeconds(5), Token);
         return await action();
     }
 

@@ -2,6 +2,7 @@
 // that give the load suite its baselines:
 //   --FailHealth=true     a registered health check reports Unhealthy (the generation never gets ready)
 //   --CrashAfterMs=N      the process kills itself with SIGKILL N ms after the host started
+//   --FailAfterMs=N       N ms after the app was built, every request is answered 503 (healthy at takeover, then not)
 //   --ReusePort=true      listening sockets are bound with SO_REUSEPORT, so a new process can bind the same port while
 //                         the old one still listens (the overlap baseline; use with --Switchover:Mode=Disabled)
 //   --Code:UseUrls=U1;U2  the URLs set in code with UseUrls
@@ -41,6 +42,18 @@ builder.Services.AddHealthChecks().AddCheck("knob", () =>
         ? HealthCheckResult.Unhealthy("FailHealth is set")
         : HealthCheckResult.Healthy());
 var app = builder.Build();
+
+var failFrom = app.Configuration.GetValue<int?>("FailAfterMs") is { } failAfter ? Environment.TickCount64 + failAfter : long.MaxValue;
+app.Use((context, next) =>
+{
+    if (Environment.TickCount64 < failFrom)
+    {
+        return next(context);
+    }
+
+    context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+    return Task.CompletedTask;
+});
 
 app.MapGet("/", async (int? delay, IConfiguration config, CancellationToken aborted) =>
 {

@@ -189,6 +189,20 @@ public sealed class HandoffRollbackTests : IDisposable
     }
 
     [Fact(Timeout = 10000)]
+    public async Task An_active_generation_that_stepped_down_and_then_exited_is_not_replaced_by_a_rollback_target()
+    {
+        var handoff = await TwoGenerationsAsync(Window);
+        Assert.True(await handoff.StepDownAsync(2, CancellationToken.None));
+        _dead.Add(102);
+
+        var result = await handoff.RepairAsync(CancellationToken.None);
+
+        Assert.Null(result.Promoted);
+        Assert.Null(result.Active);
+        Assert.DoesNotContain("tproxy", _runner.Scripts.Last(), StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 10000)]
     public async Task Repair_with_no_rollback_target_leaves_the_ports_unsteered_and_no_guard_of_the_dead()
     {
         var handoff = await TwoGenerationsAsync(Window);

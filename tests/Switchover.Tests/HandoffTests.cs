@@ -74,7 +74,7 @@ public sealed class HandoffTests : IDisposable
 
         Assert.True(await handoff.LeaveAsync(next.Id, CancellationToken.None));
         Assert.Equal(HandoffTable.RenderDelete(Echo), _runner.Scripts.Last());
-        Assert.False(Directory.Exists(Path.Combine(_root, "echo")));
+        Assert.False(Directory.Exists(handoff.Store.Directory));
     }
 
     [Fact(Timeout = 10000)]

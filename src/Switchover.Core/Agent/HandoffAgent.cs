@@ -54,7 +54,6 @@ internal sealed class HandoffAgent : IAsyncDisposable
     private readonly (ulong, ulong)? _networkNamespace = Libc.FileIdentity("/proc/self/ns/net");
     private readonly List<Task> _loops = [];
     private readonly HashSet<Task> _requests = [];
-    private readonly HashSet<(string, long)> _foreign = [];
     private int _disposed;
 
     private HandoffAgent(HandoffAgentSettings settings, AgentPolicy policy, Socket listener, bool ownsSocketFile, string listening, TextWriter log)
@@ -107,7 +106,7 @@ internal sealed class HandoffAgent : IAsyncDisposable
 
         var agent = new HandoffAgent(settings, policy, listener, owns, listening, log);
         agent.Log($"policy {policy.Path}: namespaces {(policy.Namespaces.Count == 0 ? "(none: root only)" : string.Join(", ", policy.Namespaces.Order(StringComparer.Ordinal)))}");
-        await agent.RescanAsync(announce: true).ConfigureAwait(false);
+        agent.Rescan(announce: true);
         agent._loops.Add(Task.Run(agent.AcceptLoopAsync, CancellationToken.None));
         agent._loops.Add(Task.Run(agent.RepairLoopAsync, CancellationToken.None));
         agent._loops.Add(Task.Run(agent.RescanLoopAsync, CancellationToken.None));
@@ -689,17 +688,20 @@ internal sealed class HandoffAgent : IAsyncDisposable
                 return;
             }
 
-            await RescanAsync(announce: false).ConfigureAwait(false);
+            Rescan(announce: false);
         }
     }
 
-    /// <summary>Watches every generation recorded under the state root; reports the dead ones for repair.</summary>
-    private async Task RescanAsync(bool announce)
+    /// <summary>
+    /// Watches every generation recorded under the state root for this agent's network namespace (the state is keyed
+    /// by it: NAMESPACE@NETNS); reports the dead ones for repair.
+    /// </summary>
+    private void Rescan(bool announce)
     {
-        string[] directories;
+        IReadOnlyList<(NamespaceName Name, ulong NetworkNamespace)> namespaces;
         try
         {
-            directories = Directory.Exists(_settings.StateRoot) ? Directory.GetDirectories(_settings.StateRoot) : [];
+            namespaces = Directory.Exists(_settings.StateRoot) ? StateStore.List(_settings.StateRoot) : [];
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -707,37 +709,15 @@ internal sealed class HandoffAgent : IAsyncDisposable
             return;
         }
 
-        foreach (var directory in directories)
+        foreach (var (name, networkNamespace) in namespaces.Where(n => n.NetworkNamespace == NetworkNamespaces.Current))
         {
-            var ns = Path.GetFileName(directory);
-            if (NamespaceName.Validate(ns) is not null || !File.Exists(Path.Combine(directory, "state.json")))
-            {
-                continue;
-            }
-
-            var name = NamespaceName.Parse(ns);
             try
             {
-                foreach (var generation in new StateStore(_settings.StateRoot, name).ReadUnlocked()?.Generations ?? [])
+                foreach (var generation in new StateStore(_settings.StateRoot, name, networkNamespace).ReadUnlocked()?.Generations ?? [])
                 {
-                    if (!announce && _watcher.IsWatched(name, generation.Id))
-                    {
-                        continue;
-                    }
-
-                    if (_foreign.Contains((name.Value, generation.Id)))
-                    {
-                        continue;
-                    }
-
-                    if (await IsOursAsync(name, generation).ConfigureAwait(false))
+                    if (announce || !_watcher.IsWatched(name, generation.Id))
                     {
                         Watch(name, generation);
-                    }
-                    else
-                    {
-                        // Asked once: a generation of another network namespace stays someone else's.
-                        _foreign.Add((name.Value, generation.Id));
                     }
                 }
             }
@@ -745,33 +725,9 @@ internal sealed class HandoffAgent : IAsyncDisposable
             {
                 if (announce)
                 {
-                    Log($"namespace '{ns}' not watched: {e.Message}");
+                    Log($"namespace '{name}' not watched: {e.Message}");
                 }
             }
-        }
-    }
-
-    /// <summary>
-    /// The state root is shared by every network namespace of the host, the tables are not: only generations of this
-    /// agent's network namespace are its to watch and repair. A live process says where it runs; for a dead one, the
-    /// namespace's table in this network namespace says the state is about it.
-    /// </summary>
-    private async Task<bool> IsOursAsync(NamespaceName name, GenerationRecord generation)
-    {
-        if (generation.Process.IsAlive())
-        {
-            return Libc.FileIdentity($"/proc/{generation.Pid.ToString(CultureInfo.InvariantCulture)}/ns/net") is not { } theirs || theirs == _networkNamespace;
-        }
-
-        try
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
-            return await new NftClient(CommandRunner.Instance, _settings.NftPath).ListTableAsync(name, timeout.Token).ConfigureAwait(false) is not null;
-        }
-        catch (Exception e) when (e is NftException or OperationCanceledException)
-        {
-            Log($"cannot tell whether namespace '{name}' is this network namespace's ({e.Message}); not repairing it");
-            return false;
         }
     }
 

@@ -6,20 +6,29 @@ using Switchover.Interop;
 namespace Switchover.State;
 
 /// <summary>
-/// The state directory of one namespace: <c>STATE_DIR/NAMESPACE/{lock,state.json}</c>.
+/// The state directory of one namespace in one network namespace: <c>STATE_DIR/NAMESPACE@NETNS/{lock,state.json}</c>,
+/// NETNS being the inode of the network namespace that holds the namespace's table (see <see cref="NetworkNamespaces"/>).
 /// Every read-modify-write happens under an exclusive flock on the lock file.
 /// </summary>
 public sealed class StateStore
 {
     public const string DefaultRoot = "/run/switchover";
 
+    /// <summary>The state of <paramref name="name"/> in this process's network namespace.</summary>
     /// <param name="recovery">What to tell the user to do about a corrupt file. Default: the hosting namespace's cleanup.</param>
     public StateStore(string root, NamespaceName name, string? recovery = null)
+        : this(root, name, NetworkNamespaces.Current, recovery)
+    {
+    }
+
+    /// <summary>The state of <paramref name="name"/> in the network namespace <paramref name="networkNamespace"/> (an nsfs inode).</summary>
+    public StateStore(string root, NamespaceName name, ulong networkNamespace, string? recovery = null)
     {
         _recovery = recovery ?? $"run 'switchover cleanup --namespace {name.Value} --force' to start the namespace afresh";
         Root = root;
         Name = name;
-        Directory = Path.Combine(root, name.Value);
+        NetworkNamespace = networkNamespace;
+        Directory = Path.Combine(root, DirectoryName(name, networkNamespace));
     }
 
     private readonly string _recovery;
@@ -27,6 +36,81 @@ public sealed class StateStore
     public string Root { get; }
 
     public NamespaceName Name { get; }
+
+    /// <summary>The inode of the network namespace whose table this state describes.</summary>
+    public ulong NetworkNamespace { get; }
+
+    /// <summary>The name of a namespace's directory under the state root: NAMESPACE@NETNS.</summary>
+    public static string DirectoryName(NamespaceName name, ulong networkNamespace) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{name.Value}@{networkNamespace}");
+
+    /// <summary>Reads a directory name written by <see cref="DirectoryName"/>; false for anything else under the root.</summary>
+    public static bool TryParseDirectoryName(string directoryName, out NamespaceName name, out ulong networkNamespace)
+    {
+        name = null!;
+        networkNamespace = 0;
+        var at = directoryName.LastIndexOf('@');
+        if (at <= 0 || NamespaceName.Validate(directoryName[..at]) is not null
+            || !ulong.TryParse(directoryName.AsSpan(at + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out networkNamespace))
+        {
+            return false;
+        }
+
+        name = NamespaceName.Parse(directoryName[..at]);
+        return true;
+    }
+
+    /// <summary>
+    /// The namespaces with state under <paramref name="root"/>, each with the network namespace it belongs to.
+    /// </summary>
+    /// <exception cref="IOException">The root cannot be listed (DirectoryNotFoundException when absent).</exception>
+    public static IReadOnlyList<(NamespaceName Name, ulong NetworkNamespace)> List(string root) =>
+        [.. System.IO.Directory.EnumerateDirectories(root)
+            .Select(d => TryParseDirectoryName(Path.GetFileName(d), out var name, out var netns) ? (name, netns) : default)
+            .Where(e => e.name is not null)
+            .OrderBy(e => e.name.Value, StringComparer.Ordinal)];
+
+    /// <summary>
+    /// Removes the state of namespaces whose network namespace no longer exists (its table went with it), each under
+    /// its own lock. Best effort: what cannot be removed now is left for the next caller.
+    /// </summary>
+    /// <returns>The directories removed.</returns>
+    public static IReadOnlyList<string> RemoveGoneNetworkNamespaces(string root, Func<ulong, bool>? exists = null)
+    {
+        exists ??= NetworkNamespaces.Exists;
+        var removed = new List<string>();
+        IReadOnlyList<(NamespaceName Name, ulong NetworkNamespace)> all;
+        try
+        {
+            all = List(root);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return removed;
+        }
+
+        foreach (var (name, netns) in all.Where(e => e.NetworkNamespace != NetworkNamespaces.Current))
+        {
+            if (exists(netns))
+            {
+                continue;
+            }
+
+            var store = new StateStore(root, name, netns);
+            try
+            {
+                using var held = store.LockAsync(TimeSpan.Zero, CancellationToken.None).GetAwaiter().GetResult();
+                held.DeleteNamespace();
+                removed.Add(store.Directory);
+            }
+            catch (StateException)
+            {
+                // Locked (someone acts on it right now) or not ours to remove: the next caller tries again.
+            }
+        }
+
+        return removed;
+    }
 
     public string Directory { get; }
 

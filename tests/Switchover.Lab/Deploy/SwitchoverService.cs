@@ -31,7 +31,11 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         PublicPort = publicPort;
         Name = name ?? "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 5));
         Urls = $"http://*:{publicPort.ToString(CultureInfo.InvariantCulture)}";
+        _networkNamespace = host.Inode;
     }
+
+    // Read once: the state directory stays known after the network namespace is deleted.
+    private readonly ulong _networkNamespace;
 
     public NetworkNamespace Host { get; }
 
@@ -41,6 +45,12 @@ public sealed partial class SwitchoverService : IAsyncDisposable
 
     /// <summary>The <c>--urls</c> every generation gets; null gives none (for endpoints from the environment or code). Default http://*:PORT.</summary>
     public string? Urls { get; init; }
+
+    /// <summary>
+    /// The Switchover:RollbackWindow every generation gets: 2 s by default, so that tests that wait for a superseded
+    /// generation to exit do not wait out the app's default (10 s); null leaves the app's own. Tests of the window set it.
+    /// </summary>
+    public TimeSpan? RollbackWindow { get; init; } = TimeSpan.FromSeconds(2);
 
     /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
     public string Name { get; }
@@ -57,7 +67,10 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     /// <summary>The state root; a root other than /run/switchover is passed to every generation. Default: /run/switchover.</summary>
     public string StateRoot { get; init; } = StateStore.DefaultRoot;
 
-    public string StateDirectory => System.IO.Path.Combine(StateRoot, Name);
+    /// <summary>The namespace's state as the generations in <see cref="Host"/> keep it (keyed by its network namespace).</summary>
+    public StateStore Store => new(StateRoot, NamespaceName.Parse(Name), _networkNamespace);
+
+    public string StateDirectory => Store.Directory;
 
     public IReadOnlyList<LabProcess> Processes
     {
@@ -80,6 +93,7 @@ public sealed partial class SwitchoverService : IAsyncDisposable
             .. Urls is null ? Array.Empty<string>() : ["--urls", Urls],
             $"--Switchover:Namespace={Name}",
             $"--Text={text}",
+            .. RollbackWindow is { } window ? [$"--Switchover:RollbackWindow={window.ToString("c", CultureInfo.InvariantCulture)}"] : Array.Empty<string>(),
             "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
             .. StateRoot == StateStore.DefaultRoot ? Array.Empty<string>() : [$"--Switchover:StateDirectory={StateRoot}"],
             .. Arguments,
@@ -129,7 +143,15 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         Host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments], cancellationToken);
 
     /// <summary>The namespace's state as the CLI and the generations see it, or null when there is none.</summary>
-    public NamespaceState? ReadState() => new StateStore(StateRoot, NamespaceName.Parse(Name)).ReadUnlocked();
+    public NamespaceState? ReadState() => Store.ReadUnlocked();
+
+    /// <summary>The handoff invariant of this namespace now (see <see cref="HandoffInvariant"/>).</summary>
+    public Task<InvariantReport> CheckInvariantAsync(CancellationToken cancellationToken) =>
+        HandoffInvariant.CheckAsync(Host, Name, cancellationToken);
+
+    /// <summary>Waits up to <paramref name="within"/> for the handoff invariant to hold; returns the last report.</summary>
+    public Task<InvariantReport> WaitForInvariantAsync(TimeSpan within, CancellationToken cancellationToken) =>
+        HandoffInvariant.WaitUntilHoldsAsync(Host, Name, within, cancellationToken);
 
     /// <summary>The dotnet host running this process, for the generations started through <see cref="RunAs"/>: the same runtime as without.</summary>
     private static string Dotnet => Environment.ProcessPath is { } host && System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : "dotnet";

@@ -40,6 +40,10 @@ public sealed partial class NetworkNamespace : IAsyncDisposable
     /// <summary>The namespace name, as <c>ip netns</c> knows it: the prefix, a dash and six random hex digits.</summary>
     public string Name { get; }
 
+    /// <summary>The inode of the network namespace (what /proc/PID/ns/net of a process in it links to as net:[INODE]).</summary>
+    public ulong Inode => Switchover.State.NetworkNamespaces.Of("/var/run/netns/" + Name)
+        ?? throw new InvalidOperationException($"/var/run/netns/{Name} is gone: the network namespace was deleted.");
+
     /// <summary>
     /// Creates a namespace named <c>{prefix}-{6 random hex digits}</c> with its loopback interface up.
     /// </summary>
