@@ -15,6 +15,7 @@ internal static class SwitchoverCli
         var migrate = MigrateCommand.Create();
         var deploy = DeployCommand.Create();
         var rollback = RollbackCommand.Create(tools);
+        var agent = AgentCommand.Create(tools);
         var root = new RootCommand(
             "Deploy, inspect, check and clean up Switchover namespaces: the nftables table inet switchover_<namespace> and the state under " +
             "/run/switchover/<namespace>@<netns>/ that handoffs between generations of a server use.")
@@ -28,6 +29,7 @@ internal static class SwitchoverCli
             doctor,
             migrate,
             TunnelCommand.Create(),
+            agent,
         };
         HelpWithExitCodesAction.Install(root, new Dictionary<Command, ExitCodeHelp>
         {
@@ -44,6 +46,7 @@ internal static class SwitchoverCli
             [cleanup] = CleanupCommand.ExitCodeHelp,
             [doctor] = Doctor.DoctorCommand.ExitCodeHelp,
             [migrate] = MigrateCommand.ExitCodeHelp,
+            [agent] = AgentCommand.ExitCodeHelp,
         });
         return root;
     }

@@ -81,7 +81,7 @@ internal sealed record DrainPlan(IdleConnectionPolicy IdleConnections, TimeSpan 
 /// arrived for the quiet period.
 /// </para>
 /// </summary>
-internal sealed class Drain(LocalGeneration generation, ConntrackClient conntrack, DrainPlan plan, ILogger logger)
+internal sealed class Drain(LocalGeneration generation, IFlowCounter conntrack, DrainPlan plan, ILogger logger)
 {
     public async Task<DrainReport> RunAsync(GenerationRecord record, CancellationToken cancellationToken)
     {

@@ -55,8 +55,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private readonly NamespaceName _namespace;
     private readonly SystemdNotifications _systemd;
     private readonly DeployOutcome _outcome;
+    private readonly HandoffBackends _backends;
     private readonly CancellationTokenSource _stopping = new();
-    private Handoff? _handoff;
+    private IHandoffBackend? _handoff;
     private Task _takeover = Task.CompletedTask;
     private bool _tookOver;
     private bool _reported;
@@ -75,8 +76,10 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         IServiceProvider services,
         SystemdNotifications systemd,
         DeployOutcome outcome,
+        HandoffBackends backends,
         ILogger<HandoffService> logger)
     {
+        _backends = backends;
         _systemd = systemd;
         _outcome = outcome;
         _configuration = configuration;
@@ -209,7 +212,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // Superseded by a deploy, or stepped down with no successor (then idle connections have nowhere to go).
             var plan = DrainPlan.For(_options.Drain, _configuration.KeepAliveTimeout, superseded: !steppedDown);
             Log.DrainStarted(_logger, record.Id, plan.IdleConnections, plan.KeepAliveTimeout.TotalSeconds, plan.Bound.TotalSeconds, _generation.OpenConnections);
-            var drain = new Drain(_generation, ConntrackClient.Create(_options.ConntrackPath), plan, _logger);
+            var drain = new Drain(_generation, _handoff, plan, _logger);
 
             // The drain gives up at its own bound or when the host's shutdown timeout fires; it never throws out of here,
             // which would make the host rethrow from app.Run() and abort the process.
@@ -262,12 +265,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         {
             await started.WaitAsync(cancellationToken).ConfigureAwait(false);
             var bound = DateTime.UtcNow;
-            var handoff = Handoff.Create(_options.StateDirectory, _namespace, _options.LockTimeout, _options.NftPath);
+            // In this process, or through the agent for an app without privileges (Switchover:Agent).
+            var handoff = _backends.Create(_namespace);
 
             // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
             _systemd.Starting(ReadState());
             await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
-            await ConntrackClient.Create(_options.ConntrackPath).CheckAsync(cancellationToken).ConfigureAwait(false);
             var checkedAt = DateTime.UtcNow;
 
             var ports = EndpointPlan();
@@ -403,7 +406,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         using var drainStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         drainStop.CancelAfter(plan.Bound);
         Log.DrainStarted(_logger, me.Id, plan.IdleConnections, plan.KeepAliveTimeout.TotalSeconds, plan.Bound.TotalSeconds, _generation.OpenConnections);
-        var drain = new Drain(_generation, ConntrackClient.Create(_options.ConntrackPath), plan, _logger).RunAsync(me, drainStop.Token);
+        var drain = new Drain(_generation, _handoff!, plan, _logger).RunAsync(me, drainStop.Token);
         var verdict = WatchVerdict.WindowOver;
         string? why = null;
         GenerationRecord? from = successor;
@@ -581,7 +584,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     }
 
     /// <summary>Runs a rollback step with its own timeout; failures are logged and read as "not done".</summary>
-    private async Task<bool> TryAsync<T>(GenerationRecord me, Func<Handoff, Task<T>> step, Func<T, bool> done)
+    private async Task<bool> TryAsync<T>(GenerationRecord me, Func<IHandoffBackend, Task<T>> step, Func<T, bool> done)
     {
         try
         {

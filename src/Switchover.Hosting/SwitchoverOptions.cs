@@ -60,6 +60,16 @@ public sealed class SwitchoverOptions
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
+    /// Who carries out the handoff. <c>auto</c> (default): the Switchover agent at /run/switchover/agent.sock when this
+    /// process lacks CAP_NET_ADMIN and that socket exists (an app running without privileges), this process otherwise
+    /// (root apps, as before). <c>off</c>: always this process. An absolute path: always the agent listening there.
+    /// </summary>
+    public string Agent { get; set; } = "auto";
+
+    /// <summary>How long a request to the agent is retried while no agent answers (it is restarting). Default: 30 s.</summary>
+    public TimeSpan AgentReconnectTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
     /// How long a superseded generation keeps its listeners and watches its successor (its process through a pidfd,
     /// its health through its private ports): if the successor dies or stays unhealthy within the window, this
     /// generation takes the public ports back in one transaction and serves on. The drain runs meanwhile, but the

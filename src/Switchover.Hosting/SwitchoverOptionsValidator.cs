@@ -43,6 +43,12 @@ internal sealed class SwitchoverOptionsValidator(IHostEnvironment environment) :
             errors.Add($"Switchover:ReadinessPath '{options.ReadinessPath}' must start with '/'.");
         }
 
+        if (options.Agent is not (HandoffBackends.Auto or HandoffBackends.Off) && !Path.IsPathFullyQualified(options.Agent ?? string.Empty))
+        {
+            errors.Add($"Switchover:Agent '{options.Agent}' must be auto (default), off, or the absolute path of the agent's socket.");
+        }
+
+        Positive(errors, "Switchover:AgentReconnectTimeout", options.AgentReconnectTimeout);
         Positive(errors, "Switchover:ReadinessTimeout", options.ReadinessTimeout);
         Positive(errors, "Switchover:LockTimeout", options.LockTimeout);
         ValidateDrain(errors, options.Drain);

@@ -33,6 +33,7 @@ public static class SwitchoverWebHostBuilderExtensions
                 .Configure(configure);
             services.TryAddSingleton<SwitchoverConfiguration>();
             services.TryAddSingleton<LocalGeneration>();
+            services.TryAddSingleton<HandoffBackends>();
             services.TryAddSingleton<SystemdNotifications>();
             services.TryAddSingleton<RecentLog>();
             services.TryAddSingleton<DeployOutcome>();

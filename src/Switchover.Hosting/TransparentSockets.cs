@@ -9,9 +9,9 @@ namespace Switchover.Hosting;
 /// With TPROXY steering, the kernel hands a SYN for the public port only to a listener that carries IP_TRANSPARENT
 /// (nft_tproxy skips others). Every TCP listener the socket transport creates while Switchover runs is a private
 /// listener (<see cref="PrivateListenerFactory"/> rewrote its endpoint), so the flag is set on each, on top of whatever
-/// socket the app's own <c>CreateBoundListenSocket</c> makes.
+/// socket the app's own <c>CreateBoundListenSocket</c> makes (through the agent, for an app without privileges).
 /// </summary>
-internal sealed class TransparentSockets(SwitchoverConfiguration configuration) : IPostConfigureOptions<SocketTransportOptions>
+internal sealed class TransparentSockets(SwitchoverConfiguration configuration, HandoffBackends backends) : IPostConfigureOptions<SocketTransportOptions>
 {
     // <linux/in.h> SOL_IP/IP_TRANSPARENT and <linux/in6.h> SOL_IPV6/IPV6_TRANSPARENT; both set the one flag the TPROXY
     // lookup reads. Raw options: .NET's SocketOptionName has no such names and refuses unknown ones (ENOTSUP).
@@ -30,7 +30,8 @@ internal sealed class TransparentSockets(SwitchoverConfiguration configuration) 
             var socket = create(endpoint);
             if (endpoint is IPEndPoint && configuration.Enabled && configuration.Options.Steering == Steering.Tproxy)
             {
-                MakeTransparent(socket);
+                // Without CAP_NET_ADMIN the agent sets the flag, on this very socket sent to it.
+                backends.MakeTransparent(socket);
             }
 
             return socket;

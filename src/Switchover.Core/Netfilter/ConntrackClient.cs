@@ -37,7 +37,7 @@ internal interface IHalfOpenWatch
 /// NAT sent to its private ports. The kernel filters while it walks its table, so a count costs this generation's
 /// entries, not the table's.
 /// </summary>
-internal sealed class ConntrackClient
+internal sealed class ConntrackClient : IFlowCounter
 {
     private readonly IConntrackSource _source;
     private readonly Dictionary<(long Id, Steering Steering), IHalfOpenWatch[]> _watches = [];

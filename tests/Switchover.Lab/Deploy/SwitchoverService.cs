@@ -55,8 +55,20 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     /// <summary>The Switchover namespace: unique per service, so tests do not share state in /run/switchover.</summary>
     public string Name { get; }
 
+    /// <summary>
+    /// A program and its arguments that every generation is started through (it must exec the rest of its command
+    /// line, so that the generation keeps its pid), e.g. setpriv to drop the user and every capability. Default: none.
+    /// </summary>
+    public IReadOnlyList<string> RunAs { get; init; } = [];
+
+    /// <summary>Arguments every generation gets, before those of one launch. Default: none.</summary>
+    public IReadOnlyList<string> Arguments { get; init; } = [];
+
+    /// <summary>The state root; a root other than /run/switchover is passed to every generation. Default: /run/switchover.</summary>
+    public string StateRoot { get; init; } = StateStore.DefaultRoot;
+
     /// <summary>The namespace's state as the generations in <see cref="Host"/> keep it (keyed by its network namespace).</summary>
-    public StateStore Store => new(StateStore.DefaultRoot, NamespaceName.Parse(Name), _networkNamespace);
+    public StateStore Store => new(StateRoot, NamespaceName.Parse(Name), _networkNamespace);
 
     public string StateDirectory => Store.Directory;
 
@@ -83,9 +95,13 @@ public sealed partial class SwitchoverService : IAsyncDisposable
             $"--Text={text}",
             .. RollbackWindow is { } window ? [$"--Switchover:RollbackWindow={window.ToString("c", CultureInfo.InvariantCulture)}"] : Array.Empty<string>(),
             "--contentRoot", System.IO.Path.GetDirectoryName(app)!,
+            .. StateRoot == StateStore.DefaultRoot ? Array.Empty<string>() : [$"--Switchover:StateDirectory={StateRoot}"],
+            .. Arguments,
             .. extraArguments ?? [],
         ];
-        var process = Host.StartProcess("dotnet", arguments, environment);
+        var process = RunAs.Count == 0
+            ? Host.StartProcess("dotnet", arguments, environment)
+            : Host.StartProcess(RunAs[0], [.. RunAs.Skip(1), Dotnet, .. arguments], environment);
         lock (_processes)
         {
             _processes.Add(process);
@@ -136,6 +152,9 @@ public sealed partial class SwitchoverService : IAsyncDisposable
     /// <summary>Waits up to <paramref name="within"/> for the handoff invariant to hold; returns the last report.</summary>
     public Task<InvariantReport> WaitForInvariantAsync(TimeSpan within, CancellationToken cancellationToken) =>
         HandoffInvariant.WaitUntilHoldsAsync(Host, Name, within, cancellationToken);
+
+    /// <summary>The dotnet host running this process, for the generations started through <see cref="RunAs"/>: the same runtime as without.</summary>
+    private static string Dotnet => Environment.ProcessPath is { } host && System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : "dotnet";
 
     public async Task<string> RulesetAsync(CancellationToken cancellationToken) =>
         (await Host.RunAsync("nft", ["list", "ruleset"], cancellationToken).ConfigureAwait(false)).StandardOutput;

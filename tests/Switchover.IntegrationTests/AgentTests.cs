@@ -1,0 +1,297 @@
+using System.Globalization;
+using System.Net;
+using Switchover.Lab;
+using Switchover.State;
+
+namespace Switchover.IntegrationTests;
+
+/// <summary>
+/// Generations that run as <c>nobody</c> with no capability at all, handing off through a real <c>switchover agent</c>
+/// process in the lab's server namespace: the agent applies the tables, marks their listeners transparent, counts their
+/// flows and signals the generation they supersede; the policy decides who may do what.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
+{
+    private const string Nobody = "65534";
+    private const string Stranger = "1234";
+    private const int OtherPort = 9090;
+
+    private SwitchoverAgent Agent { get; set; } = null!;
+
+    [Fact(Timeout = 240_000)]
+    public async Task An_app_running_as_nobody_with_no_capabilities_hands_off_under_load_through_the_agent_with_no_failure()
+    {
+        var app = await StartAsync();
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        AssertUnprivileged(v1.Process.Pid);
+        var generations = new List<LaunchedGeneration> { v1 };
+        await using var keepAlive = HttpLoad.Start(AllPaths(), Load(ConnectionMode.KeepAlive, TimeSpan.FromMinutes(3)), Token);
+        await using var newConnections = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromMinutes(3)), Token);
+        await Task.Delay(TimeSpan.FromSeconds(1), Token);
+
+        for (var version = 2; version <= 4; version++)
+        {
+            var next = await app.DeployAsync($"v{version.ToString(CultureInfo.InvariantCulture)}", TakeoverTimeout, Token);
+            AssertUnprivileged(next.Process.Pid);
+            generations.Add(next);
+            await Task.Delay(TimeSpan.FromSeconds(1.5), Token);
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(1), Token);
+        AssertNoFailures(await keepAlive.StopAsync(Token));
+        AssertNoFailures(await newConnections.StopAsync(Token));
+
+        // Superseded generations drained (their conntrack counts came through the agent) and left by themselves.
+        foreach (var old in generations.SkipLast(1))
+        {
+            Assert.Equal(0, await ExitsWithinAsync(old.Process, TimeSpan.FromSeconds(30)));
+            Assert.Contains("drained in", old.Process.Output, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(generations[^1].Process.Pid, app.ReadState()!.Active!.Pid);
+        Assert.Contains($"(namespace '{app.Name}') marked IP_TRANSPARENT", Agent.Log, StringComparison.Ordinal);
+        Assert.Contains($"namespace '{app.Name}': generation 3 -> 4", Agent.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("refused", Agent.Log, StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task A_second_user_claiming_the_namespace_or_its_public_port_is_refused_with_a_reason_and_a_log_line_and_nothing_changes()
+    {
+        var app = await StartAsync();
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        var table = await app.TableAsync(Token);
+        var state = await File.ReadAllBytesAsync(Path.Combine(app.StateDirectory, "state.json"), Token);
+        var tables = await TablesAsync();
+
+        // Another user, the same namespace.
+        var intruder = Track(ServiceAs(app.AppPath, app.Name, Stranger));
+        var sameNamespace = intruder.Launch("intruder");
+        Assert.Equal(1, await ExitsWithinAsync(sameNamespace, TimeSpan.FromSeconds(60)));
+        var namespaceRefusal = $"uid {Stranger} (gid {Stranger}) may not use namespace '{app.Name}': the agent policy {Agent.PolicyPath} gives it to uid {Nobody} only.";
+        Assert.Contains("The Switchover agent refused: " + namespaceRefusal, sameNamespace.Output, StringComparison.Ordinal);
+        Assert.Contains($"refused check from pid {sameNamespace.Pid} uid {Stranger} gid {Stranger}: {namespaceRefusal}", Agent.Log, StringComparison.Ordinal);
+
+        // Another user, its own namespace, but the public port of the first.
+        var other = Track(ServiceAs(app.AppPath, "o" + app.Name[1..], Stranger));
+        var samePort = other.Launch("port-thief");
+        Assert.Equal(1, await ExitsWithinAsync(samePort, TimeSpan.FromSeconds(60)));
+        var portRefusal = $"namespace '{other.Name}' may not take over public port {PublicPort}: it belongs to namespace '{app.Name}' in the agent policy {Agent.PolicyPath}";
+        Assert.Contains(portRefusal, samePort.Output, StringComparison.Ordinal);
+        Assert.Contains($"refused register from pid {samePort.Pid} uid {Stranger} gid {Stranger}: {portRefusal}", Agent.Log, StringComparison.Ordinal);
+
+        Assert.Equal(table, await app.TableAsync(Token));
+        Assert.Equal(state, await File.ReadAllBytesAsync(Path.Combine(app.StateDirectory, "state.json"), Token));
+        Assert.Equal(tables, await TablesAsync());
+        Assert.False(Directory.Exists(other.StateDirectory), $"{other.StateDirectory} was created for a refused namespace.");
+        var (status, body) = await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token);
+        Assert.Equal((200, $"v1 {v1.Process.Pid}"), (status, body.Trim()));
+    }
+
+    [Fact(Timeout = 240_000)]
+    public async Task The_agent_killed_and_started_again_mid_deploy_loses_no_request_and_watches_every_generation_again()
+    {
+        var app = await StartAsync();
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromMinutes(3)), Token);
+        await Task.Delay(TimeSpan.FromSeconds(1), Token);
+
+        // v2 registers through the first agent; the agent dies before v2 takes over; v2's takeover waits for the next one.
+        var v2 = app.Launch("v2");
+        await v2.WaitForOutputAsync("registered", TakeoverTimeout, Token);
+        var first = Agent.Process;
+        await Agent.KillAsync();
+        await Task.Delay(TimeSpan.FromSeconds(1.5), Token);
+        await Agent.StartAgainAsync(Token);
+        await v2.WaitForOutputAsync("launch to serving", TakeoverTimeout, Token);
+        Assert.Equal(0, await ExitsWithinAsync(v1.Process, TimeSpan.FromSeconds(40)));
+        await Task.Delay(TimeSpan.FromSeconds(1), Token);
+        AssertNoFailures(await load.StopAsync(Token));
+
+        Assert.DoesNotContain("generation 1 -> 2", first.Output, StringComparison.Ordinal);
+        Assert.Contains($"namespace '{app.Name}': generation 1 -> 2 (pid {v2.Pid})", Agent.Process.Output, StringComparison.Ordinal);
+
+        // Killed and started again once more, with nothing asked of it since: the new agent holds v2's pidfd although
+        // it never saw v2 at all, and v2's death is repaired at once.
+        await Agent.KillAsync();
+        await Agent.StartAgainAsync(Token);
+        Assert.Contains($"watching generation 2 (pid {v2.Pid}", Agent.Process.Output, StringComparison.Ordinal);
+        v2.Kill();
+        await Agent.Process.WaitForOutputAsync($"namespace '{app.Name}': repaired", TimeSpan.FromSeconds(10), Token);
+        Assert.Contains($"generation 2 (pid {v2.Pid}) died while Active", Agent.Process.Output, StringComparison.Ordinal);
+        Assert.Null(await app.TableAsync(Token));
+        Assert.False(Directory.Exists(app.StateDirectory));
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task When_the_active_generation_is_killed_the_previous_one_serves_again_at_once_and_the_agent_repairs_the_namespace()
+    {
+        var app = await StartAsync();
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        var v2 = await app.DeployAsync("v2", TakeoverTimeout, Token);
+        var target = new IPEndPoint(Lab.ServerV4, PublicPort);
+        Assert.Equal($"v2 {v2.Process.Pid}", (await GetAsync(Lab.Client, target, "/", Token)).Body.Trim());
+
+        v2.Process.Kill();
+        var killed = System.Diagnostics.Stopwatch.StartNew();
+        string? body = null;
+        while (killed.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            try
+            {
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(Token);
+                attempt.CancelAfter(TimeSpan.FromSeconds(1));
+                body = (await GetAsync(Lab.Client, target, "/", attempt.Token)).Body.Trim();
+                if (body == $"v1 {v1.Process.Pid}")
+                {
+                    break;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+            {
+                // Refused until the repair: the killed generation's rule pointed at nothing.
+            }
+
+            await Task.Delay(20, Token);
+        }
+
+        Output.WriteLine($"v1 served again {killed.Elapsed.TotalMilliseconds:0} ms after v2 was killed");
+        Assert.Equal($"v1 {v1.Process.Pid}", body);
+        Assert.True(killed.Elapsed < TimeSpan.FromSeconds(2), $"v1 served again only after {killed.Elapsed.TotalMilliseconds:0} ms.");
+        Assert.Contains($"generation 2 (pid {v2.Process.Pid}) died while Active", Agent.Log, StringComparison.Ordinal);
+
+        // The table is applied before the state is written: the state says so a moment after v1 answers.
+        for (var tries = 0; app.ReadState()?.Active?.Pid != v1.Process.Pid && tries < 50; tries++)
+        {
+            await Task.Delay(20, Token);
+        }
+
+        Assert.Equal(v1.Process.Pid, app.ReadState()!.Active!.Pid);
+
+        var v3 = await app.DeployAsync("v3", TakeoverTimeout, Token);
+        Assert.Equal($"v3 {v3.Process.Pid}", (await GetAsync(Lab.Client, target, "/", Token)).Body.Trim());
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task The_agent_serves_on_the_socket_systemd_passes_it()
+    {
+        var app = await StartAsync();
+        await Agent.KillAsync();
+        File.Delete(Agent.SocketPath);
+
+        // systemd-socket-activate binds the socket and, on the first connection, execs the agent with it as descriptor 3
+        // (LISTEN_FDS=1, LISTEN_PID): the generation's first request waits in the socket's queue until the agent runs.
+        await Agent.StartAgainAsync(Token, ["systemd-socket-activate", "--listen", Agent.SocketPath], waitUntilListening: false);
+
+        // What SocketMode=0666 does in samples/systemd/switchover-agent.socket (systemd-socket-activate has no such option).
+        for (var tries = 0; !File.Exists(Agent.SocketPath) && tries < 100; tries++)
+        {
+            await Task.Delay(50, Token);
+        }
+
+        File.SetUnixFileMode(Agent.SocketPath, (UnixFileMode)0b110_110_110);
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        Assert.Equal(v1.Process.Pid, app.ReadState()!.Active!.Pid);
+        Assert.Contains("listening on the socket systemd passed", Agent.Process.Output, StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task The_agent_refuses_to_start_with_an_invalid_policy_and_says_what_is_wrong()
+    {
+        await StartAsync();
+        await Agent.KillAsync();
+        await File.WriteAllTextAsync(Agent.PolicyPath, """{ "namespaces": { "a": { "users": ["nobody"], "ports": [8080] }, "b": { "users": ["nobody"], "ports": [8080] } } }""", Token);
+        var result = await Lab.Server.TryRunAsync("dotnet", [Artifacts.Cli, "agent", "--socket", Agent.SocketPath + ".2", "--policy", Agent.PolicyPath], Token);
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains($"The agent policy {Agent.PolicyPath} is invalid; the agent does not start.", result.StandardError, StringComparison.Ordinal);
+        Assert.Contains("port 8080 is given to namespaces 'a' and 'b'; a public port belongs to one namespace.", result.StandardError, StringComparison.Ordinal);
+        Assert.False(File.Exists(Agent.SocketPath + ".2"));
+    }
+
+    /// <summary>
+    /// Starts the agent with a policy that gives the service's namespace (and port 8080) to nobody, and the namespace
+    /// 'o...' (and port 9090) to <see cref="Stranger"/>; returns the service, whose generations run as nobody.
+    /// </summary>
+    private async Task<SwitchoverService> StartAsync()
+    {
+        var name = "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 5));
+        Agent = Track(await SwitchoverAgent.StartAsync(Lab.Server, Policy(name), Token));
+        var appPath = ReadableByEveryone(Artifacts.TestServer, Agent.Directory);
+        return Track(ServiceAs(appPath, name, Nobody));
+    }
+
+    /// <summary>A service whose every generation runs as <paramref name="uid"/> and talks to the agent of the test.</summary>
+    private SwitchoverService ServiceAs(string appPath, string name, string uid) => new(Lab.Server, appPath, PublicPort, name)
+    {
+        RunAs = RunAs(uid),
+        StateRoot = Agent.StateRoot,
+        Arguments = [$"--Switchover:Agent={Agent.SocketPath}"],
+    };
+
+    private static Dictionary<string, (string[] Users, int[] Ports)> Policy(string name) => new()
+    {
+        [name] = ([Nobody], [PublicPort]),
+        ["o" + name[1..]] = ([Stranger], [OtherPort]),
+    };
+
+    /// <summary>setpriv: that user and group, no supplementary groups, no capability in any set, no way to gain one.</summary>
+    private static string[] RunAs(string uid) =>
+        ["setpriv", $"--reuid={uid}", $"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"];
+
+    private void AssertUnprivileged(int pid)
+    {
+        var status = File.ReadAllLines($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/status");
+        string Field(string name) => status.Single(l => l.StartsWith(name + ":", StringComparison.Ordinal))[(name.Length + 1)..].Trim();
+        Output.WriteLine($"pid {pid}: Uid {Field("Uid")}, CapEff {Field("CapEff")}, CapBnd {Field("CapBnd")}");
+        Assert.Equal($"{Nobody}\t{Nobody}\t{Nobody}\t{Nobody}", Field("Uid"));
+        Assert.Equal("0000000000000000", Field("CapEff"));
+        Assert.Equal("0000000000000000", Field("CapPrm"));
+        Assert.Equal("0000000000000000", Field("CapBnd"));
+    }
+
+    private async Task<string> TablesAsync() => (await Lab.Server.RunAsync("nft", ["list", "tables"], Token)).StandardOutput;
+
+    /// <summary>
+    /// The app as a user without privileges can read it: in place when every directory above it lets others through
+    /// and its files are world-readable (a checkout under /work), else a copy under <paramref name="scratch"/> (a clean
+    /// clone under /root, mode 0700, as CI makes it). Either way the generations run the same build.
+    /// </summary>
+    private static string ReadableByEveryone(string appPath, string scratch)
+    {
+        var directory = Path.GetDirectoryName(appPath)!;
+        if (OthersCanRead(directory))
+        {
+            return appPath;
+        }
+
+        var copy = Path.Combine(scratch, "app");
+        foreach (var file in Directory.GetFiles(directory, "*", SearchOption.AllDirectories))
+        {
+            var target = Path.Combine(copy, Path.GetRelativePath(directory, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+            File.SetUnixFileMode(target, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        }
+
+        foreach (var sub in Directory.GetDirectories(copy, "*", SearchOption.AllDirectories).Append(copy))
+        {
+            File.SetUnixFileMode(sub, (UnixFileMode)0b111_101_101);
+        }
+
+        return Path.Combine(copy, Path.GetFileName(appPath));
+    }
+
+    private static bool OthersCanRead(string directory)
+    {
+        for (var dir = new DirectoryInfo(directory); dir is not null; dir = dir.Parent)
+        {
+            if ((dir.UnixFileMode & UnixFileMode.OtherExecute) == 0)
+            {
+                return false;
+            }
+        }
+
+        return new DirectoryInfo(directory).GetFiles().All(f => (f.UnixFileMode & UnixFileMode.OtherRead) != 0);
+    }
+}
