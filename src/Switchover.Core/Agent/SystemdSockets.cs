@@ -36,7 +36,7 @@ internal static class SystemdSockets
         var sockets = new List<Socket>();
         for (var fd = FirstDescriptor; fd < FirstDescriptor + count; fd++)
         {
-            Libc.MarkCloseOnExec(fd);
+            Libc.SetCloseOnExec(fd);
             sockets.Add(new Socket(new SafeSocketHandle(fd, ownsHandle: true)));
         }
 

@@ -232,9 +232,6 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "getsockname", SetLastError = true)]
     private static unsafe partial int GetSocketNameNative(int fd, byte* address, uint* length);
 
-    [LibraryImport(Library, EntryPoint = "fcntl", SetLastError = true)]
-    private static partial int DescriptorFlagsNative(int fd, int command, int argument);
-
     /// <summary>The address a socket is bound to (AF_INET or AF_INET6), or null for another family or an error.</summary>
     public static unsafe System.Net.IPEndPoint? GetSocketName(int fd)
     {
@@ -254,17 +251,6 @@ internal static partial class Libc
             AF_INET6 when length >= 28 => new System.Net.IPEndPoint(new System.Net.IPAddress(bytes[8..24], BitConverter.ToUInt32(bytes[24..28])), port),
             _ => null,
         };
-    }
-
-    /// <summary>Sets FD_CLOEXEC on an inherited descriptor, so that the programs this process runs do not get it.</summary>
-    public static void MarkCloseOnExec(int fd)
-    {
-        const int GetFlags = 1, SetFlags = 2, CloseOnExec = 1;
-        var flags = DescriptorFlagsNative(fd, GetFlags, 0);
-        if (flags >= 0)
-        {
-            _ = DescriptorFlagsNative(fd, SetFlags, flags | CloseOnExec);
-        }
     }
 
     /// <summary>struct iovec.</summary>

@@ -129,7 +129,7 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "fcntl", SetLastError = true)]
     private static partial int FcntlNative(int fd, int command, int argument);
 
-    /// <summary>Marks a descriptor opened by a native library close-on-exec, so programs this process starts do not inherit it.</summary>
+    /// <summary>Marks a descriptor close-on-exec (one a native library opened, or one inherited), so programs this process starts do not inherit it.</summary>
     public static void SetCloseOnExec(int fd)
     {
         var flags = FcntlNative(fd, F_GETFD, 0);
