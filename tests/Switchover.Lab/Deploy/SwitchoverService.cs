@@ -147,11 +147,11 @@ public sealed partial class SwitchoverService : IAsyncDisposable
 
     /// <summary>The handoff invariant of this namespace now (see <see cref="HandoffInvariant"/>).</summary>
     public Task<InvariantReport> CheckInvariantAsync(CancellationToken cancellationToken) =>
-        HandoffInvariant.CheckAsync(Host, Name, cancellationToken);
+        HandoffInvariant.CheckAsync(Host, Name, cancellationToken, StateRoot);
 
     /// <summary>Waits up to <paramref name="within"/> for the handoff invariant to hold; returns the last report.</summary>
     public Task<InvariantReport> WaitForInvariantAsync(TimeSpan within, CancellationToken cancellationToken) =>
-        HandoffInvariant.WaitUntilHoldsAsync(Host, Name, within, cancellationToken);
+        HandoffInvariant.WaitUntilHoldsAsync(Host, Name, within, cancellationToken, StateRoot);
 
     /// <summary>The dotnet host running this process, for the generations started through <see cref="RunAs"/>: the same runtime as without.</summary>
     private static string Dotnet => Environment.ProcessPath is { } host && System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : "dotnet";

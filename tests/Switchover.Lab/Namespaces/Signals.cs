@@ -10,4 +10,6 @@ public static class Signals
     public const int User1 = 10;
     public const int User2 = 12;
     public const int Terminate = 15;
+    public const int Continue = 18;
+    public const int Stop = 19;
 }

@@ -1,0 +1,320 @@
+using System.Globalization;
+using System.Net;
+using Switchover.Lab;
+
+namespace Switchover.IntegrationTests;
+
+/// <summary>What is done to the generations at a step of the handoff.</summary>
+public enum Fault
+{
+    /// <summary>SIGKILL of the new generation (v2).</summary>
+    KillNew,
+
+    /// <summary>SIGKILL of the previous generation (v1).</summary>
+    KillOld,
+
+    /// <summary>SIGKILL of both.</summary>
+    KillBoth,
+
+    /// <summary>SIGSTOP of the new generation, SIGCONT 5 s later.</summary>
+    StopNew,
+}
+
+/// <summary>Where in the handoff the fault is injected, as the generations' own log lines mark it.</summary>
+public enum HandoffStep
+{
+    /// <summary>v2 is recorded Starting: its private ports are guarded, nothing is sent to it.</summary>
+    Registered,
+
+    /// <summary>v2 passed its health checks and its readiness request; the transaction is next.</summary>
+    Ready,
+
+    /// <summary>v2 took over: the transaction is applied, the state written, v1 signalled.</summary>
+    TookOver,
+
+    /// <summary>v1 heard it was superseded and drains (in its rollback window).</summary>
+    Draining,
+}
+
+/// <summary>
+/// The deterministic part of the fault-injection suite: under load (a new connection per request, all four paths),
+/// each fault at each step of a handoff from v1 to v2. After each: the namespace settles (a generation still alive
+/// finishes what it was doing; the next operation, here <c>switchover status</c>, reconciles what no process watched),
+/// the invariant checker (state, kernel table, live processes, listening sockets) must hold, the next deploy (v3) must
+/// take over, and every failed request must be attributed: it falls between the fault and the recovery, and the fault
+/// killed a process that was serving (in flight on it, or sent while no live generation held the port). A fault that
+/// kills nothing that serves (v2 before its takeover, SIGSTOP) may fail no request.
+/// </summary>
+public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(output)
+{
+    private static readonly TimeSpan Settle = TimeSpan.FromSeconds(30);
+
+    public static TheoryData<Fault, HandoffStep> Cases()
+    {
+        var data = new TheoryData<Fault, HandoffStep>();
+        foreach (var fault in Enum.GetValues<Fault>())
+        {
+            foreach (var step in Enum.GetValues<HandoffStep>())
+            {
+                data.Add(fault, step);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory(Timeout = 180_000)]
+    [MemberData(nameof(Cases))]
+    public async Task A_fault_at_a_step_of_the_handoff_leaves_the_invariant_holding_the_next_deploy_working_and_only_attributed_failures(Fault fault, HandoffStep step)
+    {
+        var service = Track(new SwitchoverService(Lab.Server, Artifacts.TestServer, PublicPort) { RollbackWindow = TimeSpan.FromSeconds(5) });
+        var v1 = await service.DeployAsync("v1", TakeoverTimeout, Token);
+        await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromSeconds(120)), Token);
+        await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
+
+        var v2 = service.Launch("v2");
+        var marker = step switch
+        {
+            HandoffStep.Registered => (v2, "registered (pid"),
+            HandoffStep.Ready => (v2, "is ready after"),
+            HandoffStep.TookOver => (v2, "launch to serving"),
+            _ => (v1.Process, "drains: listeners stay open"),
+        };
+        await marker.Item1.WaitForOutputAsync(marker.Item2, TakeoverTimeout, Token);
+
+        var injectedAt = DateTime.UtcNow;
+        var killsServing = Inject(fault, step, v1.Process, v2);
+        if (fault == Fault.StopNew)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(5), Token);
+            v2.SendSignal(Signals.Continue);
+        }
+
+        // Settle: whatever is alive finishes its step (v2 takes over or fails, v1 rolls back or drains on).
+        await SettleAsync(service, v2);
+        var beforeRepair = await service.CheckInvariantAsync(Token);
+        var status = await service.CliAsync(Token, "status", "--namespace", service.Name);
+        var invariant = await service.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
+        var recoveredAt = DateTime.UtcNow;
+        Output.WriteLine($"before the repair: {beforeRepair}\nstatus: {status.StandardOutput}{status.StandardError}\nafter: {invariant}");
+
+        var v3 = await service.DeployAsync("v3", TakeoverTimeout, Token);
+        if (fault == Fault.KillBoth)
+        {
+            // Nothing was left to serve: the recovery is v3's takeover.
+            recoveredAt = DateTime.UtcNow;
+        }
+
+        var afterDeploy = await service.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
+        await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
+        var result = await load.StopAsync(Token);
+        var answer = (await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token)).Body.Trim();
+
+        var outside = result.Failures.Where(f => f.TimestampUtc < injectedAt.AddMilliseconds(-50) || f.TimestampUtc > recoveredAt.AddSeconds(1)).ToList();
+        Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"fault-injection: {fault} at {step}: {result.TotalRequests} requests, {result.FailureCount} failed " +
+            $"({(result.FailureCount == 0 ? "none" : killsServing ?? "unattributed")}; {outside.Count} outside the fault's window), " +
+            $"invariant before the repair {(beforeRepair.Holds ? "held" : $"violated ({beforeRepair.Violations.Count})")}, " +
+            $"violations after the repair {invariant.Violations.Count}, after v3 {afterDeploy.Violations.Count}"));
+        foreach (var failure in result.Failures.Take(10))
+        {
+            Output.WriteLine(failure.ToString());
+        }
+
+        invariant.ThrowIfViolated();
+        afterDeploy.ThrowIfViolated();
+        Assert.Equal($"v3 {v3.Process.Pid}", answer);
+        Assert.True(result.TotalRequests > 0, "The load run sent no request.");
+        Assert.Empty(outside);
+        Assert.True(result.FailureCount == 0 || killsServing is not null,
+            $"{result.FailureCount} requests failed, but {fault} at {step} killed nothing that served:\n{string.Join('\n', result.Failures.Take(10))}");
+    }
+
+    /// <summary>
+    /// Faults of the host rather than of a generation: nft refusing every change or hanging on the takeover (a shim
+    /// given to v2 as Switchover:NftPath), the state directory full (a 64 KiB tmpfs filled up) or read-only (remounted
+    /// ro), and two deploys at once. v1 must serve on with no failed request, the invariant must hold once the
+    /// fault is gone, and the next deploy must work.
+    /// </summary>
+    [Theory(Timeout = 180_000)]
+    [InlineData("nft-refuses")]
+    [InlineData("nft-hangs-at-takeover")]
+    [InlineData("state-directory-full")]
+    [InlineData("state-directory-read-only")]
+    [InlineData("two-deploys-at-once")]
+    public async Task A_host_fault_during_a_deploy_fails_that_deploy_alone_and_the_running_generation_serves_on(string fault)
+    {
+        var scratch = Directory.CreateTempSubdirectory("switchover-fault-").FullName;
+        var stateRoot = Path.Combine(scratch, "state");
+        Directory.CreateDirectory(stateRoot);
+        var mounted = fault.StartsWith("state-directory", StringComparison.Ordinal);
+        // Tracked before the service, so disposed after it: the generations stop before their state directory goes.
+        Track(new Scratch(scratch, mounted ? stateRoot : null));
+        if (mounted)
+        {
+            // In this process's mount namespace (ip netns exec gives each command a private one of its own).
+            await OnHostAsync("mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "switchover-fault", stateRoot);
+        }
+
+        await RunHostFaultAsync(fault, scratch, stateRoot);
+    }
+
+    /// <summary>Runs a program in this process's own namespaces (not a lab host's); throws on a non-zero exit.</summary>
+    private static async Task OnHostAsync(string program, params string[] arguments)
+    {
+        using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(program, arguments) { RedirectStandardError = true })!;
+        var error = await process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} exited {process.ExitCode}: {error}");
+        }
+    }
+
+    private async Task RunHostFaultAsync(string fault, string scratch, string stateRoot)
+    {
+        var service = Track(new SwitchoverService(Lab.Server, Artifacts.TestServer, PublicPort) { StateRoot = stateRoot });
+        var v1 = await service.DeployAsync("v1", TakeoverTimeout, Token);
+        await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromSeconds(150)), Token);
+        await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
+
+        string expectation;
+        var shim = Path.Combine(scratch, "nft-shim");
+        switch (fault)
+        {
+            case "nft-refuses":
+            case "nft-hangs-at-takeover":
+                // Checks (--check) pass through; the refusing shim fails every change; the hanging one lets the
+                // register's change through and hangs on the next (the takeover) until NftClient's 15 s timeout kills it.
+                await File.WriteAllTextAsync(shim, fault == "nft-refuses"
+                    ? "#!/bin/sh\n[ \"$1\" = --check ] && exec nft \"$@\"\ncat > /dev/null\necho 'Error: injected: nft refuses' >&2\nexit 1\n"
+                    : $"#!/bin/sh\n[ \"$1\" = --check ] && exec nft \"$@\"\nif [ -e {scratch}/applied ]; then exec sleep 60; fi\ntouch {scratch}/applied\nexec nft \"$@\"\n", Token);
+                if (OperatingSystem.IsLinux())
+                {
+                    File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                }
+
+                var v2 = service.Launch("v2", [$"--Switchover:NftPath={shim}"]);
+                Assert.Equal(1, await ExitsWithinAsync(v2, TimeSpan.FromSeconds(90)));
+                expectation = v2.Output.Contains("injected: nft refuses", StringComparison.Ordinal) ? "v2 exited 1: nft refused" : "v2 exited 1 after the hung nft was killed";
+                Output.WriteLine(v2.Output);
+                break;
+            case "state-directory-full":
+                await Lab.Server.TryRunAsync("dd", ["if=/dev/zero", $"of={stateRoot}/filler", "bs=4k"], Token);
+                Assert.True(new DriveInfo(stateRoot).AvailableFreeSpace < 4096, "The state directory's tmpfs did not fill up.");
+                var full = service.Launch("v2");
+                Assert.Equal(1, await ExitsWithinAsync(full, TimeSpan.FromSeconds(90)));
+                File.Delete(Path.Combine(stateRoot, "filler"));
+                expectation = "v2 exited 1: the state could not be written";
+                Output.WriteLine(full.Output);
+                break;
+            case "state-directory-read-only":
+                await OnHostAsync("mount", "-o", "remount,ro", stateRoot);
+                var readOnly = service.Launch("v2");
+                Assert.Equal(1, await ExitsWithinAsync(readOnly, TimeSpan.FromSeconds(90)));
+                await OnHostAsync("mount", "-o", "remount,rw", stateRoot);
+                expectation = "v2 exited 1: the state directory is read-only";
+                Output.WriteLine(readOnly.Output);
+                break;
+            default:
+                // Two at once: each takes over in turn or steps aside; the namespace ends with the newest one active.
+                var a = service.Launch("v2");
+                var b = service.Launch("v2b");
+                await Task.WhenAll(TakenOverOrExitedAsync(a), TakenOverOrExitedAsync(b));
+                var active = service.ReadState()!.Active!;
+                Assert.Contains(active.Pid, new[] { a.Pid, b.Pid });
+                Assert.Equal(active.Id, service.ReadState()!.Generations.Max(g => g.Id));
+                expectation = $"both launched together; generation {active.Id} (pid {active.Pid}) active";
+                break;
+        }
+
+        // A generation whose nft keeps hanging cannot clean up after itself; the next operation reconciles (here: status).
+        var beforeRepair = await service.CheckInvariantAsync(Token);
+        var status = await service.CliAsync(Token, "status", "--namespace", service.Name, "--state-dir", stateRoot);
+        Output.WriteLine($"before the repair: {beforeRepair}\nstatus: {status.StandardOutput}{status.StandardError}");
+        var invariant = await service.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
+        var v1ServedOn = !v1.Process.HasExited;
+        var v3 = await service.DeployAsync("v3", TakeoverTimeout, Token);
+        var afterDeploy = await service.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
+        await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
+        var result = await load.StopAsync(Token);
+        var answer = (await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token)).Body.Trim();
+        Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"fault-injection: {fault}: {result.TotalRequests} requests, {result.FailureCount} failed; {expectation}; " +
+            $"invariant before the repair {(beforeRepair.Holds ? "held" : $"violated ({beforeRepair.Violations.Count})")}, " +
+            $"violations after the repair {invariant.Violations.Count}, after v3 {afterDeploy.Violations.Count}"));
+        Output.WriteLine(invariant.ToString());
+
+        invariant.ThrowIfViolated();
+        afterDeploy.ThrowIfViolated();
+        Assert.Equal($"v3 {v3.Process.Pid}", answer);
+        AssertNoFailures(result);
+        Assert.True(v1ServedOn || fault == "two-deploys-at-once", "v1 must serve on until v3 supersedes it.");
+    }
+
+    private async Task TakenOverOrExitedAsync(LabProcess generation)
+    {
+        var deadline = DateTime.UtcNow + TakeoverTimeout;
+        while (!generation.HasExited && !generation.Output.Contains("launch to serving", StringComparison.Ordinal))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"pid {generation.Pid} neither took over nor exited:\n{generation.Output}");
+            await Task.Delay(100, Token);
+        }
+    }
+
+    /// <summary>Removes the test's scratch directory, after unmounting its tmpfs (made writable first) when it has one.</summary>
+    private sealed class Scratch(string path, string? mount) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            if (mount is not null)
+            {
+                await OnHostAsync("mount", "-o", "remount,rw", mount);
+                await OnHostAsync("umount", mount);
+            }
+
+            Directory.Delete(path, recursive: true);
+        }
+    }
+
+    /// <summary>Injects the fault; returns why requests may fail (the serving process it killed), or null when none may.</summary>
+    private static string? Inject(Fault fault, HandoffStep step, LabProcess v1, LabProcess v2)
+    {
+        // Before v2's takeover only v1 serves; from the takeover on, v2 serves and v1 drains its connections.
+        var v2Serves = step is HandoffStep.TookOver or HandoffStep.Draining;
+        switch (fault)
+        {
+            case Fault.KillNew:
+                v2.Kill();
+                return v2Serves ? "in flight on v2 (killed) until v1 rolled back" : null;
+            case Fault.KillOld:
+                v1.Kill();
+                return v2Serves ? "in flight on v1 (killed) while it drained" : "v1, the only serving generation, killed before v2 took over";
+            case Fault.KillBoth:
+                v1.Kill();
+                v2.Kill();
+                return "both killed: nothing serves until v3";
+            default:
+                v2.SendSignal(Signals.Stop);
+                return null;
+        }
+    }
+
+    /// <summary>Until v2 has taken over, or failed, or is gone, and the namespace has nothing starting (bounded).</summary>
+    private async Task SettleAsync(SwitchoverService service, LabProcess v2)
+    {
+        var deadline = DateTime.UtcNow + Settle;
+        while (DateTime.UtcNow < deadline)
+        {
+            var starting = service.ReadState()?.Generations.Any(g => g.Pid == v2.Pid && g.State == Switchover.State.GenerationState.Starting) ?? false;
+            if (v2.HasExited || (!starting && v2.Output.Contains("launch to serving", StringComparison.Ordinal)))
+            {
+                return;
+            }
+
+            await Task.Delay(100, Token);
+        }
+
+        Assert.Fail($"v2 neither took over nor exited within {Settle.TotalSeconds:0} s:\n{v2.Output}");
+    }
+}
