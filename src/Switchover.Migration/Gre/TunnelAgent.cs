@@ -109,7 +109,7 @@ public sealed class TunnelAgent : IAsyncDisposable
         }
 
         agent.Log($"listening on {socketPath} (root and uid {agent._uid} only)");
-        SystemdNotify.Send($"READY=1\nSTATUS=tunnels {string.Join(", ", tunnels.Select(t => t.Options.Name))} up");
+        SystemdNotify.TrySend($"READY=1\nSTATUS=tunnels {string.Join(", ", tunnels.Select(t => t.Options.Name))} up");
         return agent;
     }
 
@@ -140,7 +140,7 @@ public sealed class TunnelAgent : IAsyncDisposable
             return;
         }
 
-        SystemdNotify.Send("STOPPING=1");
+        SystemdNotify.TrySend("STOPPING=1");
         await _stopping.CancelAsync().ConfigureAwait(false);
         CloseListener();
         using (var timeout = new CancellationTokenSource(CleanupTimeout))

@@ -1,14 +1,15 @@
 using System.Net.Sockets;
 using System.Text;
 
-namespace Switchover.Cli;
+namespace Switchover;
 
 /// <summary>
-/// sd_notify for deploy: under <c>ExecReload=</c> deploy runs in the unit with NOTIFY_SOCKET set. It speaks only when
-/// the generation it launched could not (it crashed, never started, or was stopped by deploy): then a reload it had
-/// announced with RELOADING=1 must still end with READY=1 and the pid of the generation that serves.
-/// The datagram is written here rather than through Microsoft.Extensions.Hosting.Systemd's notifier (which the
-/// generations use): that package brings Microsoft.Extensions.Hosting and its dependencies into a tool that has no host.
+/// sd_notify(3) for the tool's own processes, without libsystemd: one datagram to $NOTIFY_SOCKET, a no-op outside a
+/// service manager; a leading '@' names an abstract socket. Deploy speaks only when the generation it launched could
+/// not (then a reload it had announced with RELOADING=1 must still end with READY=1 and the pid that serves); the
+/// agent and the tunnel agent say READY and STOPPING. Written here rather than through
+/// Microsoft.Extensions.Hosting.Systemd's notifier (which the generations use): that package brings
+/// Microsoft.Extensions.Hosting and its dependencies into a tool that has no host.
 /// </summary>
 internal static class SystemdNotify
 {
