@@ -173,24 +173,33 @@ internal abstract class LaunchedGeneration : IDisposable
         }
     }
 
-    private sealed class Detached(int pid, ProcessIdentity? identity) : LaunchedGeneration
+    /// <summary>Not deploy's child: its exit is learnt through a pidfd (<see cref="ProcessExitWatch"/>), its status is the manager's.</summary>
+    private sealed class Detached : LaunchedGeneration
     {
-        private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(50);
+        private readonly ProcessExitWatch? _exit;
 
-        public override int Id => pid;
+        public Detached(int pid, ProcessIdentity? identity)
+        {
+            Id = pid;
+            Identity = identity;
+            _exit = identity is null ? null : ProcessExitWatch.Start(identity);
+        }
 
-        public override ProcessIdentity? Identity => identity;
+        public override int Id { get; }
 
-        public override bool HasExited => identity is not { } p || !p.IsAlive();
+        public override ProcessIdentity? Identity { get; }
+
+        public override bool HasExited => _exit is not { Exited.IsCompleted: false };
 
         public override int? ExitCode => null;
 
-        public override async Task WaitForExitAsync(CancellationToken cancellationToken)
+        public override Task WaitForExitAsync(CancellationToken cancellationToken) =>
+            _exit?.Exited.WaitAsync(cancellationToken) ?? Task.CompletedTask;
+
+        public override void Dispose()
         {
-            while (!HasExited)
-            {
-                await Task.Delay(Poll, cancellationToken).ConfigureAwait(false);
-            }
+            _exit?.Dispose();
+            base.Dispose();
         }
     }
 }
