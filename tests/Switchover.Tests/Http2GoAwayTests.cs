@@ -35,15 +35,18 @@ public sealed class Http2GoAwayTests
     [Fact(Timeout = 10000)]
     public async Task Requests_that_keep_arriving_postpone_the_goaway_until_the_client_is_quiet()
     {
+        // Arrivals every quiet/4, so that a delay that oversleeps on a loaded machine (by up to 3/4 of the window)
+        // still arrives inside it; with Quiet/2 gaps of 75 ms, an oversleep of 75 ms made this test fail now and then.
+        var quiet = TimeSpan.FromMilliseconds(600);
         var clock = Stopwatch.StartNew();
         var lifetime = new RecordingLifetime(clock);
-        var goAway = new Http2GoAway(lifetime, Quiet, Grace, TimeProvider.System);
+        var goAway = new Http2GoAway(lifetime, quiet, Grace, TimeProvider.System);
 
         var held = new List<Task> { goAway.EnterAsync() };
         TimeSpan lastArrival = default;
         for (var i = 0; i < 4; i++)
         {
-            await Task.Delay(Quiet / 2);
+            await Task.Delay(quiet / 4);
             Assert.Equal(0, lifetime.CloseRequests);
             lastArrival = clock.Elapsed;
             held.Add(goAway.EnterAsync());
@@ -51,8 +54,8 @@ public sealed class Http2GoAwayTests
 
         await Task.WhenAll(held);
 
-        Assert.True(lifetime.ClosedAt - lastArrival >= Quiet - Slack,
-            $"GOAWAY was requested {lifetime.ClosedAt - lastArrival} after the last request arrived, within the quiet window of {Quiet}.");
+        Assert.True(lifetime.ClosedAt - lastArrival >= quiet - Slack,
+            $"GOAWAY was requested {lifetime.ClosedAt - lastArrival} after the last request arrived, within the quiet window of {quiet}.");
     }
 
     [Fact(Timeout = 10000)]
