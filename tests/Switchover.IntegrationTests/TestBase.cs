@@ -30,16 +30,49 @@ public abstract class TestBase(ITestOutputHelper output) : IAsyncLifetime
         Service = new SwitchoverService(Lab.Server, publicPort: PublicPort);
     }
 
+    /// <summary>
+    /// Runs every cleanup step even when one throws, then checks that the test left nothing behind: its namespaces
+    /// and its state directory. A leftover fails this test by name instead of the CI run at the end.
+    /// </summary>
     public async Task DisposeAsync()
     {
-        foreach (var item in Enumerable.Reverse(_cleanup))
+        var errors = new List<Exception>();
+        var stateDirectory = Service?.StateDirectory;
+        var namespaces = Lab is null ? [] : new[] { Lab.Server.Name, Lab.Client.Name };
+        foreach (var step in Enumerable.Reverse(_cleanup).Append(Service).Append<IAsyncDisposable?>(Lab))
         {
-            await item.DisposeAsync();
+            try
+            {
+                if (step is not null)
+                {
+                    await step.DisposeAsync();
+                }
+            }
+            catch (Exception e)
+            {
+                errors.Add(e);
+            }
         }
 
-        await Service.DisposeAsync();
-        await Lab.DisposeAsync();
         Timeout.Dispose();
+
+        // A generation the service did not launch itself (deploy's detached one, an agent's) may have written state
+        // after the service removed it and before the namespace's processes were killed.
+        if (stateDirectory is not null && Directory.Exists(stateDirectory))
+        {
+            Directory.Delete(stateDirectory, recursive: true);
+        }
+
+        var left = namespaces.Where(name => File.Exists(Path.Combine("/run/netns", name))).ToList();
+        if (left.Count > 0)
+        {
+            errors.Add(new InvalidOperationException($"The test left network namespaces behind: {string.Join(", ", left)} (see the cleanup warning above)."));
+        }
+
+        if (errors.Count > 0)
+        {
+            throw new AggregateException("Cleanup after the test failed.", errors);
+        }
     }
 
     protected T Track<T>(T disposable)

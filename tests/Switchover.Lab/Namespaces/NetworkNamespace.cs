@@ -174,13 +174,25 @@ public sealed partial class NetworkNamespace : IAsyncDisposable
             errors.Add(e.Message);
         }
 
-        try
+        // `ip netns del` can fail with EBUSY while a process that is still exiting holds a copy of the namespace's
+        // mount (ip netns exec gives each command a mount namespace of its own); try again for a few seconds.
+        for (var attempt = 1; ; attempt++)
         {
-            await Ip(timeout.Token, "netns", "del", Name).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is CommandException or OperationCanceledException)
-        {
-            errors.Add(e.Message);
+            try
+            {
+                await Ip(timeout.Token, "netns", "del", Name).ConfigureAwait(false);
+                break;
+            }
+            catch (CommandException e) when (attempt < 10 && !timeout.IsCancellationRequested)
+            {
+                await Console.Error.WriteLineAsync($"ip netns del {Name} failed (attempt {attempt}), retrying: {e.Message}").ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(300), CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is CommandException or OperationCanceledException)
+            {
+                errors.Add(e.Message);
+                break;
+            }
         }
 
         Undisposed.TryRemove(Name, out _);
