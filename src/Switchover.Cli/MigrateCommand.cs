@@ -106,14 +106,45 @@ internal static class MigrateCommand
         var tuple = new Argument<SteeredTuple>("tuple") { Description = "tcp/IP:PORT or udp/IP:PORT", CustomParser = r => ParseTuple(r, r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty) };
         var dryRun = DryRun();
         var stateDir = StateDir();
+        var check = new Option<MoveCheck>("--check")
+        {
+            Description = "move: what the new host must answer on the tuple through the tunnel before any new flow goes there: tcp (a connection is " +
+                "accepted), http:/PATH (GET answers 2xx/3xx) or none (the only choice for UDP).",
+            HelpName = "CHECK",
+            DefaultValueFactory = _ => MoveCheck.Tcp,
+            CustomParser = r =>
+            {
+                try
+                {
+                    return MoveCheck.Parse(r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty);
+                }
+                catch (FormatException e)
+                {
+                    r.AddError(e.Message);
+                    return null;
+                }
+            },
+        };
+        var wait = new Option<TimeSpan>("--wait")
+        {
+            Description = "move: keep checking for this long (e.g. 30s, 5m) before refusing. Default: check once.",
+            HelpName = "DURATION",
+            CustomParser = CommonOptions.ParseDuration,
+        };
         var command = new Command(move ? "move" : "return", move
             ? "On the old host: send the tuple's new flows to the new host. Flows already open stay here."
             : "On the old host: keep the tuple's new flows here again (rollback). Flows already moved finish on the new host.")
         {
             name, tuple, dryRun, stateDir,
         };
+        if (move)
+        {
+            command.Options.Add(check);
+            command.Options.Add(wait);
+        }
+
         command.SetAction((p, ct) => RunAsync(p, host => move
-            ? host.MoveAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), ct)
+            ? host.MoveAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), p.GetValue(check)!, p.GetValue(wait), ct)
             : host.ReturnAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), ct), stateDir));
         return command;
     }

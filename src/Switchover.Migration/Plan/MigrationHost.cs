@@ -140,8 +140,31 @@ public sealed class MigrationHost
     }
 
     /// <summary>Moves a tuple (old host): new flows for it go into the tunnel; flows already open stay here.</summary>
-    public Task<MigrationOutcome> MoveAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, CancellationToken cancellationToken) =>
-        ChangeTuplesAsync(name, tuple, move: true, dryRun, cancellationToken);
+    /// <param name="check">What the new host must answer through the tunnel first (not run on a dry run).</param>
+    /// <param name="wait">How long to keep checking; zero checks once.</param>
+    public async Task<MigrationOutcome> MoveAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, MoveCheck check, TimeSpan wait, CancellationToken cancellationToken)
+    {
+        if (check.Refusal(tuple) is { } refusal)
+        {
+            throw new MigrationException([refusal]);
+        }
+
+        // Checked before the lock is taken: waiting for the new host must not hold up status or return.
+        var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false);
+        if (!dryRun && journal is { Side: MigrationSide.Old } && !journal.ToSpec().Tuples.Contains(tuple))
+        {
+            var reason = await check.WaitAsync(tuple, journal.Mark, wait, cancellationToken).ConfigureAwait(false);
+            if (reason is not null)
+            {
+                throw new MigrationException([$"Not moving {tuple}: the new host does not serve it through the tunnel ({reason}). " +
+                    $"Start the service on the new host (listening on {tuple.Address}:{tuple.Port}), then move again; --wait DURATION waits for it, " +
+                    "--check none skips the check."]);
+            }
+        }
+
+        var outcome = await ChangeTuplesAsync(name, tuple, move: true, dryRun, cancellationToken).ConfigureAwait(false);
+        return dryRun && outcome.Changes.Count > 0 ? outcome with { Note = $"the move would first check the new host: {check}" } : outcome;
+    }
 
     /// <summary>Returns a tuple (old host): new flows stay here again (rollback); moved flows finish on the new host.</summary>
     public Task<MigrationOutcome> ReturnAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, CancellationToken cancellationToken) =>

@@ -317,6 +317,60 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
         }
     }
 
+    [Fact(Timeout = 240_000)]
+    public async Task Move_refuses_while_the_new_hosts_service_is_down_and_with_wait_moves_once_it_answers_through_the_tunnel()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        using var oldMail = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 25), "old-25");
+        await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}");
+        await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25", "--tuple", "tcp/192.0.2.1:80", "--tuple", "udp/192.0.2.1:53");
+
+        // Nothing listens on the new host: refused, with the reason, and the tuple stays.
+        var refused = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:25"]);
+        output.WriteLine(refused.StandardError);
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("Not moving tcp/192.0.2.1:25: the new host does not serve it through the tunnel", refused.StandardError, StringComparison.Ordinal);
+        Assert.Contains("--wait", refused.StandardError, StringComparison.Ordinal);
+        using (var still = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("old-25 sees", await still.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        // --wait: the move goes ahead once the service on the new host is up.
+        await using var waiting = _lab.Old.StartProcess("dotnet",
+            [Artifacts.Cli, "migrate", "move", "--name", _name, "tcp/192.0.2.1:25", "--wait", "90s", "--state-dir", StateDirectory(_lab.Old)]);
+        await Task.Delay(TimeSpan.FromSeconds(2), Token);
+        Assert.False(waiting.HasExited, "move --wait returned before the new host served the tuple:\n" + waiting.Output);
+        using var newMail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
+        Assert.True(await waiting.Exited.WaitAsync(TimeSpan.FromSeconds(60), Token) == 0, "move --wait failed:\n" + waiting.Output);
+        using (var moved = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await moved.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        // An HTTP check: a path the new host's server does not have is refused with its status; one it has moves.
+        await using var web = _lab.New.StartProcess("python3", ["-u", "-m", "http.server", "80", "--bind", "192.0.2.1", "--directory", "/usr/share/doc"]);
+        await web.WaitForOutputAsync("Serving HTTP", TimeSpan.FromSeconds(30), Token);
+        var missing = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:80", "--check", "http:/no-such-page"]);
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("GET /no-such-page on tcp/192.0.2.1:80 through the tunnel answered HTTP/1.0 404", missing.StandardError, StringComparison.Ordinal);
+        await MigrateAsync(_lab.Old, "move", "tcp/192.0.2.1:80", "--check", "http:/");
+
+        // UDP cannot be checked: the operator says so.
+        var udp = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "udp/192.0.2.1:53"]);
+        Assert.Equal(1, udp.ExitCode);
+        Assert.Contains("pass --check none", udp.StandardError, StringComparison.Ordinal);
+        await MigrateAsync(_lab.Old, "move", "udp/192.0.2.1:53", "--check", "none");
+
+        var bad = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:25", "--check", "ping"]);
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("use tcp, http:/PATH", bad.StandardError, StringComparison.Ordinal);
+
+        await MigrateAsync(_lab.Old, "teardown");
+        await MigrateAsync(_lab.New, "teardown");
+    }
+
     private async Task<string> MigrateAsync(NetworkNamespace host, string verb, params string[] arguments)
     {
         string[] name = arguments.Contains("--name") ? [] : ["--name", _name];
