@@ -164,12 +164,51 @@ internal static class MigrateCommand
         var name = Name();
         var dryRun = DryRun();
         var force = new Option<bool>("--force") { Description = "Finalize even though no packet has arrived directly yet." };
+        var watch = new Option<bool>("--watch") { Description = "Wait until the provider routes the moved IPs here (see --direct-packets, --quiet), then finalize." };
+        var directPackets = new Option<long>("--direct-packets")
+        {
+            Description = "--watch: packets for the moved addresses that must have arrived directly.",
+            DefaultValueFactory = _ => 5,
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty;
+                if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value < 1)
+                {
+                    r.AddError($"--direct-packets '{text}' must be a whole number of at least 1.");
+                }
+
+                return value;
+            },
+        };
+        var quiet = new Option<TimeSpan>("--quiet")
+        {
+            Description = "--watch: how long no packet may have come through the tunnel.",
+            HelpName = "DURATION",
+            DefaultValueFactory = _ => TimeSpan.FromSeconds(5),
+            CustomParser = CommonOptions.ParseDuration,
+        };
+        var timeout = new Option<TimeSpan>("--timeout")
+        {
+            Description = "--watch: give up (and change nothing) after this long.",
+            HelpName = "DURATION",
+            DefaultValueFactory = _ => TimeSpan.FromHours(1),
+            CustomParser = CommonOptions.ParseDuration,
+        };
         var stateDir = StateDir();
         var command = new Command("finalize", "On the new host, once the provider routes the moved IPs to it: serve them directly and retire the tunnel's part.")
         {
-            name, force, dryRun, stateDir,
+            name, force, watch, directPackets, quiet, timeout, dryRun, stateDir,
         };
-        command.SetAction((p, ct) => RunAsync(p, host => host.FinalizeAsync(p.GetValue(name)!, p.GetValue(force), p.GetValue(dryRun), ct), stateDir));
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(watch) && r.GetValue(force))
+            {
+                r.AddError("--watch and --force contradict each other: --force finalizes now, --watch waits for the route.");
+            }
+        });
+        command.SetAction((p, ct) => RunAsync(p, host => p.GetValue(watch)
+            ? host.FinalizeWhenRoutedHereAsync(p.GetValue(name)!, new FinalizeWatch(p.GetValue(directPackets), p.GetValue(quiet), p.GetValue(timeout)), p.GetValue(dryRun), ct)
+            : host.FinalizeAsync(p.GetValue(name)!, p.GetValue(force), p.GetValue(dryRun), ct), stateDir));
         return command;
     }
 

@@ -7,6 +7,9 @@ using Switchover.State;
 
 namespace Switchover.Migration.Plan;
 
+/// <summary>When <c>finalize --watch</c> takes the provider's route as moved: direct arrivals and a quiet tunnel, within a timeout.</summary>
+public sealed record FinalizeWatch(long DirectPackets, TimeSpan Quiet, TimeSpan Timeout);
+
 /// <summary>What a command did or would do: the changes, in order.</summary>
 public sealed record MigrationOutcome(IReadOnlyList<HostChange> Changes, bool DryRun, string? Note = null);
 
@@ -207,6 +210,53 @@ public sealed class MigrationHost
     {
         var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false);
         return journal is null ? null : await new MigrationStatusReader(_runner).ReadAsync(journal, cancellationToken, tunnelSocket).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Watches this (new) host until the provider routes the moved addresses here: at least
+    /// <see cref="FinalizeWatch.DirectPackets"/> packets arrived directly and none through the tunnel for
+    /// <see cref="FinalizeWatch.Quiet"/>; then finalizes. Refuses after <see cref="FinalizeWatch.Timeout"/>.
+    /// </summary>
+    public async Task<MigrationOutcome> FinalizeWhenRoutedHereAsync(NamespaceName name, FinalizeWatch watch, bool dryRun, CancellationToken cancellationToken)
+    {
+        var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false)
+            ?? throw new MigrationException([$"Migration '{name}' is not set up on this host."]);
+        if (journal.Side != MigrationSide.New)
+        {
+            throw new MigrationException(["finalize --watch runs on the new host, which sees the provider's route change."]);
+        }
+
+        var reader = new MigrationStatusReader(_runner);
+        var elapsed = System.Diagnostics.Stopwatch.StartNew();
+        long? tunnelled = null;
+        var tunnelledChanged = TimeSpan.Zero;
+        while (true)
+        {
+            var status = await reader.ReadAsync(journal, cancellationToken).ConfigureAwait(false);
+            if (status.TunnelledPackets != tunnelled)
+            {
+                tunnelled = status.TunnelledPackets;
+                tunnelledChanged = elapsed.Elapsed;
+            }
+
+            var quiet = elapsed.Elapsed - tunnelledChanged;
+            if (status.DirectPackets >= watch.DirectPackets && quiet >= watch.Quiet)
+            {
+                var outcome = await FinalizeAsync(name, force: false, dryRun, cancellationToken).ConfigureAwait(false);
+                var seen = string.Create(CultureInfo.InvariantCulture,
+                    $"{status.DirectPackets} packets arrived directly and none through the tunnel for {quiet.TotalSeconds:0.#} s");
+                return outcome with { Note = $"{seen}; {outcome.Note}" };
+            }
+
+            if (elapsed.Elapsed >= watch.Timeout)
+            {
+                throw new MigrationException([string.Create(CultureInfo.InvariantCulture,
+                    $"The provider did not route the moved addresses here within {watch.Timeout.TotalSeconds:0} s: {status.DirectPackets ?? 0} packets arrived directly " +
+                    $"(needed {watch.DirectPackets}), the last through the tunnel {quiet.TotalSeconds:0.#} s ago (needed {watch.Quiet.TotalSeconds:0.#} s). Nothing was changed.")]);
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(250), cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>

@@ -22,7 +22,8 @@ public sealed record MigrationStatus(
     IReadOnlyList<TupleStatus> Tuples,
     long? DirectPackets,
     IReadOnlyList<string> Warnings,
-    TunnelCounters? AgentCounters = null);
+    TunnelCounters? AgentCounters = null,
+    long? TunnelledPackets = null);
 
 /// <summary>Reads a migration's live state on this host: flows per tuple, tunnel counters, direct arrivals, drift.</summary>
 internal sealed class MigrationStatusReader(ICommandRunner runner)
@@ -62,11 +63,14 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
         }
 
         long? direct = null;
+        long? tunnelled = null;
         if (spec.Side == MigrationSide.New)
         {
             var table = new SteeringTable(spec.Name.Value, OldSide: false, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses).TableName;
-            var counter = await runner.TryRunAsync(Command.Create("nft", "-j", "list", "counter", "inet", table, "direct"), cancellationToken).ConfigureAwait(false);
-            direct = counter.ExitCode == 0 ? ParseCounter(counter.StandardOutput) : null;
+            direct = await ReadCounterAsync(table, "direct", cancellationToken).ConfigureAwait(false);
+
+            // Tables set up before this counter existed have none: unknown.
+            tunnelled = await ReadCounterAsync(table, "tunnelled", cancellationToken).ConfigureAwait(false);
             if (direct > 0)
             {
                 warnings.Add($"{direct} packets for the moved addresses arrived here directly, not through the tunnel: the provider routes them to this host now. " +
@@ -95,7 +99,13 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
         }
 
         return new MigrationStatus(spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
-            up, rx, tx, tuples, direct, warnings, counters);
+            up, rx, tx, tuples, direct, warnings, counters, tunnelled);
+    }
+
+    private async Task<long?> ReadCounterAsync(string table, string counter, CancellationToken cancellationToken)
+    {
+        var result = await runner.TryRunAsync(Command.Create("nft", "-j", "list", "counter", "inet", table, counter), cancellationToken).ConfigureAwait(false);
+        return result.ExitCode == 0 ? ParseCounter(result.StandardOutput) : null;
     }
 
     private async Task<(int? Tunnelled, int? Local, string? Error)> CountFlowsAsync(SteeredTuple tuple, uint mark, CancellationToken cancellationToken)

@@ -218,6 +218,17 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
         Assert.Contains("still routes them to the old host", refused.StandardError, StringComparison.Ordinal);
         Assert.DoesNotContain("arrived here directly", await MigrateAsync(_lab.New, "status"), StringComparison.Ordinal);
 
+        // finalize --watch waits while everything still comes through the tunnel.
+        await using var watch = _lab.New.StartProcess("dotnet", [Artifacts.Cli, "migrate", "finalize", "--name", _name, "--watch", "--direct-packets", "1",
+            "--quiet", "1s", "--timeout", "120s", "--state-dir", StateDirectory(_lab.New)]);
+        using (var viaTunnel = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await viaTunnel.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(3), Token);
+        Assert.False(watch.HasExited, "finalize --watch finalized while the IP was still routed to the old host:\n" + watch.Output);
+
         // The provider moves the IP: the router now sends 192.0.2.1 to the new host.
         // The old host's only address was also the tunnel's end, so the tunnel is cut: the SYN arrives, the reply is lost
         // until finalize makes the new host answer directly.
@@ -229,11 +240,10 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
             await Record.ExceptionAsync(() => attempt.ConnectAsync(new IPEndPoint(_lab.OldV4, 25), timeout.Token).AsTask());
         }
 
-        var status = await MigrateAsync(_lab.New, "status");
-        output.WriteLine(status);
-        Assert.Contains("arrived here directly", status, StringComparison.Ordinal);
-
-        await MigrateAsync(_lab.New, "finalize");
+        // The watch sees direct arrivals and a quiet tunnel, and finalizes by itself.
+        Assert.True(await watch.Exited.WaitAsync(TimeSpan.FromSeconds(60), Token) == 0, "finalize --watch did not finalize:\n" + watch.Output);
+        output.WriteLine(watch.Output);
+        Assert.Matches(@"[1-9]\d* packets arrived directly and none through the tunnel for", watch.Output);
         Assert.Contains("inet 192.0.2.1/32 scope global lo", (await _lab.New.RunAsync("ip", ["addr", "show", "dev", "lo"], Token)).StandardOutput, StringComparison.Ordinal);
         Assert.DoesNotContain("lookup 47", (await _lab.New.RunAsync("ip", ["rule"], Token)).StandardOutput, StringComparison.Ordinal);
         using (var after = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
