@@ -56,8 +56,8 @@ Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
     $"(+{tunnel.Percentile(0.99) - direct.Percentile(0.99):0.0} µs)"));
 Console.WriteLine("runs (Mbit/s): direct " + string.Join(", ", direct.Throughput.Select(t => t.ToString("0", CultureInfo.InvariantCulture))) +
     "; tunnel " + string.Join(", ", tunnel.Throughput.Select(t => t.ToString("0", CultureInfo.InvariantCulture))));
-Console.WriteLine($"tunnel counters A: {bench.TunnelA.Counters}");
-Console.WriteLine($"tunnel counters B: {bench.TunnelB.Counters}");
+Console.WriteLine($"tunnel counters A: {bench.TunnelA.Counters}; TUN reads {bench.TunnelA.TunCalls.Reads}, writes {bench.TunnelA.TunCalls.Writes}");
+Console.WriteLine($"tunnel counters B: {bench.TunnelB.Counters}; TUN reads {bench.TunnelB.TunCalls.Reads}, writes {bench.TunnelB.TunCalls.Writes}");
 var dropped = bench.TunnelA.Counters.RxDropped + bench.TunnelB.Counters.RxDropped + bench.TunnelA.Counters.TxErrors + bench.TunnelB.Counters.TxErrors;
 return dropped == 0 ? 0 : 1;
 
