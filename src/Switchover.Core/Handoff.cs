@@ -201,6 +201,12 @@ public sealed class Handoff
             var now = _time.GetUtcNow();
             var previous = state.Generations.Where(g => g.Id != id && g.State == GenerationState.Active).ToList();
 
+            // A repeated takeover: the agent's client asks again when the agent died after the commit but before its
+            // answer. The state says it all already, but the previous generations may never have been told; they are
+            // told (again) below. A second SIGUSR2 or SIGTERM to a generation that already drains changes nothing.
+            var repeated = self.State == GenerationState.Active
+                ? state.Generations.Where(g => g.Id < id && g.State == GenerationState.Draining).ToList()
+                : [];
             foreach (var old in previous)
             {
                 state = state.With(old with
@@ -214,7 +220,7 @@ public sealed class Handoff
             state = state.With(self);
             var (ruleset, elapsed) = await CommitAsync(held, original, state, cancellationToken,
                 previous.Count > 0 ? TestPause.TransactionApplied : null).ConfigureAwait(false);
-            result = new TakeoverResult(self, previous, stale, ruleset, elapsed);
+            result = new TakeoverResult(self, [.. previous, .. repeated], stale, ruleset, elapsed);
             written = state;
         }
 
