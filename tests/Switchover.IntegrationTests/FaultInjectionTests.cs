@@ -115,7 +115,13 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
 
         // Settle: whatever is alive finishes its step (v2 takes over or fails, v1 rolls back or drains on).
         await SettleAsync(service, v2);
-        var beforeRepair = await service.CheckInvariantAsync(Token);
+
+        // v2 killed between its transaction and v1's signal: v1, still active, finds it dead and repairs by itself,
+        // within its poll (0.5 s), before any other command touches the namespace.
+        var selfRepairs = fault == Fault.KillNew && step is HandoffStep.TransactionApplied or HandoffStep.StateWritten;
+        var beforeRepair = selfRepairs
+            ? await service.WaitForInvariantAsync(TimeSpan.FromSeconds(3), Token)
+            : await service.CheckInvariantAsync(Token);
         var status = await service.CliAsync(Token, "status", "--namespace", service.Name);
         var invariant = await service.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
         var recoveredAt = DateTime.UtcNow;
@@ -142,6 +148,12 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         foreach (var failure in result.Failures.Take(10))
         {
             Output.WriteLine(failure.ToString());
+        }
+
+        if (selfRepairs)
+        {
+            beforeRepair.ThrowIfViolated();
+            Assert.Contains("died in the middle of taking over", v1.Process.Output, StringComparison.Ordinal);
         }
 
         invariant.ThrowIfViolated();
@@ -322,7 +334,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
             case Fault.KillNew:
                 v2.Kill();
                 return step is HandoffStep.TransactionApplied or HandoffStep.StateWritten
-                    ? "sent to v2 (killed) while v1, not yet told of the takeover, watched nothing: until the next operation (status) repaired"
+                    ? "sent to v2 (killed) before v1 was told of the takeover: until v1 found v2 dead and repaired (0.5 s poll)"
                     : v2Serves ? "in flight on v2 (killed) until v1 rolled back" : null;
             case Fault.KillOld:
                 v1.Kill();
