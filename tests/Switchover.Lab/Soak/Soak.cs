@@ -36,7 +36,8 @@ public sealed class SoakOptions
 /// and a new-connection-per-request run), rounds of handoffs, each with the fault, step and delay its seeded plan
 /// says. After each round's fault: the generations settle, the invariant is checked once (before the repair, for
 /// the record), <c>switchover status</c> repairs what nothing watched, the invariant must hold within 5 s, the next
-/// deploy must take over, and the invariant must hold again. Every failed request is attributed to the round whose
+/// deploy must take over, and the invariant must hold again; when the new generation was killed while it served, the
+/// previous one must have taken the port back (its rollback window). Every failed request is attributed to the round whose
 /// fault window holds it, and only when that fault killed a serving process (<see cref="FailureAttribution"/>).
 /// Leaves nothing behind: the generations are stopped, the state's tmpfs unmounted, the shims deleted; the caller
 /// owns the lab.
@@ -227,6 +228,12 @@ public sealed class Soak
         var active = afterRepair.State?.Active is { } a && a.Process.IsAlive() ? a : null;
         var outcome = string.Join("; ", new[] { next, second }.OfType<LabProcess>().Select(Fate)) +
                       $"; active after the repair: {(active is null ? "none" : _texts.GetValueOrDefault(active.Pid, "pid " + active.Pid.ToString(CultureInfo.InvariantCulture)))}";
+
+        // The rollback window's promise: the new generation died while it served, the previous one takes the port back.
+        if (plan.Fault == SoakFault.KillNew && (plan.Step is SoakStep.TookOver or SoakStep.Draining) && injectedUtc is not null && active?.Pid != old.Pid)
+        {
+            problems.Add(Inv($"{_texts[old.Pid]} did not take the port back after {text} was killed (rollback window {_options.RollbackWindow.TotalSeconds:0.#} s)"));
+        }
 
         // The next deploy must work, whatever the fault left.
         var followUp = await TryDeployAsync(problems, cancellationToken).ConfigureAwait(false);
