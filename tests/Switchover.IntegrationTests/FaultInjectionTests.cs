@@ -281,25 +281,14 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
     /// <summary>Injects the fault; returns why requests may fail (the serving process it killed), or null when none may.</summary>
     private static string? Inject(Fault fault, HandoffStep step, LabProcess v1, LabProcess v2)
     {
-        var v2Serves = step is HandoffStep.TookOver or HandoffStep.Draining;
-        switch (fault)
+        if (fault == Fault.StopNew)
         {
-            case Fault.KillNew:
-                v2.Kill();
-                break;
-            case Fault.KillOld:
-                v1.Kill();
-                break;
-            case Fault.KillBoth:
-                v1.Kill();
-                v2.Kill();
-                break;
-            default:
-                v2.SendSignal(Signals.Stop);
-                break;
+            v2.SendSignal(Signals.Stop);
+            return null;
         }
 
-        return FailureAttribution.KilledServing(fault is Fault.KillNew or Fault.KillBoth, fault is Fault.KillOld or Fault.KillBoth, v2Serves);
+        return FailureAttribution.Kill(v1, v2, fault is Fault.KillNew or Fault.KillBoth, fault is Fault.KillOld or Fault.KillBoth,
+            newServes: step is HandoffStep.TookOver or HandoffStep.Draining);
     }
 
     /// <summary>Until v2 has taken over, or failed, or is gone, and the namespace has nothing starting (bounded).</summary>

@@ -48,6 +48,44 @@ public static class FailureAttribution
         _ => null,
     };
 
+    /// <summary>
+    /// SIGKILLs the previous generation (first) and/or the new one, and returns why requests may fail now
+    /// (<see cref="KilledServing"/>), or null when none may.
+    /// </summary>
+    public static string? Kill(LabProcess previous, LabProcess next, bool killNew, bool killOld, bool newServes)
+    {
+        ArgumentNullException.ThrowIfNull(previous);
+        ArgumentNullException.ThrowIfNull(next);
+        if (killOld)
+        {
+            previous.Kill();
+        }
+
+        if (killNew)
+        {
+            next.Kill();
+        }
+
+        return KilledServing(killNew, killOld, newServes);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="next"/> had taken over before it died, from what it left once the namespace settled
+    /// (before any repair): its takeover line, the previous generation's notice that it was superseded, the state
+    /// recording it active, or a steer of the kernel's table to it. A fault planned "after ready" plus a delay can
+    /// land after the takeover: the plan's step alone does not say whether the new generation served.
+    /// </summary>
+    public static bool TookOver(LabProcess previous, LabProcess next, InvariantReport settled)
+    {
+        ArgumentNullException.ThrowIfNull(previous);
+        ArgumentNullException.ThrowIfNull(next);
+        ArgumentNullException.ThrowIfNull(settled);
+        return next.Output.Contains("launch to serving", StringComparison.Ordinal)
+               || previous.Output.Contains("drains: listeners stay open", StringComparison.Ordinal)
+               || settled.State?.Generations.Any(g => g.Pid == next.Pid && g.State == Switchover.State.GenerationState.Active) == true
+               || settled.Steers.Any(s => s.Pid == next.Pid);
+    }
+
     /// <summary>Attributes each failure to the first window that contains it and names a killed serving process.</summary>
     public static IReadOnlyList<AttributedFailure> Attribute(IEnumerable<LoadFailure> failures, IReadOnlyList<FaultWindow> windows)
     {

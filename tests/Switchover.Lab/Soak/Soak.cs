@@ -222,6 +222,12 @@ public sealed class Soak
         }
 
         var beforeRepair = await _service.CheckInvariantAsync(cancellationToken).ConfigureAwait(false);
+        if (killedServing is null && plan.Fault == SoakFault.KillNew && injectedUtc is not null && FailureAttribution.TookOver(old, next!, beforeRepair))
+        {
+            // Killed "after ready" (plus the delay), but its takeover had come first: it served.
+            killedServing = FailureAttribution.KilledServing(killedNew: true, killedOld: false, newServes: true) + " (it took over within the step's delay)";
+        }
+
         await _service.CliAsync(cancellationToken, "status", "--namespace", _service.Name, "--state-dir", _scratch.StateRoot).ConfigureAwait(false);
         var afterRepair = await _service.WaitForInvariantAsync(InvariantWithin, cancellationToken).ConfigureAwait(false);
         var recoveredUtc = DateTime.UtcNow;
@@ -230,7 +236,7 @@ public sealed class Soak
                       $"; active after the repair: {(active is null ? "none" : _texts.GetValueOrDefault(active.Pid, "pid " + active.Pid.ToString(CultureInfo.InvariantCulture)))}";
 
         // The rollback window's promise: the new generation died while it served, the previous one takes the port back.
-        if (plan.Fault == SoakFault.KillNew && (plan.Step is SoakStep.TookOver or SoakStep.Draining) && injectedUtc is not null && active?.Pid != old.Pid)
+        if (plan.Fault == SoakFault.KillNew && killedServing is not null && active?.Pid != old.Pid)
         {
             problems.Add(Inv($"{_texts[old.Pid]} did not take the port back after {text} was killed (rollback window {_options.RollbackWindow.TotalSeconds:0.#} s)"));
         }
@@ -272,32 +278,21 @@ public sealed class Soak
     /// <summary>Injects the round's fault after its step's mark; returns why requests may fail, or null when none may.</summary>
     private async Task<string?> InjectAsync(SoakRoundPlan plan, LabProcess old, LabProcess next, List<string> problems, CancellationToken cancellationToken)
     {
-        var newServes = plan.Step is SoakStep.TookOver or SoakStep.Draining;
         switch (plan.Fault)
         {
-            case SoakFault.KillNew:
-                next.Kill();
-                break;
-            case SoakFault.KillOld:
-                old.Kill();
-                break;
-            case SoakFault.KillBoth:
-                old.Kill();
-                next.Kill();
-                break;
+            case SoakFault.KillNew or SoakFault.KillOld or SoakFault.KillBoth:
+                return FailureAttribution.Kill(old, next, plan.Fault is SoakFault.KillNew or SoakFault.KillBoth, plan.Fault is SoakFault.KillOld or SoakFault.KillBoth,
+                    newServes: plan.Step is SoakStep.TookOver or SoakStep.Draining);
             case SoakFault.StopNew:
                 next.TrySendSignal(Signals.Stop);
                 await Task.Delay(StopFor, cancellationToken).ConfigureAwait(false);
                 next.TrySendSignal(Signals.Continue);
-                break;
+                return null;
             default:
                 // The nft shims count changes themselves; the state faults start here.
                 await ApplyHostFaultAsync(plan.Fault, problems, cancellationToken).ConfigureAwait(false);
-                break;
+                return null;
         }
-
-        return FailureAttribution.KilledServing(
-            plan.Fault is SoakFault.KillNew or SoakFault.KillBoth, plan.Fault is SoakFault.KillOld or SoakFault.KillBoth, newServes);
     }
 
     /// <summary>The next deploy; one more try if it did not take over (recorded as a problem either way).</summary>
