@@ -29,6 +29,15 @@ public enum HandoffStep
     /// <summary>v2 passed its health checks and its readiness request; the transaction is next.</summary>
     Ready,
 
+    /// <summary>Inside the takeover (a test pause, <c>SWITCHOVER_TEST_PAUSE_AT</c>): the kernel steers to v2, the state still says v1 (pending mark), the lock is held.</summary>
+    TransactionApplied,
+
+    /// <summary>Inside the takeover (a test pause): the state says v2 is active and v1 draining; v1 was not told yet.</summary>
+    StateWritten,
+
+    /// <summary>Inside the takeover (a test pause): v1 was signalled; v2 has not logged its takeover yet.</summary>
+    OldSignalled,
+
     /// <summary>v2 took over: the transaction is applied, the state written, v1 signalled.</summary>
     TookOver,
 
@@ -56,7 +65,11 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         {
             foreach (var step in Enum.GetValues<HandoffStep>())
             {
-                data.Add(fault, step);
+                // Inside the takeover v2 is already stopped (the pause): only the kills are new there.
+                if (fault != Fault.StopNew || PausePoint(step) is null)
+                {
+                    data.Add(fault, step);
+                }
             }
         }
 
@@ -72,18 +85,28 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromSeconds(120)), Token);
         await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
 
-        var v2 = service.Launch("v2");
+        var pause = PausePoint(step);
+        var v2 = service.Launch("v2", environment: pause is null ? null : new Dictionary<string, string> { [PauseVariable] = pause });
         var marker = step switch
         {
             HandoffStep.Registered => (v2, "registered (pid"),
             HandoffStep.Ready => (v2, "is ready after"),
             HandoffStep.TookOver => (v2, "launch to serving"),
-            _ => (v1.Process, "drains: listeners stay open"),
+            HandoffStep.Draining => (v1.Process, "drains: listeners stay open"),
+            _ => (v2, $"{PauseVariable}={pause}"),
         };
         await marker.Item1.WaitForOutputAsync(marker.Item2, TakeoverTimeout, Token);
+        if (pause is not null)
+        {
+            await v2.WaitUntilStoppedAsync(TimeSpan.FromSeconds(5), Token);
+        }
 
         var injectedAt = DateTime.UtcNow;
         var killsServing = Inject(fault, step, v1.Process, v2);
+        if (pause is not null && !v2.HasExited && fault == Fault.KillOld)
+        {
+            v2.SendSignal(Signals.Continue);
+        }
         if (fault == Fault.StopNew)
         {
             await Task.Delay(TimeSpan.FromSeconds(5), Token);
@@ -278,6 +301,17 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         }
     }
 
+    private const string PauseVariable = "SWITCHOVER_TEST_PAUSE_AT";
+
+    /// <summary>The test pause (<c>SWITCHOVER_TEST_PAUSE_AT</c>) that marks a step inside the takeover; null for a step a log line marks.</summary>
+    private static string? PausePoint(HandoffStep step) => step switch
+    {
+        HandoffStep.TransactionApplied => "transaction-applied",
+        HandoffStep.StateWritten => "state-written",
+        HandoffStep.OldSignalled => "old-signalled",
+        _ => null,
+    };
+
     /// <summary>Injects the fault; returns why requests may fail (the serving process it killed), or null when none may.</summary>
     private static string? Inject(Fault fault, HandoffStep step, LabProcess v1, LabProcess v2)
     {
@@ -287,8 +321,13 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
             return null;
         }
 
-        return FailureAttribution.Kill(v1, v2, fault is Fault.KillNew or Fault.KillBoth, fault is Fault.KillOld or Fault.KillBoth,
-            newServes: step is HandoffStep.TookOver or HandoffStep.Draining);
+        // Before v2's transaction only v1 serves; from the transaction on, the kernel sends new connections to v2 and v1
+        // drains its connections (whether or not it was told yet).
+        var v2Serves = step is not (HandoffStep.Registered or HandoffStep.Ready);
+        var reason = FailureAttribution.Kill(v1, v2, fault is Fault.KillNew or Fault.KillBoth, fault is Fault.KillOld or Fault.KillBoth, v2Serves);
+        return fault == Fault.KillNew && (step is HandoffStep.TransactionApplied or HandoffStep.StateWritten)
+            ? "sent to v2 (killed) while v1, not yet told of the takeover, watched nothing: until the next operation (status) repaired"
+            : reason;
     }
 
     /// <summary>Until v2 has taken over, or failed, or is gone, and the namespace has nothing starting (bounded).</summary>
