@@ -139,10 +139,11 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         var result = await load.StopAsync(Token);
         var answer = (await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token)).Body.Trim();
 
-        var outside = result.Failures.Where(f => f.TimestampUtc < injectedAt.AddMilliseconds(-50) || f.TimestampUtc > recoveredAt.AddSeconds(1)).ToList();
+        var window = new FaultWindow($"{fault} at {step}", injectedAt, recoveredAt, killsServing);
+        var unattributed = FailureAttribution.Attribute(result.Failures, [window]).Where(f => !f.Attributed).Select(f => f.Failure).ToList();
         Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"fault-injection: {fault} at {step}: {result.TotalRequests} requests, {result.FailureCount} failed " +
-            $"({(result.FailureCount == 0 ? "none" : killsServing ?? "unattributed")}; {outside.Count} outside the fault's window), " +
+            $"({(result.FailureCount == 0 ? "none" : killsServing ?? "the fault killed nothing that served")}; {unattributed.Count} unattributed), " +
             $"invariant before the repair {(beforeRepair.Holds ? "held" : $"violated ({beforeRepair.Violations.Count})")}, " +
             $"violations after the repair {invariant.Violations.Count}, after v3 {afterDeploy.Violations.Count}"));
         foreach (var failure in result.Failures.Take(10))
@@ -160,9 +161,9 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         afterDeploy.ThrowIfViolated();
         Assert.Equal($"v3 {v3.Process.Pid}", answer);
         Assert.True(result.TotalRequests > 0, "The load run sent no request.");
-        Assert.Empty(outside);
-        Assert.True(result.FailureCount == 0 || killsServing is not null,
-            $"{result.FailureCount} requests failed, but {fault} at {step} killed nothing that served:\n{string.Join('\n', result.Failures.Take(10))}");
+        Assert.True(unattributed.Count == 0,
+            $"{unattributed.Count} of {result.FailureCount} failed requests are not attributed to {fault} at {step} " +
+            $"({killsServing ?? "it killed nothing that served"}; window {injectedAt:HH:mm:ss.fff} to {recoveredAt:HH:mm:ss.fff}):\n{string.Join('\n', unattributed.Take(10))}");
     }
 
     /// <summary>
@@ -326,44 +327,27 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
     /// <summary>Injects the fault; returns why requests may fail (the serving process it killed), or null when none may.</summary>
     private static string? Inject(Fault fault, HandoffStep step, LabProcess v1, LabProcess v2)
     {
+        if (fault == Fault.StopNew)
+        {
+            v2.SendSignal(Signals.Stop);
+            return null;
+        }
+
         // Before v2's transaction only v1 serves; from the transaction on, the kernel sends new connections to v2 and v1
         // drains its connections (whether or not it was told yet).
         var v2Serves = step is not (HandoffStep.Registered or HandoffStep.Ready);
-        switch (fault)
-        {
-            case Fault.KillNew:
-                v2.Kill();
-                return step is HandoffStep.TransactionApplied or HandoffStep.StateWritten
-                    ? "sent to v2 (killed) before v1 was told of the takeover: until v1 found v2 dead and repaired (0.5 s poll)"
-                    : v2Serves ? "in flight on v2 (killed) until v1 rolled back" : null;
-            case Fault.KillOld:
-                v1.Kill();
-                return v2Serves ? "in flight on v1 (killed) while it drained" : "v1, the only serving generation, killed before v2 took over";
-            case Fault.KillBoth:
-                v1.Kill();
-                v2.Kill();
-                return "both killed: nothing serves until v3";
-            default:
-                v2.SendSignal(Signals.Stop);
-                return null;
-        }
+        var reason = FailureAttribution.Kill(v1, v2, fault is Fault.KillNew or Fault.KillBoth, fault is Fault.KillOld or Fault.KillBoth, v2Serves);
+        return fault == Fault.KillNew && (step is HandoffStep.TransactionApplied or HandoffStep.StateWritten)
+            ? "sent to v2 (killed) before v1 was told of the takeover: until v1 found v2 dead and repaired (0.5 s poll)"
+            : reason;
     }
 
     /// <summary>Until v2 has taken over, or failed, or is gone, and the namespace has nothing starting (bounded).</summary>
     private async Task SettleAsync(SwitchoverService service, LabProcess v2)
     {
-        var deadline = DateTime.UtcNow + Settle;
-        while (DateTime.UtcNow < deadline)
+        if (!await service.SettleAsync(v2, Settle, Token))
         {
-            var starting = service.ReadState()?.Generations.Any(g => g.Pid == v2.Pid && g.State == Switchover.State.GenerationState.Starting) ?? false;
-            if (v2.HasExited || (!starting && v2.Output.Contains("launch to serving", StringComparison.Ordinal)))
-            {
-                return;
-            }
-
-            await Task.Delay(100, Token);
+            Assert.Fail($"v2 neither took over nor exited within {Settle.TotalSeconds:0} s:\n{v2.Output}");
         }
-
-        Assert.Fail($"v2 neither took over nor exited within {Settle.TotalSeconds:0} s:\n{v2.Output}");
     }
 }

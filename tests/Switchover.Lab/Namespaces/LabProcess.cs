@@ -199,7 +199,8 @@ public sealed class LabProcess : IAsyncDisposable
         return labProcess;
     }
 
-    private bool TrySendSignal(int signal)
+    /// <summary>Sends a signal if the process still runs; false when it has exited.</summary>
+    public bool TrySendSignal(int signal)
     {
         // Process.HasExited is true once the runtime has reaped the child; after that the pid may belong to someone else.
         if (HasExited || _process.HasExited)
