@@ -41,9 +41,8 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
     private const int SlotSize = SlotRoom + 60 + GreCodec.MaxLength + 65536 + 48;
     private const int ReadStride = VirtioNetHeader.Size + 65536 + 54;
 
-    // A header slot: the outer IPv4 header (IP_HDRINCL), the GRE header, then a segment's IP and transport headers.
-    private const int HeaderStride = OuterIPv4Length + GreCodec.MaxLength + GsoSegmenter.MaxHeaderLength;
-    private const int OuterIPv4Length = 20;
+    // A header slot: the GRE header, then a segment's IP and transport headers.
+    private const int HeaderStride = GreCodec.MaxLength + GsoSegmenter.MaxHeaderLength;
     private const int ReceiveBufferBytes = 4 << 20;
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(10);
 
@@ -247,13 +246,6 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                     "Run as root or grant CAP_NET_ADMIN.", errno);
             }
 
-            // IPv4: the tx loop writes the outer header itself (the TTL in it too).
-            if (!v6 && Libc.SetSockOpt(fd, Libc.IPPROTO_IP, Libc.IP_HDRINCL, 1) != 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                throw new TunnelException($"Could not set IP_HDRINCL on the GRE socket: {Libc.Describe(errno)}.", errno);
-            }
-
             if (Libc.SetSockOpt(fd, v6 ? Libc.IPPROTO_IPV6 : Libc.IPPROTO_IP, v6 ? Libc.IPV6_UNICAST_HOPS : Libc.IP_TTL, options.Ttl) != 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
@@ -369,15 +361,12 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             var sequenced = Options.SendSequenceNumbers;
             var greLength = Options.GreHeaderLength;
 
-            // IPv4: the outer header is ours (IP_HDRINCL), the same in every slot; the kernel fills in the total length,
-            // the id and the checksum. That spares the raw socket's checksumming copy and ip_append_data per packet.
-            var outer = Options.OuterFamily == AddressFamily.InterNetwork ? OuterIPv4Length : 0;
-            for (var i = 0; outer != 0 && i < MaxMessages; i++)
-            {
-                WriteOuterIPv4Template(new Span<byte>(headers + i * HeaderStride, OuterIPv4Length));
-            }
-
-            var prefix = outer + greLength;
+            // The kernel writes the outer header. Writing it here (IP_HDRINCL) saved about a quarter of the send
+            // thread's kernel time, but a header-included raw socket is routed as protocol 255, not 47: policy rules
+            // that select GRE by `ipproto gre` stop matching. The migration's new host has such a rule (its outer GRE
+            // to the old host's address, which it also holds, must leave by the uplink), and its GRE then looped back
+            // to itself. See docs/gre-offload.md.
+            var prefix = greLength;
             uint sequence = 0;
             PollFd* fds = stackalloc PollFd[2];
             fds[0] = new PollFd { Fd = tun, Events = Libc.POLLIN };
@@ -450,7 +439,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                             used = 0;
                         }
 
-                        var header = new Span<byte>(headers + count * HeaderStride + outer, greLength);
+                        var header = new Span<byte>(headers + count * HeaderStride, greLength);
                         GreCodec.WriteHeader(new GreHeader(protocol, key, sequenced ? sequence++ : null, checksum), header, packet);
                         iovs[2 * count].Length = (nuint)prefix;
                         iovs[2 * count + 1].Base = buffer + VirtioNetHeader.Size;
@@ -487,7 +476,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         var slot = headers + count * HeaderStride;
                         var payload = new ReadOnlySpan<byte>(buffer + VirtioNetHeader.Size + segment.PayloadOffset, segment.PayloadLength);
                         GreCodec.WriteHeader(new GreHeader(protocol, key, sequenced ? sequence++ : null, checksum),
-                            new Span<byte>(slot + outer, greLength + segment.HeaderLength), payload);
+                            new Span<byte>(slot, greLength + segment.HeaderLength), payload);
                         iovs[2 * count].Length = (nuint)(prefix + segment.HeaderLength);
                         iovs[2 * count + 1].Base = buffer + VirtioNetHeader.Size + segment.PayloadOffset;
                         iovs[2 * count + 1].Length = (nuint)segment.PayloadLength;
@@ -527,21 +516,6 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
 
             LoopExited(fault);
         }
-    }
-
-    /// <summary>
-    /// The outer IPv4 header as ip_gre would send it: no options, TOS 0, DF, the TTL, protocol 47, local to remote.
-    /// Total length, id and checksum stay 0 for raw_send_hdrinc to fill in.
-    /// </summary>
-    private void WriteOuterIPv4Template(Span<byte> header)
-    {
-        header.Clear();
-        header[0] = 0x45;
-        header[6] = 0x40;
-        header[8] = (byte)Options.Ttl;
-        header[9] = Libc.IPPROTO_GRE;
-        Options.Local.TryWriteBytes(header[12..16], out _);
-        Options.Remote.TryWriteBytes(header[16..20], out _);
     }
 
     private static unsafe void Swap(byte** buffers, int used)
