@@ -44,7 +44,7 @@ public sealed partial class MigrationTests
         return data;
     }
 
-    [Theory(Timeout = 420_000)]
+    [Theory(Timeout = 900_000)]
     [MemberData(nameof(Pairings))]
     public async Task A_moved_tuple_keeps_its_address_the_client_address_and_its_outbound_source_and_teardown_restores_both_hosts_over_each_dataplane(
         string oldDataplane, string newDataplane, string outer)
