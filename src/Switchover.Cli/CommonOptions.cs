@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
 using Switchover.State;
 
 namespace Switchover.Cli;
@@ -38,5 +40,40 @@ internal static class CommonOptions
         }
 
         return NamespaceName.Parse(text);
+    }
+
+    /// <summary>A positive duration: "90s", "2m", "500ms", "1h", "90" (seconds) or "00:01:30"; the error names the option.</summary>
+    internal static TimeSpan ParseDuration(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
+        if (TryParseDuration(text) is { } value && value > TimeSpan.Zero)
+        {
+            return value;
+        }
+
+        var option = (result.Parent as OptionResult)?.Option.Name ?? "the duration";
+        result.AddError($"{option} '{text}' is not a duration: write e.g. 90s, 2m, 500ms or 00:01:30.");
+        return default;
+    }
+
+    internal static TimeSpan? TryParseDuration(string text)
+    {
+        text = text.Trim();
+        (string Suffix, double Seconds)[] units = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)];
+        foreach (var (suffix, seconds) in units)
+        {
+            if (text.EndsWith(suffix, StringComparison.Ordinal)
+                && double.TryParse(text[..^suffix.Length], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var count))
+            {
+                return TimeSpan.FromSeconds(count * seconds);
+            }
+        }
+
+        if (double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var plain))
+        {
+            return TimeSpan.FromSeconds(plain);
+        }
+
+        return text.Contains(':', StringComparison.Ordinal) && TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out var span) ? span : null;
     }
 }

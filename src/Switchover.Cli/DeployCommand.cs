@@ -35,7 +35,7 @@ internal static class DeployCommand
                 "done neither by then. Make it longer than the app's Switchover:ReadinessTimeout plus its start time.",
             HelpName = "TIME",
             DefaultValueFactory = _ => DefaultTimeout,
-            CustomParser = ParseTimeout,
+            CustomParser = CommonOptions.ParseDuration,
         };
         var json = new Option<bool>("--json")
         {
@@ -89,39 +89,5 @@ internal static class DeployCommand
             return report.ExitCode;
         });
         return deploy;
-    }
-
-    /// <summary>"90s", "2m", "500ms", "1h", "90" (seconds) or "00:01:30"; positive.</summary>
-    internal static TimeSpan ParseTimeout(ArgumentResult result)
-    {
-        var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
-        if (TryParseDuration(text) is { } value && value > TimeSpan.Zero)
-        {
-            return value;
-        }
-
-        result.AddError($"--timeout '{text}' is not a duration: write e.g. 90s, 2m, 500ms or 00:01:30.");
-        return default;
-    }
-
-    internal static TimeSpan? TryParseDuration(string text)
-    {
-        text = text.Trim();
-        (string Suffix, double Seconds)[] units = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)];
-        foreach (var (suffix, seconds) in units)
-        {
-            if (text.EndsWith(suffix, StringComparison.Ordinal)
-                && double.TryParse(text[..^suffix.Length], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var count))
-            {
-                return TimeSpan.FromSeconds(count * seconds);
-            }
-        }
-
-        if (double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var plain))
-        {
-            return TimeSpan.FromSeconds(plain);
-        }
-
-        return text.Contains(':', StringComparison.Ordinal) && TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out var span) ? span : null;
     }
 }

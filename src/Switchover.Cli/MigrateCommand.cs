@@ -52,8 +52,31 @@ internal static class MigrateCommand
         var remote = new Option<IPAddress>("--remote") { Description = "The other host's tunnel (outer) address.", Required = true, CustomParser = ParseAddress };
         var key = new Option<uint?>("--key") { Description = "The GRE key (RFC 2890), the same on both hosts. Required." };
         var mtu = new Option<int>("--mtu") { Description = "Tunnel MTU.", DefaultValueFactory = _ => MigrationSpec.DefaultMtu };
-        var mark = new Option<uint>("--mark") { Description = "fwmark/connmark of moved flows.", DefaultValueFactory = _ => MigrationSpec.DefaultMark, CustomParser = ParseNumber };
-        var table = new Option<int>("--table") { Description = "Routing table for the tunnel.", DefaultValueFactory = _ => MigrationSpec.DefaultRouteTable };
+        var mark = new Option<uint?>("--mark")
+        {
+            Description = "fwmark/connmark of moved flows. Default: the first free one on this host from 0x2f up, in step with --table.",
+            CustomParser = ParseMark,
+        };
+        var table = new Option<int?>("--table")
+        {
+            Description = "Routing table for the tunnel (1-252). Default: the first free one on this host from 47 up.",
+            CustomParser = result =>
+            {
+                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+                if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value is < 1 or > 252)
+                {
+                    result.AddError($"--table '{text}' must be a number 1-252 (253-255 are the kernel's default, main and local).");
+                }
+
+                return value;
+            },
+        };
+        var linkNetwork = new Option<IPAddress>("--link-network")
+        {
+            Description = "The IPv4 /30 for the tunnel's two link addresses (.1 old, .2 new), the same on both hosts. Default: derived from --key.",
+            HelpName = "ADDRESS",
+            CustomParser = ParseAddress,
+        };
         var tuples = new Option<SteeredTuple[]>("--tuple")
         {
             Description = "A moved tuple, tcp/IP:PORT or udp/IP:PORT (repeat). On the new host: the tuples it will serve (their addresses are added to lo).",
@@ -65,12 +88,13 @@ internal static class MigrateCommand
         var stateDir = StateDir();
         var command = new Command("setup", "Set up this host's side: sysctls, addresses, policy routing, the steering table. Idempotent.")
         {
-            name, side, tunnel, local, remote, key, mtu, mark, table, tuples, kernel, dryRun, stateDir,
+            name, side, tunnel, local, remote, key, mtu, mark, table, linkNetwork, tuples, kernel, dryRun, stateDir,
         };
         command.SetAction((p, ct) => RunAsync(p, async host =>
         {
             var spec = new MigrationSpec(p.GetValue(name)!, p.GetValue(side), p.GetValue(tunnel)!, p.GetValue(local)!, p.GetValue(remote)!,
-                p.GetValue(key), p.GetValue(mtu), p.GetValue(mark), p.GetValue(table), p.GetValue(tuples) ?? []);
+                p.GetValue(key), p.GetValue(mtu), p.GetValue(mark) ?? MigrationSpec.PickFree, p.GetValue(table) ?? MigrationSpec.PickFree, p.GetValue(tuples) ?? [],
+                p.GetValue(linkNetwork));
             return await host.SetupAsync(spec, p.GetValue(kernel), p.GetValue(dryRun), ct).ConfigureAwait(false);
         }, stateDir));
         return command;
@@ -82,14 +106,45 @@ internal static class MigrateCommand
         var tuple = new Argument<SteeredTuple>("tuple") { Description = "tcp/IP:PORT or udp/IP:PORT", CustomParser = r => ParseTuple(r, r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty) };
         var dryRun = DryRun();
         var stateDir = StateDir();
+        var check = new Option<MoveCheck>("--check")
+        {
+            Description = "move: what the new host must answer on the tuple through the tunnel before any new flow goes there: tcp (a connection is " +
+                "accepted), http:/PATH (GET answers 2xx/3xx) or none (the only choice for UDP).",
+            HelpName = "CHECK",
+            DefaultValueFactory = _ => MoveCheck.Tcp,
+            CustomParser = r =>
+            {
+                try
+                {
+                    return MoveCheck.Parse(r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty);
+                }
+                catch (FormatException e)
+                {
+                    r.AddError(e.Message);
+                    return null;
+                }
+            },
+        };
+        var wait = new Option<TimeSpan>("--wait")
+        {
+            Description = "move: keep checking for this long (e.g. 30s, 5m) before refusing. Default: check once.",
+            HelpName = "DURATION",
+            CustomParser = CommonOptions.ParseDuration,
+        };
         var command = new Command(move ? "move" : "return", move
             ? "On the old host: send the tuple's new flows to the new host. Flows already open stay here."
             : "On the old host: keep the tuple's new flows here again (rollback). Flows already moved finish on the new host.")
         {
             name, tuple, dryRun, stateDir,
         };
+        if (move)
+        {
+            command.Options.Add(check);
+            command.Options.Add(wait);
+        }
+
         command.SetAction((p, ct) => RunAsync(p, host => move
-            ? host.MoveAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), ct)
+            ? host.MoveAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), p.GetValue(check)!, p.GetValue(wait), ct)
             : host.ReturnAsync(p.GetValue(name)!, p.GetValue(tuple)!, p.GetValue(dryRun), ct), stateDir));
         return command;
     }
@@ -109,12 +164,51 @@ internal static class MigrateCommand
         var name = Name();
         var dryRun = DryRun();
         var force = new Option<bool>("--force") { Description = "Finalize even though no packet has arrived directly yet." };
+        var watch = new Option<bool>("--watch") { Description = "Wait until the provider routes the moved IPs here (see --direct-packets, --quiet), then finalize." };
+        var directPackets = new Option<long>("--direct-packets")
+        {
+            Description = "--watch: packets for the moved addresses that must have arrived directly.",
+            DefaultValueFactory = _ => 5,
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count > 0 ? r.Tokens[0].Value : string.Empty;
+                if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value < 1)
+                {
+                    r.AddError($"--direct-packets '{text}' must be a whole number of at least 1.");
+                }
+
+                return value;
+            },
+        };
+        var quiet = new Option<TimeSpan>("--quiet")
+        {
+            Description = "--watch: how long no packet may have come through the tunnel.",
+            HelpName = "DURATION",
+            DefaultValueFactory = _ => TimeSpan.FromSeconds(5),
+            CustomParser = CommonOptions.ParseDuration,
+        };
+        var timeout = new Option<TimeSpan>("--timeout")
+        {
+            Description = "--watch: give up (and change nothing) after this long.",
+            HelpName = "DURATION",
+            DefaultValueFactory = _ => TimeSpan.FromHours(1),
+            CustomParser = CommonOptions.ParseDuration,
+        };
         var stateDir = StateDir();
         var command = new Command("finalize", "On the new host, once the provider routes the moved IPs to it: serve them directly and retire the tunnel's part.")
         {
-            name, force, dryRun, stateDir,
+            name, force, watch, directPackets, quiet, timeout, dryRun, stateDir,
         };
-        command.SetAction((p, ct) => RunAsync(p, host => host.FinalizeAsync(p.GetValue(name)!, p.GetValue(force), p.GetValue(dryRun), ct), stateDir));
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(watch) && r.GetValue(force))
+            {
+                r.AddError("--watch and --force contradict each other: --force finalizes now, --watch waits for the route.");
+            }
+        });
+        command.SetAction((p, ct) => RunAsync(p, host => p.GetValue(watch)
+            ? host.FinalizeWhenRoutedHereAsync(p.GetValue(name)!, new FinalizeWatch(p.GetValue(directPackets), p.GetValue(quiet), p.GetValue(timeout)), p.GetValue(dryRun), ct)
+            : host.FinalizeAsync(p.GetValue(name)!, p.GetValue(force), p.GetValue(dryRun), ct), stateDir));
         return command;
     }
 
@@ -122,13 +216,21 @@ internal static class MigrateCommand
     {
         var name = Name();
         var json = new Option<bool>("--json") { Description = "Print JSON." };
+        var tunnelSocket = new Option<string>("--tunnel-socket")
+        {
+            Description = "The userspace tunnel agent's control socket, for its counters. Default: /run/switchover/tunnel-DEV.sock.",
+            HelpName = "PATH",
+        };
         var stateDir = StateDir();
-        var command = new Command("status", "Tuples, flows per tuple (through the tunnel / still here), tunnel counters, and what needs attention.") { name, json, stateDir };
+        var command = new Command("status", "Tuples, flows per tuple (through the tunnel / still here), tunnel counters, and what needs attention.")
+        {
+            name, json, tunnelSocket, stateDir,
+        };
         command.SetAction(async (p, ct) =>
         {
             var output = p.InvocationConfiguration.Output;
             var error = p.InvocationConfiguration.Error;
-            var status = await MigrationHost.Create(p.GetValue(stateDir)!).StatusAsync(p.GetValue(name)!, ct).ConfigureAwait(false);
+            var status = await MigrationHost.Create(p.GetValue(stateDir)!).StatusAsync(p.GetValue(name)!, p.GetValue(tunnelSocket), ct).ConfigureAwait(false);
             if (status is null)
             {
                 await error.WriteLineAsync($"switchover: migration '{p.GetValue(name)}' is not set up on this host.").ConfigureAwait(false);
@@ -155,8 +257,15 @@ internal static class MigrateCommand
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"  direct  {direct} packets for the moved addresses arrived without the tunnel"));
         }
 
+        if (status.AgentCounters is { } c)
+        {
+            lines.Add(string.Create(CultureInfo.InvariantCulture,
+                $"  agent   tx {c.TxPackets} packets ({c.TxErrors} failed, {c.TxTooBig} too big, {c.TxDropped} not IP), rx {c.RxPackets} packets ({c.RxStray} stray, {c.RxWrongKey} wrong key, {c.RxMalformed} malformed, {c.RxErrors} not delivered)"));
+        }
+
         lines.Add("  TUPLE                          TUNNELLED  HERE");
-        lines.AddRange(status.Tuples.Select(t => string.Create(CultureInfo.InvariantCulture, $"  {t.Tuple,-30} {t.TunnelledFlows,9} {t.LocalFlows,5}")));
+        lines.AddRange(status.Tuples.Select(t => string.Create(CultureInfo.InvariantCulture,
+            $"  {t.Tuple,-30} {t.TunnelledFlows?.ToString(CultureInfo.InvariantCulture) ?? "unknown",9} {t.LocalFlows?.ToString(CultureInfo.InvariantCulture) ?? "unknown",5}")));
         lines.AddRange(status.Warnings.Select(w => "  ! " + w));
         return string.Join('\n', lines);
     }
@@ -218,7 +327,7 @@ internal static class MigrateCommand
         return null;
     }
 
-    private static uint ParseNumber(ArgumentResult result)
+    private static uint? ParseMark(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
         var ok = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
@@ -226,7 +335,11 @@ internal static class MigrateCommand
             : uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out value);
         if (!ok)
         {
-            result.AddError($"'{text}' is not a number (decimal or 0x hex).");
+            result.AddError($"--mark '{text}' is not a number (decimal or 0x hex).");
+        }
+        else if (value == 0)
+        {
+            result.AddError("--mark must not be 0: every packet without a mark has 0. Leave --mark out to get a free one.");
         }
 
         return value;

@@ -223,5 +223,5 @@ public sealed class DeployTests : IDisposable
     [InlineData("45", 45_000)]
     [InlineData("00:01:30", 90_000)]
     public void Timeouts_read_as_people_write_them(string text, double milliseconds) =>
-        Assert.Equal(TimeSpan.FromMilliseconds(milliseconds), DeployCommand.TryParseDuration(text));
+        Assert.Equal(TimeSpan.FromMilliseconds(milliseconds), CommonOptions.TryParseDuration(text));
 }

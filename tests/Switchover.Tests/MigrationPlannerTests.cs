@@ -31,7 +31,7 @@ public sealed class MigrationPlannerTests
 
         Assert.Equal(
         [
-            "addr:gre-sw:169.254.47.1/30", "sysctl:net.ipv4.ip_forward", "sysctl:net.ipv6.conf.all.forwarding", "sysctl:net.ipv4.conf.gre-sw.accept_local",
+            "addr:gre-sw:169.254.43.1/30", "sysctl:net.ipv4.ip_forward", "sysctl:net.ipv6.conf.all.forwarding", "sysctl:net.ipv4.conf.gre-sw.accept_local",
             "sysctl:net.ipv4.conf.all.rp_filter", "route:4:47", "rule:4:100:fwmark 0x2f", "local-rule:4", "route:6:47", "rule:6:100:fwmark 0x2f", "local-rule:6",
             "nft:switchover_mig_mail",
         ], plan.Select(c => c.Id));
@@ -48,7 +48,7 @@ public sealed class MigrationPlannerTests
     {
         var done = Fresh with
         {
-            LocalAddresses = [IPAddress.Parse("192.0.2.1"), IPAddress.Parse("169.254.47.1")],
+            LocalAddresses = [IPAddress.Parse("192.0.2.1"), IPAddress.Parse("169.254.43.1")],
             Rules =
             [
                 new(false, 100, "47", new Dictionary<string, string> { ["fwmark"] = "0x2f" }), new(false, 200, "local", new Dictionary<string, string>()),
@@ -139,4 +139,87 @@ public sealed class MigrationPlannerTests
     [InlineData("tcp/example.org:25")]
     [InlineData("tcp/192.0.2.1:0")]
     public void Bad_tuples_say_how_to_write_them(string text) => Assert.Throws<FormatException>(() => SteeredTuple.Parse(text));
+
+    [Fact]
+    public void A_new_migration_gets_the_first_mark_and_table_that_neither_another_migration_nor_the_host_uses()
+    {
+        var pick = Old with { Mark = MigrationSpec.PickFree, RouteTable = MigrationSpec.PickFree };
+        Assert.Equal((0x2fu, 47), Pair(MigrationPlanner.PickFree(pick, Fresh, [])));
+
+        var other = MigrationJournal.From(Old with { Name = NamespaceName.Parse("web"), TunnelDevice = "gre-web" }, []);
+        Assert.Equal((0x30u, 48), Pair(MigrationPlanner.PickFree(pick, Fresh, [other])));
+
+        // A rule of the host's own that uses mark 0x30 (here with a mask) and one that looks up table 49.
+        var busy = Fresh with
+        {
+            Rules = [.. Fresh.Rules, new(false, 10, "main", new Dictionary<string, string> { ["fwmark"] = "0x30/0xff" }), new(true, 20, "49", new Dictionary<string, string>())],
+        };
+        Assert.Equal((0x32u, 50), Pair(MigrationPlanner.PickFree(pick, busy, [other])));
+
+        // Given values are kept; only the missing one is picked.
+        Assert.Equal((0x99u, 48), Pair(MigrationPlanner.PickFree(pick with { Mark = 0x99 }, Fresh, [other])));
+    }
+
+    [Fact]
+    public void A_new_migration_that_shares_a_mark_table_device_or_link_network_with_another_or_the_host_is_refused_with_what_to_give_instead()
+    {
+        var other = MigrationJournal.From(Old with { Name = NamespaceName.Parse("web") }, []);
+        var errors = MigrationPlanner.ValidateResources(Old, Fresh, [other]);
+
+        Assert.Contains(errors, e => e.Contains("fwmark 0x2f is already used by migration 'web'", StringComparison.Ordinal) && e.Contains("--mark", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("Routing table 47 is already used by migration 'web'", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("Tunnel device gre-sw already belongs to migration 'web'", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("Link network 169.254.43.0/30 is already used by migration 'web'", StringComparison.Ordinal));
+
+        var distinct = Old with { Mark = 0x30, RouteTable = 48, TunnelDevice = "gre-2", LinkNetwork = IPAddress.Parse("169.254.200.0") };
+        Assert.Empty(MigrationPlanner.ValidateResources(distinct, Fresh, [other]));
+
+        var host = Fresh with
+        {
+            TunnelDeviceExists = false,
+            LocalAddresses = [.. Fresh.LocalAddresses, IPAddress.Parse("169.254.200.1")],
+            DefaultRoutes = [(false, "48", "eth1")],
+        };
+        var onHost = MigrationPlanner.ValidateResources(distinct, host, []);
+        Assert.Contains(onHost, e => e.Contains("Routing table 48 is already used by a default route", StringComparison.Ordinal));
+        Assert.Contains(onHost, e => e.Contains("link address 169.254.200.1 is already an address of this host", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void The_link_network_comes_from_the_key_on_both_hosts_and_a_bad_one_is_refused()
+    {
+        var newSide = Old with { Side = MigrationSide.New };
+        Assert.Equal("169.254.43.1/30", Old.LinkAddress);
+        Assert.Equal("169.254.43.2/30", newSide.LinkAddress);
+        Assert.NotEqual(MigrationSpec.LinkNetworkForKey(42), MigrationSpec.LinkNetworkForKey(43));
+        Assert.Equal("169.254.10.6/30", (newSide with { LinkNetwork = IPAddress.Parse("169.254.10.4") }).LinkAddress);
+
+        Assert.Contains((Old with { LinkNetwork = IPAddress.Parse("169.254.10.5") }).Validate(), e => e.Contains("first address of an IPv4 /30", StringComparison.Ordinal));
+        Assert.Contains((Old with { LinkNetwork = IPAddress.Parse("2001:db8::") }).Validate(), e => e.Contains("first address of an IPv4 /30", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_journal_written_before_link_networks_were_per_migration_keeps_the_one_it_used()
+    {
+        var json = """
+            {"version":1,"name":"mail","side":"Old","tunnelDevice":"gre-sw","localOuter":"192.0.2.1","remoteOuter":"203.0.113.1",
+             "key":42,"mtu":1472,"mark":47,"routeTable":47,"tuples":["tcp/192.0.2.1:25"],"applied":[]}
+            """;
+        var journal = System.Text.Json.JsonSerializer.Deserialize(json, MigrationJsonContext.Default.MigrationJournal)!;
+        Assert.Equal("169.254.47.1/30", journal.ToSpec().LinkAddress);
+        Assert.Equal("169.254.43.0", MigrationJournal.From(Old, []).LinkNetwork);
+    }
+
+    [Fact]
+    public void Flows_are_counted_as_tunnelled_only_when_their_mark_is_exactly_the_migrations()
+    {
+        const string output = """
+            tcp      6 431999 ESTABLISHED src=198.51.100.7 dst=192.0.2.1 sport=40000 dport=25 src=192.0.2.1 dst=198.51.100.7 sport=25 dport=40000 [ASSURED] mark=47 use=1
+            tcp      6 431999 ESTABLISHED src=198.51.100.8 dst=192.0.2.1 sport=40001 dport=25 src=192.0.2.1 dst=198.51.100.8 sport=25 dport=40001 [ASSURED] mark=470 use=1
+            tcp      6 431999 ESTABLISHED src=198.51.100.9 dst=192.0.2.1 sport=40002 dport=25 src=192.0.2.1 dst=198.51.100.9 sport=25 dport=40002 [ASSURED] mark=0 use=1
+            """;
+        Assert.Equal((1, 2), MigrationStatusReader.CountMarked(output, 47));
+    }
+
+    private static (uint Mark, int Table) Pair(MigrationSpec spec) => (spec.Mark, spec.RouteTable);
 }

@@ -53,6 +53,7 @@ public sealed class SteeringTableTests
         Assert.Contains("iifname \"gre-sw\" ct mark set 0x2f\n", text, StringComparison.Ordinal);
         Assert.Contains("type route hook output priority mangle; policy accept;\n\t\tct mark 0x2f meta mark set 0x2f", text, StringComparison.Ordinal);
         Assert.Contains("iifname != { \"gre-sw\", \"lo\" } ip daddr @moved4 counter name \"direct\"", text, StringComparison.Ordinal);
+        Assert.Contains("iifname \"gre-sw\" ip daddr @moved4 counter name \"tunnelled\"", text, StringComparison.Ordinal);
         Assert.Contains("elements = { 192.0.2.1 }", text, StringComparison.Ordinal);
     }
 

@@ -9,7 +9,8 @@ using Switchover.Migration.Gre;
 var options = BenchOptions.Parse(args);
 if (options is null)
 {
-    Console.Error.WriteLine("usage: GreBench [--seconds N (5)] [--round-trips N (20000)] [--outer 4|6 (4)] [--payload BYTES (64)] [--repeat N (3)]");
+    Console.Error.WriteLine("usage: GreBench [--seconds N (5)] [--round-trips N (20000)] [--outer 4|6 (4)] [--payload BYTES (64)] [--repeat N (3)] " +
+        "[--streams N (4)] [--offload 0|1 (1)]");
     return 2;
 }
 
@@ -19,55 +20,71 @@ if (Environment.UserName != "root")
     return 1;
 }
 
-await using var bench = await BenchLab.CreateAsync(options.OuterV6);
-Console.WriteLine($"GreBench: {bench}; {Environment.ProcessorCount} CPUs, .NET {Environment.Version}, kernel {Environment.OSVersion.Version}");
-Console.WriteLine($"throughput: one TCP stream A -> B for {options.Seconds} s; latency: {options.RoundTrips} UDP round trips of {options.Payload} bytes; " +
+await using var bench = await BenchLab.CreateAsync(options.OuterV6, options.Offload);
+Console.WriteLine($"GreBench: {bench}; {Environment.ProcessorCount} CPUs, .NET {Environment.Version}, kernel {Environment.OSVersion.Version}; " +
+    $"load average before: {LoadAverage()}");
+Console.WriteLine($"throughput: 1 and {options.Streams} TCP streams A -> B for {options.Seconds} s; latency: {options.RoundTrips} UDP round trips of {options.Payload} bytes; " +
     $"each {options.Repeat} times, direct and tunnel alternating, after a warm-up");
 Console.WriteLine();
 
 var direct = new PathResults("direct veth", bench.DirectB);
-var tunnel = new PathResults("userspace GRE", bench.InnerB);
+var tunnel = new PathResults(options.Offload ? "userspace GRE" : "GRE no offload", bench.InnerB);
 foreach (var path in new[] { direct, tunnel })
 {
-    await Measure.TcpThroughputAsync(bench, path.Target, TimeSpan.FromSeconds(1));
+    await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(1));
     Measure.UdpRoundTrips(bench, path.Target, 1000, options.Payload);
 }
 
+var gcBefore = GC.CollectionCount(0);
 for (var run = 0; run < options.Repeat; run++)
 {
     foreach (var path in new[] { direct, tunnel })
     {
-        path.Throughput.Add(await Measure.TcpThroughputAsync(bench, path.Target, TimeSpan.FromSeconds(options.Seconds)));
+        path.Throughput.Add(await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(options.Seconds)));
+        path.ThroughputStreams.Add(await Measure.TcpThroughputAsync(bench, path.Target, options.Streams, TimeSpan.FromSeconds(options.Seconds)));
         path.RoundTrips.AddRange(Measure.UdpRoundTrips(bench, path.Target, options.RoundTrips, options.Payload));
     }
 }
 
-Console.WriteLine($"{"path",-14} {"TCP Mbit/s (median of runs)",28} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9}");
+var gcRuns = GC.CollectionCount(0) - gcBefore;
+var streams = $"{options.Streams} streams";
+Console.WriteLine($"{"path",-15} {"1 stream Mbit/s",16} {streams + " Mbit/s",16} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9}");
 foreach (var path in new[] { direct, tunnel })
 {
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"{path.Name,-14} {path.MedianMbits,28:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0}"));
+        $"{path.Name,-15} {PathResults.Median(path.Throughput),16:0} {PathResults.Median(path.ThroughputStreams),16:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0}"));
 }
 
 Console.WriteLine();
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"tunnel/direct: throughput {tunnel.MedianMbits / direct.MedianMbits:0.00}x, RTT p50 {tunnel.Percentile(0.5) / direct.Percentile(0.5):0.00}x " +
-    $"(+{tunnel.Percentile(0.5) - direct.Percentile(0.5):0.0} µs), p99 {tunnel.Percentile(0.99) / direct.Percentile(0.99):0.00}x " +
-    $"(+{tunnel.Percentile(0.99) - direct.Percentile(0.99):0.0} µs)"));
-Console.WriteLine("runs (Mbit/s): direct " + string.Join(", ", direct.Throughput.Select(t => t.ToString("0", CultureInfo.InvariantCulture))) +
-    "; tunnel " + string.Join(", ", tunnel.Throughput.Select(t => t.ToString("0", CultureInfo.InvariantCulture))));
-Console.WriteLine($"tunnel counters A: {bench.TunnelA.Counters}");
-Console.WriteLine($"tunnel counters B: {bench.TunnelB.Counters}");
+    $"tunnel/direct: 1 stream {PathResults.Median(tunnel.Throughput) / PathResults.Median(direct.Throughput):0.00}x, " +
+    $"{streams} {PathResults.Median(tunnel.ThroughputStreams) / PathResults.Median(direct.ThroughputStreams):0.00}x, " +
+    $"RTT p50 +{tunnel.Percentile(0.5) - direct.Percentile(0.5):0.0} µs, p99 +{tunnel.Percentile(0.99) - direct.Percentile(0.99):0.0} µs"));
+Console.WriteLine("runs (Mbit/s), 1 stream: direct " + PathResults.List(direct.Throughput) + "; tunnel " + PathResults.List(tunnel.Throughput));
+Console.WriteLine($"runs (Mbit/s), {streams}: direct " + PathResults.List(direct.ThroughputStreams) + "; tunnel " + PathResults.List(tunnel.ThroughputStreams));
+Console.WriteLine($"load average after: {LoadAverage()}; gen0 collections in this process during the runs: {gcRuns}");
+foreach (var (name, t) in new[] { ("A", bench.TunnelA), ("B", bench.TunnelB) })
+{
+    var c = t.Counters;
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"tunnel {name}: offloads 0x{t.Offloads:x}; {c}; packets per TUN read {(double)c.TxPackets / Math.Max(1, t.TunCalls.Reads):0.0}, per write {(double)c.RxPackets / Math.Max(1, t.TunCalls.Writes):0.0}"));
+}
+
 var dropped = bench.TunnelA.Counters.RxDropped + bench.TunnelB.Counters.RxDropped + bench.TunnelA.Counters.TxErrors + bench.TunnelB.Counters.TxErrors;
+await bench.TunnelA.DisposeAsync();
+await bench.TunnelB.DisposeAsync();
+Console.WriteLine($"bytes the packet loops allocated (tx, rx): A {bench.TunnelA.LoopAllocations}, B {bench.TunnelB.LoopAllocations}");
 return dropped == 0 ? 0 : 1;
+
+static string LoadAverage() => File.ReadAllText("/proc/loadavg").Split(' ').Take(3) is var l ? string.Join(' ', l) : "";
 
 namespace Switchover.Migration.Bench
 {
-    internal sealed record BenchOptions(int Seconds, int RoundTrips, bool OuterV6, int Payload, int Repeat)
+    internal sealed record BenchOptions(int Seconds, int RoundTrips, bool OuterV6, int Payload, int Repeat, int Streams, bool Offload)
     {
         public static BenchOptions? Parse(string[] args)
         {
-            var options = new BenchOptions(5, 20_000, false, 64, 3);
+            var options = new BenchOptions(5, 20_000, false, 64, 3, 4, true);
             for (var i = 0; i + 1 < args.Length + 1; i += 2)
             {
                 if (i >= args.Length)
@@ -75,7 +92,8 @@ namespace Switchover.Migration.Bench
                     break;
                 }
 
-                if (i + 1 >= args.Length || !int.TryParse(args[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value <= 0)
+                if (i + 1 >= args.Length || !int.TryParse(args[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var value) ||
+                    (value <= 0 && args[i] != "--offload"))
                 {
                     return null;
                 }
@@ -87,6 +105,8 @@ namespace Switchover.Migration.Bench
                     "--outer" when value is 4 or 6 => options with { OuterV6 = value == 6 },
                     "--payload" when value <= 1400 => options with { Payload = value },
                     "--repeat" => options with { Repeat = value },
+                    "--streams" when value <= 64 => options with { Streams = value },
+                    "--offload" when value is 0 or 1 => options with { Offload = value == 1 },
                     _ => null,
                 };
                 if (options is null)
@@ -107,9 +127,14 @@ namespace Switchover.Migration.Bench
 
         public List<double> Throughput { get; } = [];
 
+        public List<double> ThroughputStreams { get; } = [];
+
         public List<double> RoundTrips { get; } = [];
 
-        public double MedianMbits => Throughput.Order().ElementAt(Throughput.Count / 2);
+        /// <summary>The median (the upper one of an even count).</summary>
+        public static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
+
+        public static string List(List<double> values) => string.Join(", ", values.Select(t => t.ToString("0", CultureInfo.InvariantCulture)));
 
         public double Percentile(double p)
         {
@@ -143,14 +168,14 @@ namespace Switchover.Migration.Bench
 
         public UserspaceGreTunnel TunnelB { get; private set; } = null!;
 
-        public static async Task<BenchLab> CreateAsync(bool outerV6)
+        public static async Task<BenchLab> CreateAsync(bool outerV6, bool offload)
         {
             var a = await NetworkNamespace.CreateAsync("so-ba", CancellationToken.None);
             var b = await NetworkNamespace.CreateAsync("so-bb", CancellationToken.None);
             var lab = new BenchLab(a, b, outerV6);
             try
             {
-                await lab.SetUpAsync(outerV6);
+                await lab.SetUpAsync(outerV6, offload);
                 return lab;
             }
             catch
@@ -179,7 +204,7 @@ namespace Switchover.Migration.Bench
         public override string ToString() =>
             $"veth {TunnelA.Options.Local} <-> {TunnelA.Options.Remote}, tunnel {TunnelA.Options.Name} key {TunnelA.Options.Key} mtu {TunnelA.Options.EffectiveMtu}";
 
-        private async Task SetUpAsync(bool outerV6)
+        private async Task SetUpAsync(bool outerV6, bool offload)
         {
             await A.RunAsync("ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", B.Name], CancellationToken.None);
             foreach (var (ns, host) in new[] { (A, 1), (B, 2) })
@@ -192,11 +217,11 @@ namespace Switchover.Migration.Bench
             var localA = IPAddress.Parse(outerV6 ? "2001:db8:100::1" : "198.51.100.1");
             TunnelA = await UserspaceGreTunnel.StartAsync(new TunnelOptions
             {
-                Name = "gre1", Local = localA, Remote = DirectB, Key = 1, NetworkNamespace = A.Name,
+                Name = "gre1", Local = localA, Remote = DirectB, Key = 1, NetworkNamespace = A.Name, DisableOffload = !offload,
             }, CancellationToken.None);
             TunnelB = await UserspaceGreTunnel.StartAsync(new TunnelOptions
             {
-                Name = "gre1", Local = DirectB, Remote = localA, Key = 1, NetworkNamespace = B.Name,
+                Name = "gre1", Local = DirectB, Remote = localA, Key = 1, NetworkNamespace = B.Name, DisableOffload = !offload,
             }, CancellationToken.None);
             await A.RunAsync("ip", ["addr", "add", "203.0.113.1/24", "dev", "gre1"], CancellationToken.None);
             await B.RunAsync("ip", ["addr", "add", "203.0.113.2/24", "dev", "gre1"], CancellationToken.None);
@@ -206,49 +231,85 @@ namespace Switchover.Migration.Bench
 
     internal static class Measure
     {
-        /// <summary>One TCP stream from A to <paramref name="target"/> in B for <paramref name="duration"/>; Mbit/s received.</summary>
-        public static async Task<double> TcpThroughputAsync(BenchLab lab, IPAddress target, TimeSpan duration)
+        /// <summary>
+        /// <paramref name="streams"/> TCP streams from A to <paramref name="target"/> in B for <paramref name="duration"/>;
+        /// Mbit/s received in total, counted from the moment every stream has delivered its first bytes.
+        /// </summary>
+        public static async Task<double> TcpThroughputAsync(BenchLab lab, IPAddress target, int streams, TimeSpan duration)
         {
             using var listener = lab.B.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             listener.Bind(new IPEndPoint(target, 0));
-            listener.Listen();
-            using var client = lab.A.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            await client.ConnectAsync(listener.LocalEndPoint!);
-            using var server = await listener.AcceptAsync();
-
-            // A path that stops carrying data ends the run with an error instead of hanging it.
-            client.SendTimeout = 10_000;
-            server.ReceiveTimeout = 30_000;
-
-            long received = 0;
-            var stopwatch = new Stopwatch();
-            var receiver = new Thread(() =>
+            listener.Listen(streams);
+            var clients = new List<Socket>();
+            var servers = new List<Socket>();
+            try
             {
-                var buffer = new byte[256 * 1024];
-                int n;
-                while ((n = server.Receive(buffer)) > 0)
+                for (var i = 0; i < streams; i++)
                 {
-                    if (received == 0)
+                    var client = lab.A.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                    clients.Add(client);
+                    await client.ConnectAsync(listener.LocalEndPoint!);
+                    var server = await listener.AcceptAsync();
+                    servers.Add(server);
+
+                    // A path that stops carrying data ends the run with an error instead of hanging it.
+                    client.SendTimeout = 10_000;
+                    server.ReceiveTimeout = 30_000;
+                }
+
+                long received = 0;
+                var started = 0;
+                var receivers = servers.Select(server => new Thread(() =>
+                {
+                    var buffer = new byte[256 * 1024];
+                    var first = true;
+                    int n;
+                    while ((n = server.Receive(buffer)) > 0)
                     {
-                        stopwatch.Start();
+                        if (first)
+                        {
+                            first = false;
+                            Interlocked.Increment(ref started);
+                        }
+
+                        Interlocked.Add(ref received, n);
+                    }
+                }) { Name = "bench receiver" }).ToList();
+                var stop = 0;
+                var senders = clients.Select(client => new Thread(() =>
+                {
+                    var chunk = new byte[128 * 1024];
+                    while (Volatile.Read(ref stop) == 0)
+                    {
+                        client.Send(chunk);
                     }
 
-                    received += n;
+                    client.Shutdown(SocketShutdown.Send);
+                }) { Name = "bench sender" }).ToList();
+                receivers.ForEach(t => t.Start());
+                senders.ForEach(t => t.Start());
+
+                var wait = Stopwatch.StartNew();
+                while (Volatile.Read(ref started) < streams && wait.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    Thread.Sleep(1);
                 }
-            }) { Name = "bench receiver" };
-            receiver.Start();
 
-            var chunk = new byte[128 * 1024];
-            var deadline = Stopwatch.StartNew();
-            while (deadline.Elapsed < duration)
-            {
-                client.Send(chunk);
+                var from = Interlocked.Read(ref received);
+                var clock = Stopwatch.StartNew();
+                await Task.Delay(duration);
+                var bytes = Interlocked.Read(ref received) - from;
+                var elapsed = clock.Elapsed;
+                Volatile.Write(ref stop, 1);
+                senders.ForEach(t => t.Join(TimeSpan.FromSeconds(30)));
+                receivers.ForEach(t => t.Join(TimeSpan.FromSeconds(30)));
+                return bytes * 8 / elapsed.TotalSeconds / 1e6;
             }
-
-            client.Shutdown(SocketShutdown.Send);
-            receiver.Join(TimeSpan.FromSeconds(30));
-            stopwatch.Stop();
-            return received * 8 / stopwatch.Elapsed.TotalSeconds / 1e6;
+            finally
+            {
+                clients.ForEach(c => c.Dispose());
+                servers.ForEach(c => c.Dispose());
+            }
         }
 
         /// <summary>Round trips of one datagram from A to an echo in B and back, one at a time; microseconds each.</summary>

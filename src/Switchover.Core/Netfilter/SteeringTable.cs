@@ -95,11 +95,13 @@ public sealed record SteeringTable(
         {
             AppendSet(sb, "moved4", "ipv4_addr", MovedAddresses.Where(a => a.AddressFamily == AddressFamily.InterNetwork).Select(a => a.ToString()));
             AppendSet(sb, "moved6", "ipv6_addr", MovedAddresses.Where(a => a.AddressFamily == AddressFamily.InterNetworkV6).Select(a => a.ToString()));
-            sb.Append("\tcounter direct {\n\t}\n");
+            sb.Append("\tcounter direct {\n\t}\n\tcounter tunnelled {\n\t}\n");
             sb.Append("\tchain prerouting {\n\t\ttype filter hook prerouting priority -150; policy accept;\n");
 
             // Flows that came through the tunnel answer through it, whatever local address (or NAT redirect) took them.
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ct mark set {mark}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ip daddr @moved4 counter name \"tunnelled\"\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ip6 daddr @moved6 counter name \"tunnelled\"\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname != {{ {tun}, \"lo\" }} ip daddr @moved4 counter name \"direct\"\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname != {{ {tun}, \"lo\" }} ip6 daddr @moved6 counter name \"direct\"\n\t}}\n");
             sb.Append("\tchain reply {\n\t\ttype route hook output priority mangle; policy accept;\n");

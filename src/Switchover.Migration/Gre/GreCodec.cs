@@ -63,7 +63,14 @@ internal static class GreCodec
     /// Writes <paramref name="header"/> at the start of <paramref name="packet"/>, which holds the header's room followed
     /// by the payload, and nothing after it: a checksum covers the whole span. Returns the header length.
     /// </summary>
-    public static int WriteHeader(in GreHeader header, Span<byte> packet)
+    public static int WriteHeader(in GreHeader header, Span<byte> packet) => WriteHeader(header, packet, default);
+
+    /// <summary>
+    /// Writes <paramref name="header"/> at the start of <paramref name="packet"/> for a packet sent in two parts:
+    /// <paramref name="packet"/> (the header's room, then the start of the payload; an even length) and
+    /// <paramref name="rest"/>. A checksum covers both.
+    /// </summary>
+    public static int WriteHeader(in GreHeader header, Span<byte> packet, ReadOnlySpan<byte> rest)
     {
         var length = header.Length;
         if (packet.Length < length)
@@ -95,7 +102,7 @@ internal static class GreCodec
 
         if (header.HasChecksum)
         {
-            MemoryMarshal.Write(packet[BaseLength..], (ushort)~InternetChecksum.Sum(packet));
+            MemoryMarshal.Write(packet[BaseLength..], (ushort)~InternetChecksum.Fold(InternetChecksum.Accumulate(rest, InternetChecksum.Accumulate(packet, 0))));
         }
 
         return length;
@@ -184,7 +191,7 @@ internal static class GreCodec
         };
 }
 
-/// <summary>The Internet checksum (RFC 1071) that GRE uses.</summary>
+/// <summary>The Internet checksum (RFC 1071) that GRE, IPv4, TCP and UDP use.</summary>
 internal static class InternetChecksum
 {
     /// <summary>
@@ -192,13 +199,34 @@ internal static class InternetChecksum
     /// (RFC 1071 §2(B): the sum is independent of byte order, so it is summed in native order and stored as it is).
     /// A span that contains a correct checksum sums to 0xFFFF.
     /// </summary>
-    public static ushort Sum(ReadOnlySpan<byte> data)
+    public static ushort Sum(ReadOnlySpan<byte> data) => Fold(Accumulate(data, 0));
+
+    /// <summary>
+    /// Adds <paramref name="data"/> to a running sum (unfolded, native order). Parts of one checksummed range may be
+    /// summed separately as long as every part but the last has an even length.
+    /// </summary>
+    public static ulong Accumulate(ReadOnlySpan<byte> data, ulong sum)
     {
-        ulong sum = 0;
+        // 32-bit words added into 64-bit lanes cannot overflow for any packet: the carries are folded at the end.
         var words = MemoryMarshal.Cast<byte, uint>(data);
-        foreach (var word in words)
+        var i = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated && words.Length >= 2 * System.Numerics.Vector<uint>.Count)
         {
-            sum += word;
+            var lanes = System.Numerics.Vector<ulong>.Zero;
+            var vectors = MemoryMarshal.Cast<uint, System.Numerics.Vector<uint>>(words);
+            foreach (var vector in vectors)
+            {
+                System.Numerics.Vector.Widen(vector, out var low, out var high);
+                lanes += low + high;
+            }
+
+            sum += System.Numerics.Vector.Sum(lanes);
+            i = vectors.Length * System.Numerics.Vector<uint>.Count;
+        }
+
+        for (; i < words.Length; i++)
+        {
+            sum += words[i];
         }
 
         var rest = data[(words.Length * 4)..];
@@ -214,6 +242,14 @@ internal static class InternetChecksum
             sum += BitConverter.IsLittleEndian ? rest[0] : (uint)rest[0] << 8;
         }
 
+        return sum;
+    }
+
+    /// <summary>Folds a running sum to 16 bits (native order).</summary>
+    public static ushort Fold(ulong sum)
+    {
+        sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+        sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
         while (sum > 0xFFFF)
         {
             sum = (sum & 0xFFFF) + (sum >> 16);
@@ -221,4 +257,15 @@ internal static class InternetChecksum
 
         return (ushort)sum;
     }
+
+    /// <summary>
+    /// The running sum of the TCP/UDP pseudo-header (RFC 793, RFC 8200 §8.1): both addresses as they are in the
+    /// packet (4 or 16 bytes each), the protocol number and the transport length.
+    /// </summary>
+    public static ulong PseudoHeader(ReadOnlySpan<byte> addresses, byte protocol, int transportLength) =>
+        Accumulate(addresses, NativeWord(protocol) + NativeWord(transportLength));
+
+    /// <summary>A big-endian 16-bit field value as the native-order word <see cref="Accumulate"/> would read from memory.</summary>
+    public static uint NativeWord(int value) =>
+        BitConverter.IsLittleEndian ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((ushort)value) : (ushort)value;
 }

@@ -57,6 +57,12 @@ public sealed partial record TunnelOptions
     /// </summary>
     public string? NetworkNamespace { get; init; }
 
+    /// <summary>
+    /// internal for benchmarking: the userspace tunnel takes no offloads from its TUN device (one MTU-sized packet per
+    /// read and write, as before TSO/GRO), to compare against. Default false.
+    /// </summary>
+    internal bool DisableOffload { get; init; }
+
     /// <summary>The outer address family.</summary>
     public AddressFamily OuterFamily => Local.AddressFamily;
 

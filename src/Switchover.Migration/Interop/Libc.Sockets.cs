@@ -24,6 +24,9 @@ internal static partial class Libc
 
     public const int IPPROTO_IP = 0;
     public const int IP_TTL = 2;
+
+    /// <summary>The sender writes the IPv4 header; the kernel fills in total length, id (when 0) and checksum.</summary>
+    public const int IP_HDRINCL = 3;
     public const int IPPROTO_IPV6 = 41;
     public const int IPV6_UNICAST_HOPS = 16;
 

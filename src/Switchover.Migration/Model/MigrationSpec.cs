@@ -29,11 +29,16 @@ public sealed record MigrationSpec(
     int Mtu,
     uint Mark,
     int RouteTable,
-    IReadOnlyList<SteeredTuple> Tuples)
+    IReadOnlyList<SteeredTuple> Tuples,
+    IPAddress? LinkNetwork = null)
 {
     public const int DefaultMtu = 1472;
+    /// <summary>The first mark and route table a host gives a migration; the next free pair is taken when these are in use.</summary>
     public const uint DefaultMark = 0x2f;
     public const int DefaultRouteTable = 47;
+
+    /// <summary>As <see cref="Mark"/> or <see cref="RouteTable"/>: the host picks a free one (the CLI's default).</summary>
+    public const int PickFree = 0;
 
     /// <summary>The rule priorities this migration uses; the local table's rule is moved below them.</summary>
     public const int OuterRulePriority = 50;
@@ -41,8 +46,28 @@ public sealed record MigrationSpec(
     public const int MarkRulePriority = 100;
     public const int LocalRulePriority = 200;
 
-    /// <summary>The tunnel's own link addresses: loose rp_filter drops packets on an interface without an address.</summary>
-    public string LinkAddress => Side == MigrationSide.Old ? "169.254.47.1/30" : "169.254.47.2/30";
+    /// <summary>What journals written before link networks were per migration used.</summary>
+    public static readonly IPAddress LegacyLinkNetwork = IPAddress.Parse("169.254.47.0");
+
+    /// <summary>
+    /// The /30 that holds the tunnel's two link addresses (.1 old, .2 new): given, or derived from the GRE key, so both
+    /// hosts compute the same one and migrations with different keys get different ones.
+    /// </summary>
+    public IPAddress EffectiveLinkNetwork => LinkNetwork ?? LinkNetworkForKey(Key ?? 0);
+
+    /// <summary>The tunnel's own link address: loose rp_filter drops packets on an interface without an address.</summary>
+    public string LinkAddress => $"{LinkHost(Side == MigrationSide.Old ? 1 : 2)}/30";
+
+    /// <summary>169.254.X.Y/30 from a key: X in 1-254 (169.254.0.0/24 and .255.0/24 are reserved, RFC 3927), Y a multiple of 4.</summary>
+    public static IPAddress LinkNetworkForKey(uint key) =>
+        new([169, 254, (byte)(1 + (key % 254)), (byte)(4 * (key / 254 % 64))]);
+
+    private IPAddress LinkHost(int host)
+    {
+        var bytes = EffectiveLinkNetwork.GetAddressBytes();
+        bytes[3] = (byte)(bytes[3] + host);
+        return new IPAddress(bytes);
+    }
 
     /// <summary>The moved IPs (the new host holds them on lo).</summary>
     public IReadOnlyList<IPAddress> MovedAddresses => Tuples.Select(t => t.Address).Distinct().ToList();
@@ -77,12 +102,12 @@ public sealed record MigrationSpec(
             errors.Add($"Tunnel MTU {Mtu} is out of range {minimum}-9000 (IPv4 outer with a key: 1472 on a 1500-byte link).");
         }
 
-        if (Mark == 0)
+        if (LinkNetwork is { } network && (network.AddressFamily != AddressFamily.InterNetwork || (network.GetAddressBytes()[3] & 3) != 0))
         {
-            errors.Add("The fwmark must not be 0.");
+            errors.Add($"Link network {network} must be the first address of an IPv4 /30 (its last number a multiple of 4), e.g. 169.254.10.0.");
         }
 
-        if (RouteTable is < 1 or > 252)
+        if (RouteTable is not PickFree and (< 1 or > 252))
         {
             errors.Add($"Routing table {RouteTable} must be 1-252 (253-255 are the kernel's default, main and local).");
         }
@@ -102,7 +127,7 @@ public sealed record MigrationSpec(
 
     /// <summary>The spec without its tuples: two setups of one migration must agree on it.</summary>
     public string Settings => string.Create(CultureInfo.InvariantCulture,
-        $"{Side} {TunnelDevice} {LocalOuter}->{RemoteOuter} key={Key} mtu={Mtu} mark=0x{Mark:x} table={RouteTable}");
+        $"{Side} {TunnelDevice} {LocalOuter}->{RemoteOuter} key={Key} mtu={Mtu} mark=0x{Mark:x} table={RouteTable} link={EffectiveLinkNetwork}/30");
 
     public bool HasIPv6Outer => LocalOuter.AddressFamily == AddressFamily.InterNetworkV6;
 }

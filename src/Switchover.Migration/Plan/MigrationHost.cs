@@ -7,6 +7,9 @@ using Switchover.State;
 
 namespace Switchover.Migration.Plan;
 
+/// <summary>When <c>finalize --watch</c> takes the provider's route as moved: direct arrivals and a quiet tunnel, within a timeout.</summary>
+public sealed record FinalizeWatch(long DirectPackets, TimeSpan Quiet, TimeSpan Timeout);
+
 /// <summary>What a command did or would do: the changes, in order.</summary>
 public sealed record MigrationOutcome(IReadOnlyList<HostChange> Changes, bool DryRun, string? Note = null);
 
@@ -41,14 +44,24 @@ public sealed class MigrationHost
 
         using var held = await Store(spec.Name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
         var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal);
+        var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
+        var others = OtherJournals(spec.Name);
+        spec = journal is null ? MigrationPlanner.PickFree(spec, facts, others) : spec with
+        {
+            Mark = spec.Mark == MigrationSpec.PickFree ? journal.Mark : spec.Mark,
+            RouteTable = spec.RouteTable == MigrationSpec.PickFree ? journal.RouteTable : spec.RouteTable,
+        };
         if (journal is not null && journal.ToSpec().Settings != spec.Settings)
         {
             throw new MigrationException([$"Migration '{spec.Name}' is set up on this host as '{journal.ToSpec().Settings}', not '{spec.Settings}'. " +
                 $"Run 'switchover migrate teardown --name {spec.Name}' first to change its settings."]);
         }
 
-        var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
-        var errors = MigrationPlanner.ValidateOnHost(spec, facts, OtherTuples(spec.Name));
+        var errors = MigrationPlanner.ValidateOnHost(spec, facts, others.SelectMany(o => o.ToSpec().Tuples));
+        if (journal is null)
+        {
+            errors = [.. errors, .. MigrationPlanner.ValidateResources(spec, facts, others)];
+        }
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             // Kernel GRE is the default where the kernel has it; detected now, in a throwaway namespace.
@@ -130,8 +143,31 @@ public sealed class MigrationHost
     }
 
     /// <summary>Moves a tuple (old host): new flows for it go into the tunnel; flows already open stay here.</summary>
-    public Task<MigrationOutcome> MoveAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, CancellationToken cancellationToken) =>
-        ChangeTuplesAsync(name, tuple, move: true, dryRun, cancellationToken);
+    /// <param name="check">What the new host must answer through the tunnel first (not run on a dry run).</param>
+    /// <param name="wait">How long to keep checking; zero checks once.</param>
+    public async Task<MigrationOutcome> MoveAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, MoveCheck check, TimeSpan wait, CancellationToken cancellationToken)
+    {
+        if (check.Refusal(tuple) is { } refusal)
+        {
+            throw new MigrationException([refusal]);
+        }
+
+        // Checked before the lock is taken: waiting for the new host must not hold up status or return.
+        var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false);
+        if (!dryRun && journal is { Side: MigrationSide.Old } && !journal.ToSpec().Tuples.Contains(tuple))
+        {
+            var reason = await check.WaitAsync(tuple, journal.Mark, wait, cancellationToken).ConfigureAwait(false);
+            if (reason is not null)
+            {
+                throw new MigrationException([$"Not moving {tuple}: the new host does not serve it through the tunnel ({reason}). " +
+                    $"Start the service on the new host (listening on {tuple.Address}:{tuple.Port}), then move again; --wait DURATION waits for it, " +
+                    "--check none skips the check."]);
+            }
+        }
+
+        var outcome = await ChangeTuplesAsync(name, tuple, move: true, dryRun, cancellationToken).ConfigureAwait(false);
+        return dryRun && outcome.Changes.Count > 0 ? outcome with { Note = $"the move would first check the new host: {check}" } : outcome;
+    }
 
     /// <summary>Returns a tuple (old host): new flows stay here again (rollback); moved flows finish on the new host.</summary>
     public Task<MigrationOutcome> ReturnAsync(NamespaceName name, SteeredTuple tuple, bool dryRun, CancellationToken cancellationToken) =>
@@ -169,10 +205,58 @@ public sealed class MigrationHost
     }
 
     /// <summary>The live status, or null when the migration is not set up here.</summary>
-    public async Task<MigrationStatus?> StatusAsync(NamespaceName name, CancellationToken cancellationToken)
+    /// <param name="tunnelSocket">The userspace tunnel agent's socket, for its counters; null for the default path of the migration's device.</param>
+    public async Task<MigrationStatus?> StatusAsync(NamespaceName name, string? tunnelSocket, CancellationToken cancellationToken)
     {
         var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false);
-        return journal is null ? null : await new MigrationStatusReader(_runner).ReadAsync(journal, cancellationToken).ConfigureAwait(false);
+        return journal is null ? null : await new MigrationStatusReader(_runner).ReadAsync(journal, cancellationToken, tunnelSocket).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Watches this (new) host until the provider routes the moved addresses here: at least
+    /// <see cref="FinalizeWatch.DirectPackets"/> packets arrived directly and none through the tunnel for
+    /// <see cref="FinalizeWatch.Quiet"/>; then finalizes. Refuses after <see cref="FinalizeWatch.Timeout"/>.
+    /// </summary>
+    public async Task<MigrationOutcome> FinalizeWhenRoutedHereAsync(NamespaceName name, FinalizeWatch watch, bool dryRun, CancellationToken cancellationToken)
+    {
+        var journal = await ReadAsync(name, cancellationToken).ConfigureAwait(false)
+            ?? throw new MigrationException([$"Migration '{name}' is not set up on this host."]);
+        if (journal.Side != MigrationSide.New)
+        {
+            throw new MigrationException(["finalize --watch runs on the new host, which sees the provider's route change."]);
+        }
+
+        var reader = new MigrationStatusReader(_runner);
+        var elapsed = System.Diagnostics.Stopwatch.StartNew();
+        long? tunnelled = null;
+        var tunnelledChanged = TimeSpan.Zero;
+        while (true)
+        {
+            var status = await reader.ReadAsync(journal, cancellationToken).ConfigureAwait(false);
+            if (status.TunnelledPackets != tunnelled)
+            {
+                tunnelled = status.TunnelledPackets;
+                tunnelledChanged = elapsed.Elapsed;
+            }
+
+            var quiet = elapsed.Elapsed - tunnelledChanged;
+            if (status.DirectPackets >= watch.DirectPackets && quiet >= watch.Quiet)
+            {
+                var outcome = await FinalizeAsync(name, force: false, dryRun, cancellationToken).ConfigureAwait(false);
+                var seen = string.Create(CultureInfo.InvariantCulture,
+                    $"{status.DirectPackets} packets arrived directly and none through the tunnel for {quiet.TotalSeconds:0.#} s");
+                return outcome with { Note = $"{seen}; {outcome.Note}" };
+            }
+
+            if (elapsed.Elapsed >= watch.Timeout)
+            {
+                throw new MigrationException([string.Create(CultureInfo.InvariantCulture,
+                    $"The provider did not route the moved addresses here within {watch.Timeout.TotalSeconds:0} s: {status.DirectPackets ?? 0} packets arrived directly " +
+                    $"(needed {watch.DirectPackets}), the last through the tunnel {quiet.TotalSeconds:0.#} s ago (needed {watch.Quiet.TotalSeconds:0.#} s). Nothing was changed.")]);
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(250), cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>
@@ -247,7 +331,7 @@ public sealed class MigrationHost
         if (move)
         {
             var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
-            var errors = MigrationPlanner.ValidateOnHost(spec with { Tuples = tuples }, facts, OtherTuples(name));
+            var errors = MigrationPlanner.ValidateOnHost(spec with { Tuples = tuples }, facts, OtherJournals(name).SelectMany(o => o.ToSpec().Tuples));
             if (errors.Count > 0)
             {
                 throw new MigrationException(errors);
@@ -290,28 +374,26 @@ public sealed class MigrationHost
             .ConfigureAwait(false);
     }
 
-    private List<SteeredTuple> OtherTuples(NamespaceName name)
+    /// <summary>The journals of the other migrations on this host.</summary>
+    private List<MigrationJournal> OtherJournals(NamespaceName name)
     {
         if (!System.IO.Directory.Exists(_stateRoot))
         {
             return [];
         }
 
-        var tuples = new List<SteeredTuple>();
-        foreach (var directory in System.IO.Directory.GetDirectories(_stateRoot))
+        // Each migration's directory is NAME@NETNS; only those of this network namespace (this host) count.
+        var journals = new List<MigrationJournal>();
+        foreach (var (other, _) in StateStore.List(_stateRoot).Where(e => e.NetworkNamespace == NetworkNamespaces.Current && e.Name != name))
         {
-            var other = Path.GetFileName(directory);
-            if (other == name.Value || NamespaceName.Validate(other) is not null)
+            var store = Store(other);
+            if (store.ReadJson(Path.Combine(store.Directory, MigrationJournal.FileName), MigrationJsonContext.Default.MigrationJournal) is { } journal)
             {
-                continue;
+                journals.Add(journal);
             }
-
-            var store = Store(NamespaceName.Parse(other));
-            var journal = store.ReadJson(Path.Combine(store.Directory, MigrationJournal.FileName), MigrationJsonContext.Default.MigrationJournal);
-            tuples.AddRange(journal?.ToSpec().Tuples ?? []);
         }
 
-        return tuples;
+        return journals;
     }
 
     private async Task RunAsync(IEnumerable<HostCommand> commands, CancellationToken cancellationToken)

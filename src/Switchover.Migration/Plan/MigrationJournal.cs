@@ -18,18 +18,19 @@ public sealed record MigrationJournal(
     uint Mark,
     int RouteTable,
     IReadOnlyList<string> Tuples,
-    IReadOnlyList<HostChange> Applied)
+    IReadOnlyList<HostChange> Applied,
+    string? LinkNetwork = null)
 {
     public const int CurrentVersion = 1;
     public const string FileName = "migration.json";
 
     public static MigrationJournal From(MigrationSpec spec, IReadOnlyList<HostChange> applied) => new(
         CurrentVersion, spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
-        spec.Key, spec.Mtu, spec.Mark, spec.RouteTable, spec.Tuples.Select(t => t.ToString()).ToList(), applied);
+        spec.Key, spec.Mtu, spec.Mark, spec.RouteTable, spec.Tuples.Select(t => t.ToString()).ToList(), applied, spec.EffectiveLinkNetwork.ToString());
 
     public MigrationSpec ToSpec() => new(
         NamespaceName.Parse(Name), Side, TunnelDevice, IPAddress.Parse(LocalOuter), IPAddress.Parse(RemoteOuter), Key, Mtu, Mark, RouteTable,
-        Tuples.Select(SteeredTuple.Parse).ToList());
+        Tuples.Select(SteeredTuple.Parse).ToList(), LinkNetwork is null ? MigrationSpec.LegacyLinkNetwork : IPAddress.Parse(LinkNetwork));
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UseStringEnumConverter = true)]

@@ -71,6 +71,107 @@ public static class MigrationPlanner
         return errors;
     }
 
+    /// <summary>
+    /// Gives a new migration the first mark and route table (from <see cref="MigrationSpec.DefaultMark"/> and
+    /// <see cref="MigrationSpec.DefaultRouteTable"/> up, in step) that neither another migration nor the host uses,
+    /// where the spec leaves them to the host.
+    /// </summary>
+    public static MigrationSpec PickFree(MigrationSpec spec, HostFacts facts, IReadOnlyList<MigrationJournal> others)
+    {
+        if (spec.Mark != MigrationSpec.PickFree && spec.RouteTable != MigrationSpec.PickFree)
+        {
+            return spec;
+        }
+
+        for (var i = 0; MigrationSpec.DefaultRouteTable + i <= 252; i++)
+        {
+            var mark = spec.Mark == MigrationSpec.PickFree ? MigrationSpec.DefaultMark + (uint)i : spec.Mark;
+            var table = spec.RouteTable == MigrationSpec.PickFree ? MigrationSpec.DefaultRouteTable + i : spec.RouteTable;
+            if ((spec.Mark != MigrationSpec.PickFree || MarkUser(mark, facts, others) is null)
+                && (spec.RouteTable != MigrationSpec.PickFree || TableUser(table, facts, others) is null))
+            {
+                return spec with { Mark = mark, RouteTable = table };
+            }
+        }
+
+        throw new MigrationException(["No free fwmark and routing table pair is left on this host: give --mark and --table."]);
+    }
+
+    /// <summary>
+    /// What a new migration would share with another migration or with the host (its mark, route table, tunnel device,
+    /// link network); empty when it shares nothing. Run before the first setup only: afterwards they are its own.
+    /// </summary>
+    public static IReadOnlyList<string> ValidateResources(MigrationSpec spec, HostFacts facts, IReadOnlyList<MigrationJournal> others)
+    {
+        var errors = new List<string>();
+        var mark = "0x" + spec.Mark.ToString("x", CultureInfo.InvariantCulture);
+        if (MarkUser(spec.Mark, facts, others) is { } markUser)
+        {
+            errors.Add($"fwmark {mark} is already used by {markUser}. Give another --mark, or leave it out and a free one is picked.");
+        }
+
+        if (TableUser(spec.RouteTable, facts, others) is { } tableUser)
+        {
+            errors.Add($"Routing table {spec.RouteTable} is already used by {tableUser}. Give another --table, or leave it out and a free one is picked.");
+        }
+
+        foreach (var other in others.Where(o => o.TunnelDevice == spec.TunnelDevice))
+        {
+            errors.Add($"Tunnel device {spec.TunnelDevice} already belongs to migration '{other.Name}'. Give this one its own --tunnel.");
+        }
+
+        var network = spec.EffectiveLinkNetwork;
+        foreach (var other in others.Where(o => o.ToSpec().EffectiveLinkNetwork.Equals(network)))
+        {
+            errors.Add($"Link network {network}/30 is already used by migration '{other.Name}' (the same GRE key?). Give --link-network, the same on both hosts.");
+        }
+
+        var linkAddress = IPAddress.Parse(spec.LinkAddress.Split('/')[0]);
+        if (facts.Owns(linkAddress) && !facts.TunnelDeviceExists)
+        {
+            errors.Add($"The tunnel's link address {linkAddress} is already an address of this host. Give --link-network, the same on both hosts.");
+        }
+
+        return errors;
+    }
+
+    private static string? MarkUser(uint mark, HostFacts facts, IReadOnlyList<MigrationJournal> others)
+    {
+        if (others.FirstOrDefault(o => o.Mark == mark) is { } other)
+        {
+            return $"migration '{other.Name}'";
+        }
+
+        var rule = facts.Rules.FirstOrDefault(r => r.Selectors.TryGetValue("fwmark", out var value) && ParseMark(value) == mark);
+        return rule is null ? null : $"the IPv{(rule.IPv6 ? 6 : 4)} policy-routing rule {rule.Priority} (ip rule)";
+    }
+
+    private static string? TableUser(int table, HostFacts facts, IReadOnlyList<MigrationJournal> others)
+    {
+        var name = table.ToString(CultureInfo.InvariantCulture);
+        if (others.FirstOrDefault(o => o.RouteTable == table) is { } other)
+        {
+            return $"migration '{other.Name}'";
+        }
+
+        if (facts.Rules.FirstOrDefault(r => r.Table == name) is { } rule)
+        {
+            return $"the IPv{(rule.IPv6 ? 6 : 4)} policy-routing rule {rule.Priority} (ip rule)";
+        }
+
+        return facts.DefaultRoutes.Any(r => r.Table == name) ? "a default route in it (ip route show table " + name + ")" : null;
+    }
+
+    /// <summary>A mark as `ip rule` prints it: 0x2f, or 0x2f/0xff with a mask.</summary>
+    private static uint? ParseMark(string text)
+    {
+        var value = text.Split('/')[0];
+        return value.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            && uint.TryParse(value.AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var mark)
+            ? mark
+            : uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out mark) ? mark : null;
+    }
+
     public static IReadOnlyList<HostChange> Plan(MigrationSpec spec, HostFacts facts, bool createKernelTunnel)
     {
         var changes = new List<HostChange>();

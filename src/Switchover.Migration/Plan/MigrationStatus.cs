@@ -1,13 +1,14 @@
 using System.Globalization;
 using System.Text.Json;
+using Switchover.Migration.Gre;
 using Switchover.Migration.Model;
 using Switchover.Netfilter;
 using Switchover.Processes;
 
 namespace Switchover.Migration.Plan;
 
-/// <summary>Flows of one moved tuple: through the tunnel (marked) and still on this host.</summary>
-public sealed record TupleStatus(string Tuple, int TunnelledFlows, int LocalFlows);
+/// <summary>Flows of one moved tuple: through the tunnel (marked) and still on this host; null when conntrack could not be read.</summary>
+public sealed record TupleStatus(string Tuple, int? TunnelledFlows, int? LocalFlows);
 
 public sealed record MigrationStatus(
     string Name,
@@ -20,20 +21,27 @@ public sealed record MigrationStatus(
     long TunnelTxPackets,
     IReadOnlyList<TupleStatus> Tuples,
     long? DirectPackets,
-    IReadOnlyList<string> Warnings);
+    IReadOnlyList<string> Warnings,
+    TunnelCounters? AgentCounters = null,
+    long? TunnelledPackets = null);
 
 /// <summary>Reads a migration's live state on this host: flows per tuple, tunnel counters, direct arrivals, drift.</summary>
 internal sealed class MigrationStatusReader(ICommandRunner runner)
 {
-    public async Task<MigrationStatus> ReadAsync(MigrationJournal journal, CancellationToken cancellationToken)
+    public async Task<MigrationStatus> ReadAsync(MigrationJournal journal, CancellationToken cancellationToken, string? tunnelSocket = null)
     {
         var spec = journal.ToSpec();
         var warnings = new List<string>();
         var tuples = new List<TupleStatus>();
         foreach (var tuple in spec.Tuples)
         {
-            var (tunnelled, local) = await CountFlowsAsync(tuple, spec.Mark, cancellationToken).ConfigureAwait(false);
-            tuples.Add(new TupleStatus(tuple.ToString(), tunnelled, local));
+            var flows = await CountFlowsAsync(tuple, spec.Mark, cancellationToken).ConfigureAwait(false);
+            if (flows.Error is not null)
+            {
+                warnings.Add($"The flows of {tuple} are unknown: {flows.Error}");
+            }
+
+            tuples.Add(new TupleStatus(tuple.ToString(), flows.Tunnelled, flows.Local));
         }
 
         var link = await runner.TryRunAsync(Command.Create("ip", "-s", "-j", "link", "show", "dev", spec.TunnelDevice), cancellationToken).ConfigureAwait(false);
@@ -55,11 +63,14 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
         }
 
         long? direct = null;
+        long? tunnelled = null;
         if (spec.Side == MigrationSide.New)
         {
             var table = new SteeringTable(spec.Name.Value, OldSide: false, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses).TableName;
-            var counter = await runner.TryRunAsync(Command.Create("nft", "-j", "list", "counter", "inet", table, "direct"), cancellationToken).ConfigureAwait(false);
-            direct = counter.ExitCode == 0 ? ParseCounter(counter.StandardOutput) : null;
+            direct = await ReadCounterAsync(table, "direct", cancellationToken).ConfigureAwait(false);
+
+            // Tables set up before this counter existed have none: unknown.
+            tunnelled = await ReadCounterAsync(table, "tunnelled", cancellationToken).ConfigureAwait(false);
             if (direct > 0)
             {
                 warnings.Add($"{direct} packets for the moved addresses arrived here directly, not through the tunnel: the provider routes them to this host now. " +
@@ -67,23 +78,56 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
             }
         }
 
+        // The userspace tunnel's agent counts what it dropped and why; the kernel dataplane has only the device's counters.
+        TunnelCounters? counters = null;
+        try
+        {
+            var agent = await TunnelAgentClient.GetStatusAsync(tunnelSocket ?? TunnelAgent.DefaultSocketPath(spec.TunnelDevice), cancellationToken).ConfigureAwait(false);
+            // The socket path is per device name, so make sure it is this migration's tunnel, not a namesake's elsewhere.
+            counters = agent.Tunnels.FirstOrDefault(t => t.Name == spec.TunnelDevice
+                && t.Local == spec.LocalOuter.ToString() && t.Remote == spec.RemoteOuter.ToString() && t.Key == spec.Key)?.Counters;
+        }
+        catch (TunnelException)
+        {
+            // No tunnel agent for this device: a kernel GRE device.
+        }
+
+        if (counters is { RxDropped: > 0 } || counters is { TxErrors: > 0 })
+        {
+            warnings.Add(string.Create(CultureInfo.InvariantCulture,
+                $"The tunnel agent dropped {counters.RxStray} stray, {counters.RxWrongKey} wrong-key and {counters.RxMalformed} malformed GRE packets and failed {counters.TxErrors} sends ({counters.TxTooBig} too big for the path: lower --mtu)."));
+        }
+
         return new MigrationStatus(spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
-            up, rx, tx, tuples, direct, warnings);
+            up, rx, tx, tuples, direct, warnings, counters, tunnelled);
     }
 
-    private async Task<(int Tunnelled, int Local)> CountFlowsAsync(SteeredTuple tuple, uint mark, CancellationToken cancellationToken)
+    private async Task<long?> ReadCounterAsync(string table, string counter, CancellationToken cancellationToken)
+    {
+        var result = await runner.TryRunAsync(Command.Create("nft", "-j", "list", "counter", "inet", table, counter), cancellationToken).ConfigureAwait(false);
+        return result.ExitCode == 0 ? ParseCounter(result.StandardOutput) : null;
+    }
+
+    private async Task<(int? Tunnelled, int? Local, string? Error)> CountFlowsAsync(SteeredTuple tuple, uint mark, CancellationToken cancellationToken)
     {
         var result = await runner.TryRunAsync(Command.Create("conntrack", "-L", "-f", tuple.IsIPv6 ? "ipv6" : "ipv4", "-p", tuple.ProtocolName,
             "--orig-dst", tuple.Address.ToString(), "--dport", tuple.Port.ToString(CultureInfo.InvariantCulture)), cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
-            return (0, 0);
+            return (null, null, $"conntrack -L failed (exit {result.ExitCode}): {result.StandardError.Trim()}");
         }
 
+        var (tunnelled, local) = CountMarked(result.StandardOutput, mark);
+        return (tunnelled, local, null);
+    }
+
+    /// <summary>Entries of `conntrack -L` whose mark is exactly <paramref name="mark"/> (mark=47, not mark=470), and the others.</summary>
+    internal static (int Marked, int Other) CountMarked(string conntrackOutput, uint mark)
+    {
         var marked = "mark=" + mark.ToString(CultureInfo.InvariantCulture);
-        var lines = result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        var tunnelled = lines.Count(l => l.Contains(marked, StringComparison.Ordinal));
-        return (tunnelled, lines.Length - tunnelled);
+        var lines = conntrackOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var count = lines.Count(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Contains(marked, StringComparer.Ordinal));
+        return (count, lines.Length - count);
     }
 
     internal static (bool Up, long Rx, long Tx) ParseLink(string json)

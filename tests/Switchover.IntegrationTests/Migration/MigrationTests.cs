@@ -26,12 +26,17 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
 
     public async Task DisposeAsync()
     {
-        foreach (var host in _lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
+        try
         {
-            Directory.Delete(StateDirectory(host), recursive: true);
+            foreach (var host in _lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
+            {
+                Directory.Delete(StateDirectory(host), recursive: true);
+            }
         }
-
-        await _lab.DisposeAsync();
+        finally
+        {
+            await _lab.DisposeAsync();
+        }
     }
 
     public void Dispose() => _timeout.Dispose();
@@ -119,9 +124,10 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
             // 2. The connection opened before the move still works, on the old host.
             Assert.Equal("old-25: still here", await before.AskAsync("still here", Token));
 
-            var status = await MigrateAsync(_lab.Old, "status");
+            var status = await MigrateAsync(_lab.Old, "status", "--tunnel-socket", Path.Combine(StateDirectory(_lab.Old), "tunnel.sock"));
             output.WriteLine(status);
-            Assert.Contains("tcp/192.0.2.1:25", status, StringComparison.Ordinal);
+            Assert.Matches(@"tcp/192\.0\.2\.1:25 +[1-9]\d* +\d+", status);
+            Assert.Matches(@"agent +tx [1-9]\d* packets \(0 failed, 0 too big, 0 not IP\), rx [1-9]\d* packets \(0 stray, 0 wrong key, 0 malformed", status);
 
             // 5. Returning the tuple sends new flows to the old host again.
             await MigrateAsync(_lab.Old, "return", "tcp/192.0.2.1:25");
@@ -213,6 +219,17 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         Assert.Contains("still routes them to the old host", refused.StandardError, StringComparison.Ordinal);
         Assert.DoesNotContain("arrived here directly", await MigrateAsync(_lab.New, "status"), StringComparison.Ordinal);
 
+        // finalize --watch waits while everything still comes through the tunnel.
+        await using var watch = _lab.New.StartProcess("dotnet", [Artifacts.Cli, "migrate", "finalize", "--name", _name, "--watch", "--direct-packets", "1",
+            "--quiet", "1s", "--timeout", "120s", "--state-dir", StateDirectory(_lab.New)]);
+        using (var viaTunnel = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await viaTunnel.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(3), Token);
+        Assert.False(watch.HasExited, "finalize --watch finalized while the IP was still routed to the old host:\n" + watch.Output);
+
         // The provider moves the IP: the router now sends 192.0.2.1 to the new host.
         // The old host's only address was also the tunnel's end, so the tunnel is cut: the SYN arrives, the reply is lost
         // until finalize makes the new host answer directly.
@@ -224,11 +241,10 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
             await Record.ExceptionAsync(() => attempt.ConnectAsync(new IPEndPoint(_lab.OldV4, 25), timeout.Token).AsTask());
         }
 
-        var status = await MigrateAsync(_lab.New, "status");
-        output.WriteLine(status);
-        Assert.Contains("arrived here directly", status, StringComparison.Ordinal);
-
-        await MigrateAsync(_lab.New, "finalize");
+        // The watch sees direct arrivals and a quiet tunnel, and finalizes by itself.
+        Assert.True(await watch.Exited.WaitAsync(TimeSpan.FromSeconds(60), Token) == 0, "finalize --watch did not finalize:\n" + watch.Output);
+        output.WriteLine(watch.Output);
+        Assert.Matches(@"[1-9]\d* packets arrived directly and none through the tunnel for", watch.Output);
         Assert.Contains("inet 192.0.2.1/32 scope global lo", (await _lab.New.RunAsync("ip", ["addr", "show", "dev", "lo"], Token)).StandardOutput, StringComparison.Ordinal);
         Assert.DoesNotContain("lookup 47", (await _lab.New.RunAsync("ip", ["rule"], Token)).StandardOutput, StringComparison.Ordinal);
         using (var after = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
@@ -264,9 +280,112 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         }
     }
 
+    [Fact(Timeout = 240_000)]
+    public async Task A_second_migration_on_a_host_gets_its_own_mark_table_and_link_network_and_one_that_shares_them_is_refused()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        await using var second = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+        {
+            Name = "gre-sw2", Local = _lab.OldV4, Remote = _lab.NewV4, Key = 4343, Mtu = 1472, NetworkNamespace = _lab.Old.Name,
+        }, Token);
+        var before = await SnapshotAsync(_lab.Old);
+        var other = _name + "b";
+        string[] old = ["--side", "old", "--local", "192.0.2.1", "--remote", "203.0.113.1"];
+
+        await MigrateAsync(_lab.Old, "setup", [.. old, "--tunnel", Tunnel, "--key", $"{Key}", "--tuple", "tcp/192.0.2.1:25"]);
+        await RefusedAsync([.. old, "--tunnel", Tunnel, "--key", "4343"], $"Tunnel device {Tunnel} already belongs to migration '{_name}'");
+        await RefusedAsync([.. old, "--tunnel", "gre-sw2", "--key", $"{Key}"], $"is already used by migration '{_name}' (the same GRE key?)");
+        await RefusedAsync([.. old, "--tunnel", "gre-sw2", "--key", "4343", "--mark", "0x2f"], $"fwmark 0x2f is already used by migration '{_name}'");
+        await RefusedAsync([.. old, "--tunnel", "gre-sw2", "--key", "4343", "--table", "47"], $"Routing table 47 is already used by migration '{_name}'");
+        await RefusedAsync([.. old, "--tunnel", "gre-sw2", "--key", "4343", "--tuple", "tcp/192.0.2.1:25"], "tcp/192.0.2.1:25 is already moved by another migration");
+
+        var setup = await MigrateAsync(_lab.Old, "setup", ["--name", other, .. old, "--tunnel", "gre-sw2", "--key", "4343", "--tuple", "tcp/192.0.2.1:80"]);
+        output.WriteLine(setup);
+        var rules = (await _lab.Old.RunAsync("ip", ["-4", "rule"], Token)).StandardOutput;
+        Assert.Contains("fwmark 0x2f lookup 47", rules, StringComparison.Ordinal);
+        Assert.Contains("fwmark 0x30 lookup 48", rules, StringComparison.Ordinal);
+        var link = $"{MigrationSpecAddress(4343)}/30";
+        Assert.Contains(link, (await _lab.Old.RunAsync("ip", ["addr", "show", "dev", "gre-sw2"], Token)).StandardOutput, StringComparison.Ordinal);
+
+        await MigrateAsync(_lab.Old, "teardown", "--name", other);
+        await MigrateAsync(_lab.Old, "teardown");
+        Assert.Equal(before, await SnapshotAsync(_lab.Old));
+
+        async Task RefusedAsync(string[] arguments, string message)
+        {
+            var result = await CliAsync(_lab.Old, ["migrate", "setup", "--name", other, .. arguments]);
+            output.WriteLine($"{string.Join(' ', arguments)} -> {result.ExitCode}: {result.StandardError}");
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains(message, result.StandardError, StringComparison.Ordinal);
+        }
+
+        // The old side's link address in the /30 the key gives.
+        static string MigrationSpecAddress(uint key)
+        {
+            var bytes = Switchover.Migration.Model.MigrationSpec.LinkNetworkForKey(key).GetAddressBytes();
+            bytes[3] += 1;
+            return new IPAddress(bytes).ToString();
+        }
+    }
+
+    [Fact(Timeout = 240_000)]
+    public async Task Move_refuses_while_the_new_hosts_service_is_down_and_with_wait_moves_once_it_answers_through_the_tunnel()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        using var oldMail = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 25), "old-25");
+        await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}");
+        await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25", "--tuple", "tcp/192.0.2.1:80", "--tuple", "udp/192.0.2.1:53");
+
+        // Nothing listens on the new host: refused, with the reason, and the tuple stays.
+        var refused = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:25"]);
+        output.WriteLine(refused.StandardError);
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("Not moving tcp/192.0.2.1:25: the new host does not serve it through the tunnel", refused.StandardError, StringComparison.Ordinal);
+        Assert.Contains("--wait", refused.StandardError, StringComparison.Ordinal);
+        using (var still = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("old-25 sees", await still.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        // --wait: the move goes ahead once the service on the new host is up.
+        await using var waiting = _lab.Old.StartProcess("dotnet",
+            [Artifacts.Cli, "migrate", "move", "--name", _name, "tcp/192.0.2.1:25", "--wait", "90s", "--state-dir", StateDirectory(_lab.Old)]);
+        await Task.Delay(TimeSpan.FromSeconds(2), Token);
+        Assert.False(waiting.HasExited, "move --wait returned before the new host served the tuple:\n" + waiting.Output);
+        using var newMail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
+        Assert.True(await waiting.Exited.WaitAsync(TimeSpan.FromSeconds(60), Token) == 0, "move --wait failed:\n" + waiting.Output);
+        using (var moved = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await moved.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        // An HTTP check: a path the new host's server does not have is refused with its status; one it has moves.
+        await using var web = _lab.New.StartProcess("python3", ["-u", "-m", "http.server", "80", "--bind", "192.0.2.1", "--directory", "/usr/share/doc"]);
+        await web.WaitForOutputAsync("Serving HTTP", TimeSpan.FromSeconds(30), Token);
+        var missing = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:80", "--check", "http:/no-such-page"]);
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("GET /no-such-page on tcp/192.0.2.1:80 through the tunnel answered HTTP/1.0 404", missing.StandardError, StringComparison.Ordinal);
+        await MigrateAsync(_lab.Old, "move", "tcp/192.0.2.1:80", "--check", "http:/");
+
+        // UDP cannot be checked: the operator says so.
+        var udp = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "udp/192.0.2.1:53"]);
+        Assert.Equal(1, udp.ExitCode);
+        Assert.Contains("pass --check none", udp.StandardError, StringComparison.Ordinal);
+        await MigrateAsync(_lab.Old, "move", "udp/192.0.2.1:53", "--check", "none");
+
+        var bad = await CliAsync(_lab.Old, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:25", "--check", "ping"]);
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("use tcp, http:/PATH", bad.StandardError, StringComparison.Ordinal);
+
+        await MigrateAsync(_lab.Old, "teardown");
+        await MigrateAsync(_lab.New, "teardown");
+    }
+
     private async Task<string> MigrateAsync(NetworkNamespace host, string verb, params string[] arguments)
     {
-        var result = await CliAsync(host, ["migrate", verb, "--name", _name, .. arguments]);
+        string[] name = arguments.Contains("--name") ? [] : ["--name", _name];
+        var result = await CliAsync(host, ["migrate", verb, .. name, .. arguments]);
         Assert.True(result.ExitCode == 0, $"switchover migrate {verb} {string.Join(' ', arguments)} on {host} failed ({result.ExitCode}): {result.StandardError}");
         return result.StandardOutput;
     }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Switchover.Migration.Gre;
 using Switchover.Migration.Interop;
 
 namespace Switchover.Migration.Tests.Gre;
@@ -23,6 +24,15 @@ public sealed class InteropTests
         // _IOW(type, nr, size) = (1 << 30) | (size << 16) | (type << 8) | nr  (asm-generic/ioctl.h)
         const uint expected = (1u << 30) | (sizeof(int) << 16) | ('T' << 8) | 202;
         Assert.Equal(expected, Libc.TUNSETIFF);
+    }
+
+    [Fact]
+    public unsafe void TUNSETOFFLOAD_is_IOW_T_208_unsigned_int_and_virtio_net_hdr_is_10_bytes()
+    {
+        const uint expected = (1u << 30) | (sizeof(uint) << 16) | ('T' << 8) | 208;
+        Assert.Equal(expected, Libc.TUNSETOFFLOAD);
+        Assert.Equal(VirtioNetHeader.Size, sizeof(VirtioNetHeader));
+        Assert.Equal(6, (int)Marshal.OffsetOf<VirtioNetHeader>(nameof(VirtioNetHeader.CsumStart)));
     }
 
     [Fact]

@@ -62,6 +62,34 @@ public sealed class UserspaceTunnelTests
         }
     }
 
+    [Theory(Timeout = 120_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task A_bulk_TCP_transfer_crosses_the_TUN_devices_in_super_packets_and_the_wire_in_MTU_sized_GRE(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        Assert.Equal(Interop.Libc.TUN_F_CSUM | Interop.Libc.TUN_F_TSO4 | Interop.Libc.TUN_F_TSO6,
+            lab.TunnelA!.Offloads & (Interop.Libc.TUN_F_CSUM | Interop.Libc.TUN_F_TSO4 | Interop.Libc.TUN_F_TSO6));
+        foreach (var inner in new[] { GreLab.InnerB4, GreLab.InnerB6 })
+        {
+            var before = (lab.TunnelA.Counters, lab.TunnelA.TunCalls, lab.TunnelB!.Counters, lab.TunnelB.TunCalls);
+            await Traffic.TcpBulkAsync(lab.B, inner, lab.A, 16 << 20);
+            var (a, b) = (lab.TunnelA.Counters, lab.TunnelB.Counters);
+            var readsA = lab.TunnelA.TunCalls.Reads - before.Item2.Reads;
+            var writesB = lab.TunnelB.TunCalls.Writes - before.Item4.Writes;
+            var packetsA = a.TxPackets - before.Item1.TxPackets;
+            var packetsB = b.RxPackets - before.Item3.RxPackets;
+
+            // TSO: A's TUN device hands over far more than one MTU per read; every GRE packet still fits the link MTU.
+            Assert.True(packetsA > 4 * readsA, $"{inner}: {packetsA} GRE packets from {readsA} TUN reads");
+            Assert.True((double)(a.TxBytes - before.Item1.TxBytes) / packetsA <= lab.TunnelA.Options.EffectiveMtu, a.ToString());
+
+            // GRO: B writes fewer super-packets than it receives GRE packets, and delivers all of them.
+            Assert.True(packetsB > 1.5 * writesB, $"{inner}: {packetsB} GRE packets in {writesB} TUN writes");
+            Assert.True(b is { RxDropped: 0, RxErrors: 0 } && a.TxErrors == 0, $"{a}\n{b}");
+        }
+    }
+
     [Theory(Timeout = 60_000)]
     [InlineData(AddressFamily.InterNetwork)]
     [InlineData(AddressFamily.InterNetworkV6)]
