@@ -40,7 +40,7 @@ public sealed class KernelGreDataplane : ITunnelDataplane
 
     public Task Completion => _completion.Task;
 
-    /// <summary>`ip link add NAME type gre|ip6gre local A remote B ttl T [key K] [ocsum] [oseq] [fwmark M] [encaplimit none]`.</summary>
+    /// <summary>`ip link add NAME type gre|ip6gre local A remote B ttl T [key K] [ocsum] [oseq] [fwmark M] [encaplimit none allow-localremote]`.</summary>
     internal static Command AddCommand(TunnelOptions options)
     {
         var v6 = options.OuterFamily == AddressFamily.InterNetworkV6;
@@ -72,8 +72,10 @@ public sealed class KernelGreDataplane : ITunnelDataplane
 
         if (v6)
         {
-            // ip6gre adds an 8-byte destination option by default; the userspace dataplane does not.
-            arguments.AddRange(["encaplimit", "none"]);
+            // ip6gre adds an 8-byte destination option by default; the userspace dataplane does not. And it refuses to
+            // send when the remote address is also local ("Remote address found on this node", a tx error per packet),
+            // which is the new host's case once it holds the old host's moved address on lo (found in the VM lab).
+            arguments.AddRange(["encaplimit", "none", "allow-localremote"]);
         }
 
         return UserspaceGreTunnel.IpCommand(options, [.. arguments]);

@@ -36,14 +36,14 @@ public sealed class KernelGreDataplaneTests
     }
 
     [Fact(Timeout = 10_000)]
-    public async Task IPv6_outer_creates_an_ip6gre_link_without_the_encapsulation_limit_so_the_MTU_matches_userspace()
+    public async Task IPv6_outer_creates_an_ip6gre_link_without_the_encapsulation_limit_so_the_MTU_matches_userspace_and_that_may_send_to_a_local_remote()
     {
         var runner = new RecordingRunner();
         await using var dataplane = new KernelGreDataplane(V6, runner);
         await dataplane.StartAsync(CancellationToken.None);
         Assert.Equal(
         [
-            "ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encaplimit none",
+            "ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encaplimit none allow-localremote",
             "nft -f -",
             "ip link set dev gre0 mtu 1452 up",
         ], runner.Lines);
