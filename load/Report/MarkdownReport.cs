@@ -59,6 +59,7 @@ internal static class MarkdownReport
         }
 
         DrainScenario.Render(md, result.Drain);
+        SoakScenario.Render(md, result.Soak);
         if (result.Kernel is { } kernelResult)
         {
             KernelReport.Section(md, kernelResult);
@@ -132,6 +133,11 @@ internal static class MarkdownReport
         foreach (var line in result.Kernel is { } kernel ? KernelReport.Headlines(kernel) : [])
         {
             md.AppendLine("- " + line);
+        }
+
+        if (result.Soak is { } soak)
+        {
+            md.AppendLine("- Fault soak: " + soak.Headline + ".");
         }
 
         var settings = result.Settings;

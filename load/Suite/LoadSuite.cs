@@ -34,6 +34,12 @@ internal static class LoadSuite
             ?? Path.Combine(Artifacts.RepositoryRoot, "load", "results", started.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         Directory.CreateDirectory(output);
         var progress = new Progress(Console.Out);
+        if (settings.RunSoak)
+        {
+            // First, so that a run cut short can still be replayed.
+            progress.Line($"soak seed {settings.SoakSeed}; replay: {SoakScenario.ReplayCommand(settings)}");
+        }
+
         var commandLine = "dotnet run -c Release --project load" + (args.Length > 0 ? " -- " + string.Join(' ', args) : string.Empty);
         progress.Line($"{commandLine}: {(settings.Quick ? "quick" : "full")} suite; report in {output}; open-file limit {openFiles}");
 
@@ -74,6 +80,16 @@ internal static class LoadSuite
             kernel = await Guard("kernel", () => new KernelScenario(settings, progress).RunAsync(token), errors, progress);
         }
 
+        SoakResult? soak = null;
+        if (settings.RunSoak && !token.IsCancellationRequested)
+        {
+            soak = await Guard("soak", () => new SoakScenario(settings, progress).RunAsync(token), errors, progress);
+            if (soak is not null)
+            {
+                progress.Line(soak.Headline.Replace("**", string.Empty, StringComparison.Ordinal));
+            }
+        }
+
         if (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             errors.Add($"The suite was aborted after {settings.MaxSuiteDuration.TotalMinutes:0} minutes (--max-minutes).");
@@ -84,6 +100,7 @@ internal static class LoadSuite
         {
             Drain = drain,
             Kernel = kernel,
+            Soak = soak,
         };
         var charts = WriteCharts(result, output);
         var reportPath = Path.Combine(output, "report.md");
@@ -173,6 +190,7 @@ internal static class LoadSuite
             log.Append('\n');
         }
 
+        SoakScenario.Log(log, result.Soak);
         await File.WriteAllTextAsync(path, log.ToString(), CancellationToken.None);
     }
 }

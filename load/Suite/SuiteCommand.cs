@@ -12,7 +12,7 @@ internal static class SuiteCommand
         var quick = new Option<bool>("--quick") { Description = "The short suite (under two minutes): fewer handoffs, rounds and swaps." };
         var scenarios = new Option<string[]>("--scenarios")
         {
-            Description = "Which scenarios to run: rolling, overhead, timing, kernel, drain (default: rolling, overhead, timing, kernel).",
+            Description = "Which scenarios to run: rolling, overhead, timing, kernel, drain, soak (default: rolling, overhead, timing, kernel).",
             AllowMultipleArgumentsPerToken = true,
         };
         var modes = new Option<string[]>("--modes")
@@ -62,6 +62,9 @@ internal static class SuiteCommand
             Description = "Idle connection counts of the kernel scenario's drain polls and handoffs (default 10000 50000; quick 10000).",
             AllowMultipleArgumentsPerToken = true,
         };
+        var seed = new Option<int?>("--seed") { Description = "Soak: seeds the plan of faults, steps and delays (default: a random seed, printed first)." };
+        var soakRounds = new Option<int?>("--soak-rounds") { Description = "Soak: rounds at most (default 30)." };
+        var soakMinutes = new Option<double?>("--soak-minutes") { Description = "Soak: no round starts after this many minutes (default 20)." };
         var output = new Option<string?>("--output") { Description = "Report directory (default load/results/<UTC timestamp>)." };
 
         var root = new RootCommand(
@@ -70,7 +73,7 @@ internal static class SuiteCommand
             "showed no failure either (the harness did not see drops).")
         {
             quick, scenarios, modes, contenders, clients, handoffs, baselineHandoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
-            roundSeconds, drainKeepAlive, drainAbandoned, transactions, kernelIdle, maxMinutes, output,
+            roundSeconds, drainKeepAlive, drainAbandoned, transactions, kernelIdle, seed, soakRounds, soakMinutes, maxMinutes, output,
         };
 
         root.SetAction(async (parse, cancellationToken) =>
@@ -78,7 +81,7 @@ internal static class SuiteCommand
             var settings = parse.GetValue(quick) ? SuiteSettings.QuickSuite : SuiteSettings.Full;
             try
             {
-                var selectedScenarios = Pick(parse.GetValue(scenarios), "scenario", ["rolling", "overhead", "timing", "kernel", "drain"]);
+                var selectedScenarios = Pick(parse.GetValue(scenarios), "scenario", ["rolling", "overhead", "timing", "kernel", "drain", "soak"]);
                 settings = settings with
                 {
                     RunRolling = selectedScenarios?.Contains("rolling") ?? settings.RunRolling,
@@ -88,6 +91,10 @@ internal static class SuiteCommand
                     DrainKeepAlive = Seconds(parse.GetValue(drainKeepAlive), "--drain-keepalive") ?? settings.DrainKeepAlive,
                     DrainAbandoned = parse.GetValue(drainAbandoned) is { } a and >= 0 ? a : settings.DrainAbandoned,
                     RunKernel = selectedScenarios?.Contains("kernel") ?? settings.RunKernel,
+                    RunSoak = selectedScenarios?.Contains("soak") ?? settings.RunSoak,
+                    SoakSeed = parse.GetValue(seed) ?? Random.Shared.Next(),
+                    SoakRounds = Positive(parse.GetValue(soakRounds), "--soak-rounds") ?? settings.SoakRounds,
+                    SoakDuration = parse.GetValue(soakMinutes) is { } sm ? (sm > 0 ? TimeSpan.FromMinutes(sm) : throw new ArgumentException("--soak-minutes must be positive.")) : settings.SoakDuration,
                     KernelTransactions = Positive(parse.GetValue(transactions), "--transactions") ?? settings.KernelTransactions,
                     KernelIdleConnections = parse.GetValue(kernelIdle) is { Length: > 0 } k
                         ? [.. k.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries)).Select(v => int.Parse(v, CultureInfo.InvariantCulture))]

@@ -1,3 +1,4 @@
+using Switchover.Lab;
 using Switchover.Load.Report;
 using Switchover.Load.Scenarios;
 
@@ -21,6 +22,9 @@ internal sealed record SuiteResult(
     public IReadOnlyList<DrainPolicyRun> Drain { get; init; } = [];
     /// <summary>The kernel scenario's measurements, when it ran.</summary>
     public KernelResult? Kernel { get; init; }
+
+    /// <summary>The randomized fault soak, when it ran.</summary>
+    public SoakResult? Soak { get; init; }
 
     public IEnumerable<RollingRun> SwitchoverRuns => Rolling.Where(r => r.Contender == ContenderKind.Switchover);
 
@@ -64,6 +68,12 @@ internal sealed record SuiteResult(
         }
 
         failures.AddRange(Kernel?.Problems.Select(p => "kernel: " + p) ?? []);
+        if (Soak is { Passed: false } soak)
+        {
+            failures.Add($"soak seed {soak.Seed}: {soak.Unattributed} unattributed failed requests, {soak.Violations} invariant violations" +
+                         string.Concat(soak.Problems.Take(5).Select(p => "; " + p)));
+        }
+
         return failures;
     }
 

@@ -112,6 +112,18 @@ internal sealed record SuiteSettings
     /// <summary>Drain scenario: idle connections opened on each generation and never used again.</summary>
     public int DrainAbandoned { get; init; } = 200;
 
+    /// <summary>The randomized fault soak; not in the default selection: <c>--scenarios soak</c>.</summary>
+    public bool RunSoak { get; init; }
+
+    /// <summary>Seeds the soak's plan (<c>--seed</c>); without it the command line picks a random one and prints it first.</summary>
+    public int SoakSeed { get; init; }
+
+    /// <summary>Soak rounds at most.</summary>
+    public int SoakRounds { get; init; } = 30;
+
+    /// <summary>No soak round starts after this long.</summary>
+    public TimeSpan SoakDuration { get; init; } = TimeSpan.FromMinutes(20);
+
     /// <summary>The whole suite is aborted (and reported as an error) after this long.</summary>
     public TimeSpan MaxSuiteDuration { get; init; } = TimeSpan.FromMinutes(30);
 

@@ -200,6 +200,13 @@ public sealed class Handoff
 
             var now = _time.GetUtcNow();
             var previous = state.Generations.Where(g => g.Id != id && g.State == GenerationState.Active).ToList();
+
+            // A repeated takeover: the agent's client asks again when the agent died after the commit but before its
+            // answer. The state says it all already, but the previous generations may never have been told; they are
+            // told (again) below. A second SIGUSR2 or SIGTERM to a generation that already drains changes nothing.
+            var repeated = self.State == GenerationState.Active
+                ? state.Generations.Where(g => g.Id < id && g.State == GenerationState.Draining).ToList()
+                : [];
             foreach (var old in previous)
             {
                 state = state.With(old with
@@ -211,9 +218,15 @@ public sealed class Handoff
 
             self = self with { State = GenerationState.Active, RollbackUntil = null };
             state = state.With(self);
-            var (ruleset, elapsed) = await CommitAsync(held, original, state, cancellationToken).ConfigureAwait(false);
-            result = new TakeoverResult(self, previous, stale, ruleset, elapsed);
+            var (ruleset, elapsed) = await CommitAsync(held, original, state, cancellationToken,
+                previous.Count > 0 ? TestPause.TransactionApplied : null).ConfigureAwait(false);
+            result = new TakeoverResult(self, [.. previous, .. repeated], stale, ruleset, elapsed);
             written = state;
+        }
+
+        if (result.Previous.Count > 0)
+        {
+            TestPause.At(TestPause.StateWritten);
         }
 
         // From here on the takeover stands, whatever fails: undoing it would leave the ports to generations already
@@ -221,6 +234,11 @@ public sealed class Handoff
         // The caller's token is not passed on: once committed, the outcome of the signals is recorded regardless.
         committed?.Invoke(result, written);
         var failures = await SignalAllAsync(result.Previous, CancellationToken.None).ConfigureAwait(false);
+        if (result.Previous.Count > 0)
+        {
+            TestPause.At(TestPause.OldSignalled);
+        }
+
         return result with { SignalFailures = failures };
     }
 
@@ -510,7 +528,9 @@ public sealed class Handoff
         return null;
     }
 
-    private async Task<(string Ruleset, TimeSpan Elapsed)> CommitAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken)
+    /// <param name="pauseAt">Test only: the <see cref="TestPause"/> point right after the kernel committed.</param>
+    private async Task<(string Ruleset, TimeSpan Elapsed)> CommitAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken,
+        string? pauseAt = null)
     {
         var table = HandoffTable.FromState(Name, after);
         var rendered = table.Render();
@@ -539,6 +559,11 @@ public sealed class Handoff
         }
 
         var elapsed = stopwatch.Elapsed;
+        if (pauseAt is not null)
+        {
+            TestPause.At(pauseAt);
+        }
+
         try
         {
             held.Write(after with { TransactionPending = false });

@@ -118,8 +118,32 @@ internal sealed class AgentHandoffBackend(AgentClient client, NamespaceName name
                 committed?.Invoke(result, state);
             }
         }).ConfigureAwait(false);
-        return (result ?? throw new InvalidOperationException("The Switchover agent answered the takeover without committing it."))
-            with { SignalFailures = final.SignalFailures ?? [] };
+        var taken = result ?? throw new InvalidOperationException("The Switchover agent answered the takeover without committing it.");
+        if (final.Phase != "committed")
+        {
+            return taken with { SignalFailures = final.SignalFailures ?? [] };
+        }
+
+        // The agent died between the commit and its last answer, perhaps before it signalled the previous generations
+        // (nothing else would ever tell them). The next agent tells them; a second signal changes nothing for one that
+        // heard the first. The takeover stands whatever happens: what cannot be told now is a signal failure, retried.
+        var failures = new List<SignalFailure>();
+        foreach (var previous in taken.Previous)
+        {
+            try
+            {
+                if (await SignalToDrainAsync(previous.Id, CancellationToken.None).ConfigureAwait(false) is { } failure)
+                {
+                    failures.Add(failure);
+                }
+            }
+            catch (InvalidOperationException e)
+            {
+                failures.Add(new SignalFailure(previous, 0, $"The Switchover agent went away after the takeover, before it told generation {previous.Id} to drain: {e.Message}"));
+            }
+        }
+
+        return taken with { SignalFailures = failures };
     }
 
     public async Task<SignalFailure?> SignalToDrainAsync(long id, CancellationToken cancellationToken) =>

@@ -33,6 +33,9 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 {
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(15);
 
+    /// <summary>How often the active generation looks for a successor that died before signalling it.</summary>
+    internal static readonly TimeSpan SuccessorPollInterval = TimeSpan.FromMilliseconds(500);
+
     /// <summary>How often a superseded generation probes its successor's private ports during the rollback window.</summary>
     internal static readonly TimeSpan ProbeInterval = TimeSpan.FromMilliseconds(500);
 
@@ -359,7 +362,13 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
             while (true)
             {
-                await _superseded.WaitAsync(stopping).ConfigureAwait(false);
+                // Until it hears that it was superseded, the active generation also looks for a successor that died
+                // between its kernel transaction and its signal (no one else watches it then, without an agent).
+                while (!await _superseded.WaitAsync(SuccessorPollInterval, stopping).ConfigureAwait(false))
+                {
+                    await RepairIfSuccessorDiedAsync().ConfigureAwait(false);
+                }
+
                 if (await RunSupersededAsync(stopping).ConfigureAwait(false))
                 {
                     _drained = true;
@@ -377,6 +386,38 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // Never leave a superseded generation running forever: stop, and let StoppingAsync drain.
             Log.RollbackFailed(_logger, _generation.Record?.Id ?? 0, "the supervision of the successor failed; this generation stops: " + e.Message, e);
             _lifetime.StopApplication();
+        }
+    }
+
+    /// <summary>
+    /// A successor that died after its transaction (the public ports point at it, or the transaction is pending) but
+    /// before this generation was signalled: repair, which gives the ports back here. The agent watches every
+    /// generation itself, so this is for the local backend only. Bounded by <see cref="SuccessorPollInterval"/>.
+    /// </summary>
+    private async Task RepairIfSuccessorDiedAsync()
+    {
+        if (_handoff is not LocalHandoffBackend || _generation.Record is not { } record || ReadState() is not { } state)
+        {
+            return;
+        }
+
+        var dead = state.Generations.Where(g => g.Id > record.Id && !g.Process.IsAlive()).ToList();
+        var exposed = state.Active is { } active && dead.Any(g => g.Id == active.Id);
+        if (dead.Count == 0 || !(exposed || state.TransactionPending))
+        {
+            return;
+        }
+
+        try
+        {
+            using var timeout = new CancellationTokenSource(CleanupTimeout);
+            var repair = await _handoff.RepairAsync(timeout.Token).ConfigureAwait(false);
+            Log.RepairedDeadSuccessor(_logger, dead.Max(g => g.Id), record.Id,
+                repair.Active is { } a ? $"generation {a.Id} holds the ports" : "the public ports are not steered until the next generation takes over");
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !_stopping.IsCancellationRequested)
+        {
+            Log.RollbackFailed(_logger, record.Id, "repairing after a successor died mid-takeover failed (tried again): " + e.Message, e);
         }
     }
 

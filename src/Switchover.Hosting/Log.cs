@@ -115,6 +115,10 @@ internal static partial class Log
     [LoggerMessage(66, LogLevel.Error, "Generation {GenerationId} could not take the ports back: {Reason}")]
     public static partial void RollbackFailed(ILogger logger, long generationId, string reason, Exception? exception);
 
+    [LoggerMessage(68, LogLevel.Warning,
+        "Generation {SuccessorId} died in the middle of taking over from generation {GenerationId}, before it was told: the namespace was repaired ({Outcome}).")]
+    public static partial void RepairedDeadSuccessor(ILogger logger, long successorId, long generationId, string outcome);
+
     [LoggerMessage(67, LogLevel.Information, "Generation {GenerationId} (pid {Pid}) heard that it was superseded, at attempt {Attempt}.")]
     public static partial void SignalDelivered(ILogger logger, long generationId, int pid, int attempt);
 }

@@ -123,6 +123,71 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
         Assert.False(Directory.Exists(app.StateDirectory));
     }
 
+    public static TheoryData<HandoffStep> AgentSteps() => new(HandoffStep.Registered, HandoffStep.Ready, HandoffStep.TransactionApplied,
+        HandoffStep.StateWritten, HandoffStep.OldSignalled, HandoffStep.Draining);
+
+    /// <summary>
+    /// The fault suite's agent row: SIGKILL of the agent at each step of a handoff from v1 to v2 under load (new
+    /// connections on all four paths), and the agent started again 1.5 s later. The steps inside the takeover are test
+    /// pauses of the agent (SWITCHOVER_TEST_PAUSE_AT, in the first agent's environment only). The agent serves nothing,
+    /// so no request may fail; v2 takes over (its request is sent again to the new agent), v1 hears that it was
+    /// superseded and drains and exits, the invariant holds without any other operation, and v3 takes over.
+    /// </summary>
+    [Theory(Timeout = 180_000)]
+    [MemberData(nameof(AgentSteps))]
+    public async Task The_agent_killed_at_a_step_of_the_handoff_and_started_again_fails_no_request_and_leaves_the_namespace_settled(HandoffStep step)
+    {
+        var pause = step switch
+        {
+            HandoffStep.TransactionApplied => "transaction-applied",
+            HandoffStep.StateWritten => "state-written",
+            HandoffStep.OldSignalled => "old-signalled",
+            _ => null,
+        };
+        var app = await StartAsync(pause is null ? null : new Dictionary<string, string> { ["SWITCHOVER_TEST_PAUSE_AT"] = pause });
+        var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
+        await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromMinutes(2)), Token);
+        await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
+
+        var v2 = app.Launch("v2");
+        var (marked, text) = step switch
+        {
+            HandoffStep.Registered => (v2, "registered (pid"),
+            HandoffStep.Ready => (v2, "is ready after"),
+            HandoffStep.Draining => (v1.Process, "drains: listeners stay open"),
+            _ => (Agent.Process, $"SWITCHOVER_TEST_PAUSE_AT={pause}"),
+        };
+        await marked.WaitForOutputAsync(text, TakeoverTimeout, Token);
+        if (pause is not null)
+        {
+            await Agent.Process.WaitUntilStoppedAsync(TimeSpan.FromSeconds(5), Token);
+        }
+
+        await Agent.KillAsync();
+        await Task.Delay(TimeSpan.FromSeconds(1.5), Token);
+        await Agent.StartAgainAsync(Token);
+
+        // Settled: v2 took over, and v1 heard of it, drained and left.
+        await v2.WaitForOutputAsync("launch to serving", TakeoverTimeout, Token);
+        var v1Exit = await ExitsWithinAsync(v1.Process, TimeSpan.FromSeconds(40));
+        var invariant = await app.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
+        var v3 = await app.DeployAsync("v3", TakeoverTimeout, Token);
+        var afterDeploy = await app.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
+        await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
+        var result = await load.StopAsync(Token);
+        var answer = (await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token)).Body.Trim();
+        Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"fault-injection: SIGKILL agent at {step}: {result.TotalRequests} requests, {result.FailureCount} failed, v1 exited {v1Exit}, " +
+            $"violations once settled {invariant.Violations.Count}, after v3 {afterDeploy.Violations.Count}"));
+        Output.WriteLine(Agent.Log);
+
+        Assert.Equal(0, v1Exit);
+        invariant.ThrowIfViolated();
+        afterDeploy.ThrowIfViolated();
+        Assert.Equal($"v3 {v3.Process.Pid}", answer);
+        AssertNoFailures(result);
+    }
+
     [Fact(Timeout = 180_000)]
     public async Task When_the_active_generation_is_killed_the_previous_one_serves_again_at_once_and_the_agent_repairs_the_namespace()
     {
@@ -213,10 +278,10 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
     /// Starts the agent with a policy that gives the service's namespace (and port 8080) to nobody, and the namespace
     /// 'o...' (and port 9090) to <see cref="Stranger"/>; returns the service, whose generations run as nobody.
     /// </summary>
-    private async Task<SwitchoverService> StartAsync()
+    private async Task<SwitchoverService> StartAsync(IReadOnlyDictionary<string, string>? agentEnvironment = null)
     {
         var name = "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 5));
-        Agent = Track(await SwitchoverAgent.StartAsync(Lab.Server, Policy(name), Token));
+        Agent = Track(await SwitchoverAgent.StartAsync(Lab.Server, Policy(name), Token, agentEnvironment));
         var appPath = ReadableByEveryone(Artifacts.TestServer, Agent.Directory);
         return Track(ServiceAs(appPath, name, Nobody));
     }

@@ -29,6 +29,15 @@ public enum HandoffStep
     /// <summary>v2 passed its health checks and its readiness request; the transaction is next.</summary>
     Ready,
 
+    /// <summary>Inside the takeover (a test pause, <c>SWITCHOVER_TEST_PAUSE_AT</c>): the kernel steers to v2, the state still says v1 (pending mark), the lock is held.</summary>
+    TransactionApplied,
+
+    /// <summary>Inside the takeover (a test pause): the state says v2 is active and v1 draining; v1 was not told yet.</summary>
+    StateWritten,
+
+    /// <summary>Inside the takeover (a test pause): v1 was signalled; v2 has not logged its takeover yet.</summary>
+    OldSignalled,
+
     /// <summary>v2 took over: the transaction is applied, the state written, v1 signalled.</summary>
     TookOver,
 
@@ -56,7 +65,11 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         {
             foreach (var step in Enum.GetValues<HandoffStep>())
             {
-                data.Add(fault, step);
+                // Inside the takeover v2 is already stopped (the pause): only the kills are new there.
+                if (fault != Fault.StopNew || PausePoint(step) is null)
+                {
+                    data.Add(fault, step);
+                }
             }
         }
 
@@ -72,18 +85,28 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromSeconds(120)), Token);
         await Task.Delay(TimeSpan.FromMilliseconds(500), Token);
 
-        var v2 = service.Launch("v2");
+        var pause = PausePoint(step);
+        var v2 = service.Launch("v2", environment: pause is null ? null : new Dictionary<string, string> { [PauseVariable] = pause });
         var marker = step switch
         {
             HandoffStep.Registered => (v2, "registered (pid"),
             HandoffStep.Ready => (v2, "is ready after"),
             HandoffStep.TookOver => (v2, "launch to serving"),
-            _ => (v1.Process, "drains: listeners stay open"),
+            HandoffStep.Draining => (v1.Process, "drains: listeners stay open"),
+            _ => (v2, $"{PauseVariable}={pause}"),
         };
         await marker.Item1.WaitForOutputAsync(marker.Item2, TakeoverTimeout, Token);
+        if (pause is not null)
+        {
+            await v2.WaitUntilStoppedAsync(TimeSpan.FromSeconds(5), Token);
+        }
 
         var injectedAt = DateTime.UtcNow;
         var killsServing = Inject(fault, step, v1.Process, v2);
+        if (pause is not null && !v2.HasExited && fault == Fault.KillOld)
+        {
+            v2.SendSignal(Signals.Continue);
+        }
         if (fault == Fault.StopNew)
         {
             await Task.Delay(TimeSpan.FromSeconds(5), Token);
@@ -92,7 +115,13 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
 
         // Settle: whatever is alive finishes its step (v2 takes over or fails, v1 rolls back or drains on).
         await SettleAsync(service, v2);
-        var beforeRepair = await service.CheckInvariantAsync(Token);
+
+        // v2 killed between its transaction and v1's signal: v1, still active, finds it dead and repairs by itself,
+        // within its poll (0.5 s), before any other command touches the namespace.
+        var selfRepairs = fault == Fault.KillNew && step is HandoffStep.TransactionApplied or HandoffStep.StateWritten;
+        var beforeRepair = selfRepairs
+            ? await service.WaitForInvariantAsync(TimeSpan.FromSeconds(3), Token)
+            : await service.CheckInvariantAsync(Token);
         var status = await service.CliAsync(Token, "status", "--namespace", service.Name);
         var invariant = await service.WaitForInvariantAsync(TimeSpan.FromSeconds(5), Token);
         var recoveredAt = DateTime.UtcNow;
@@ -110,10 +139,11 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         var result = await load.StopAsync(Token);
         var answer = (await GetAsync(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "/", Token)).Body.Trim();
 
-        var outside = result.Failures.Where(f => f.TimestampUtc < injectedAt.AddMilliseconds(-50) || f.TimestampUtc > recoveredAt.AddSeconds(1)).ToList();
+        var window = new FaultWindow($"{fault} at {step}", injectedAt, recoveredAt, killsServing);
+        var unattributed = FailureAttribution.Attribute(result.Failures, [window]).Where(f => !f.Attributed).Select(f => f.Failure).ToList();
         Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"fault-injection: {fault} at {step}: {result.TotalRequests} requests, {result.FailureCount} failed " +
-            $"({(result.FailureCount == 0 ? "none" : killsServing ?? "unattributed")}; {outside.Count} outside the fault's window), " +
+            $"({(result.FailureCount == 0 ? "none" : killsServing ?? "the fault killed nothing that served")}; {unattributed.Count} unattributed), " +
             $"invariant before the repair {(beforeRepair.Holds ? "held" : $"violated ({beforeRepair.Violations.Count})")}, " +
             $"violations after the repair {invariant.Violations.Count}, after v3 {afterDeploy.Violations.Count}"));
         foreach (var failure in result.Failures.Take(10))
@@ -121,13 +151,19 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
             Output.WriteLine(failure.ToString());
         }
 
+        if (selfRepairs)
+        {
+            beforeRepair.ThrowIfViolated();
+            Assert.Contains("died in the middle of taking over", v1.Process.Output, StringComparison.Ordinal);
+        }
+
         invariant.ThrowIfViolated();
         afterDeploy.ThrowIfViolated();
         Assert.Equal($"v3 {v3.Process.Pid}", answer);
         Assert.True(result.TotalRequests > 0, "The load run sent no request.");
-        Assert.Empty(outside);
-        Assert.True(result.FailureCount == 0 || killsServing is not null,
-            $"{result.FailureCount} requests failed, but {fault} at {step} killed nothing that served:\n{string.Join('\n', result.Failures.Take(10))}");
+        Assert.True(unattributed.Count == 0,
+            $"{unattributed.Count} of {result.FailureCount} failed requests are not attributed to {fault} at {step} " +
+            $"({killsServing ?? "it killed nothing that served"}; window {injectedAt:HH:mm:ss.fff} to {recoveredAt:HH:mm:ss.fff}):\n{string.Join('\n', unattributed.Take(10))}");
     }
 
     /// <summary>
@@ -277,44 +313,41 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         }
     }
 
+    private const string PauseVariable = "SWITCHOVER_TEST_PAUSE_AT";
+
+    /// <summary>The test pause (<c>SWITCHOVER_TEST_PAUSE_AT</c>) that marks a step inside the takeover; null for a step a log line marks.</summary>
+    private static string? PausePoint(HandoffStep step) => step switch
+    {
+        HandoffStep.TransactionApplied => "transaction-applied",
+        HandoffStep.StateWritten => "state-written",
+        HandoffStep.OldSignalled => "old-signalled",
+        _ => null,
+    };
+
     /// <summary>Injects the fault; returns why requests may fail (the serving process it killed), or null when none may.</summary>
     private static string? Inject(Fault fault, HandoffStep step, LabProcess v1, LabProcess v2)
     {
-        // Before v2's takeover only v1 serves; from the takeover on, v2 serves and v1 drains its connections.
-        var v2Serves = step is HandoffStep.TookOver or HandoffStep.Draining;
-        switch (fault)
+        if (fault == Fault.StopNew)
         {
-            case Fault.KillNew:
-                v2.Kill();
-                return v2Serves ? "in flight on v2 (killed) until v1 rolled back" : null;
-            case Fault.KillOld:
-                v1.Kill();
-                return v2Serves ? "in flight on v1 (killed) while it drained" : "v1, the only serving generation, killed before v2 took over";
-            case Fault.KillBoth:
-                v1.Kill();
-                v2.Kill();
-                return "both killed: nothing serves until v3";
-            default:
-                v2.SendSignal(Signals.Stop);
-                return null;
+            v2.SendSignal(Signals.Stop);
+            return null;
         }
+
+        // Before v2's transaction only v1 serves; from the transaction on, the kernel sends new connections to v2 and v1
+        // drains its connections (whether or not it was told yet).
+        var v2Serves = step is not (HandoffStep.Registered or HandoffStep.Ready);
+        var reason = FailureAttribution.Kill(v1, v2, fault is Fault.KillNew or Fault.KillBoth, fault is Fault.KillOld or Fault.KillBoth, v2Serves);
+        return fault == Fault.KillNew && (step is HandoffStep.TransactionApplied or HandoffStep.StateWritten)
+            ? "sent to v2 (killed) before v1 was told of the takeover: until v1 found v2 dead and repaired (0.5 s poll)"
+            : reason;
     }
 
     /// <summary>Until v2 has taken over, or failed, or is gone, and the namespace has nothing starting (bounded).</summary>
     private async Task SettleAsync(SwitchoverService service, LabProcess v2)
     {
-        var deadline = DateTime.UtcNow + Settle;
-        while (DateTime.UtcNow < deadline)
+        if (!await service.SettleAsync(v2, Settle, Token))
         {
-            var starting = service.ReadState()?.Generations.Any(g => g.Pid == v2.Pid && g.State == Switchover.State.GenerationState.Starting) ?? false;
-            if (v2.HasExited || (!starting && v2.Output.Contains("launch to serving", StringComparison.Ordinal)))
-            {
-                return;
-            }
-
-            await Task.Delay(100, Token);
+            Assert.Fail($"v2 neither took over nor exited within {Settle.TotalSeconds:0} s:\n{v2.Output}");
         }
-
-        Assert.Fail($"v2 neither took over nor exited within {Settle.TotalSeconds:0} s:\n{v2.Output}");
     }
 }

@@ -83,13 +83,7 @@ public abstract class TestBase(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>Clients on the network (the client namespace, over the veth, IPv4 and IPv6) and on the host itself (loopback).</summary>
-    protected IReadOnlyList<LoadTarget> AllPaths() =>
-    [
-        new(Lab.Client, new IPEndPoint(Lab.ServerV4, PublicPort), "network-v4"),
-        new(Lab.Client, new IPEndPoint(Lab.ServerV6, PublicPort), "network-v6"),
-        new(Lab.Server, new IPEndPoint(IPAddress.Loopback, PublicPort), "localhost-v4"),
-        new(Lab.Server, new IPEndPoint(IPAddress.IPv6Loopback, PublicPort), "localhost-v6"),
-    ];
+    protected IReadOnlyList<LoadTarget> AllPaths() => Lab.AllPaths(PublicPort);
 
     protected static LoadOptions Load(ConnectionMode mode, TimeSpan duration, int concurrency = 2) => new()
     {

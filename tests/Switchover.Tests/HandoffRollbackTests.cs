@@ -75,6 +75,23 @@ public sealed class HandoffRollbackTests : IDisposable
     }
 
     [Fact(Timeout = 10000)]
+    public async Task A_takeover_asked_again_after_its_commit_tells_the_previous_generation_again_and_changes_nothing_else()
+    {
+        // What the agent's client does when the agent died after writing the state and before signalling.
+        var handoff = await TwoGenerationsAsync(Window);
+        var before = State(handoff);
+        _signals.Clear();
+
+        var again = await handoff.TakeOverAsync(2, CancellationToken.None);
+
+        Assert.Equal([(101, Libc.SIGUSR2)], _signals);
+        Assert.Equal([1L], again.Previous.Select(g => g.Id));
+        Assert.Equal(GenerationState.Active, again.Generation.State);
+        var after = State(handoff);
+        Assert.Equal(before.Generations.Select(g => (g.Id, g.State, g.RollbackUntil)), after.Generations.Select(g => (g.Id, g.State, g.RollbackUntil)));
+    }
+
+    [Fact(Timeout = 10000)]
     public async Task When_the_new_generation_is_dead_the_previous_one_takes_the_ports_back_in_one_transaction()
     {
         var handoff = await TwoGenerationsAsync(Window);

@@ -123,10 +123,12 @@ internal sealed class AgentClient(string socketPath, TimeSpan reconnectTimeout)
         }
         catch (Exception e) when (e is IOException or SocketException or TimeoutException)
         {
-            // The agent went away after the commit; the previous generations learn of the takeover from the next operation.
+            // The agent went away after the commit: answered below, still "committed".
         }
 
-        return response with { Phase = null };
+        // The agent went away after the commit and before its last word: whether it signalled the previous generations
+        // is unknown. Phase stays "committed" so that the caller tells them (again) through the next agent.
+        return response;
     }
 
     private static AgentResponse Decode(byte[] line)

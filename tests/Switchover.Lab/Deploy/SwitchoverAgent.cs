@@ -39,8 +39,9 @@ public sealed class SwitchoverAgent : IAsyncDisposable
     /// <summary>
     /// Writes the policy (namespace to users and ports) and starts the agent; returns once it listens.
     /// </summary>
+    /// <param name="environment">Extra environment of the first agent process only (e.g. a test pause); those started again get none.</param>
     public static async Task<SwitchoverAgent> StartAsync(NetworkNamespace host, IReadOnlyDictionary<string, (string[] Users, int[] Ports)> policy,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, IReadOnlyDictionary<string, string>? environment = null)
     {
         var directory = Path.Combine(Path.GetTempPath(), "switchover-agent-" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 4)));
         var traversable = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead |
@@ -49,7 +50,7 @@ public sealed class SwitchoverAgent : IAsyncDisposable
         var agent = new SwitchoverAgent(host, directory);
         System.IO.Directory.CreateDirectory(agent.StateRoot, traversable);
         await File.WriteAllTextAsync(agent.PolicyPath, PolicyJson(policy), cancellationToken).ConfigureAwait(false);
-        await agent.StartAgainAsync(cancellationToken).ConfigureAwait(false);
+        await agent.StartAgainAsync(cancellationToken, environment: environment).ConfigureAwait(false);
         return agent;
     }
 
@@ -91,13 +92,14 @@ public sealed class SwitchoverAgent : IAsyncDisposable
     /// Starts an agent process (again, after <see cref="KillAsync"/>), through <paramref name="launcher"/> if given, and
     /// waits until it listens unless told not to (systemd-socket-activate starts it on the first connection only).
     /// </summary>
-    public async Task StartAgainAsync(CancellationToken cancellationToken, IEnumerable<string>? launcher = null, bool waitUntilListening = true)
+    public async Task StartAgainAsync(CancellationToken cancellationToken, IEnumerable<string>? launcher = null, bool waitUntilListening = true,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         string[] command = [Artifacts.Cli, "agent", "--socket", SocketPath, "--policy", PolicyPath, "--state-dir", StateRoot];
         var prefix = launcher?.ToArray() ?? [];
         var process = prefix.Length == 0
-            ? Host.StartProcess("dotnet", command)
-            : Host.StartProcess(prefix[0], [.. prefix.Skip(1), "dotnet", .. command]);
+            ? Host.StartProcess("dotnet", command, environment)
+            : Host.StartProcess(prefix[0], [.. prefix.Skip(1), "dotnet", .. command], environment);
         _runs.Add(process);
         if (!waitUntilListening)
         {

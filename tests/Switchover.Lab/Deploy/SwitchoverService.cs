@@ -138,6 +138,28 @@ public sealed partial class SwitchoverService : IAsyncDisposable
         };
     }
 
+    /// <summary>
+    /// Waits until <paramref name="generation"/> has exited, or has taken over and is no longer recorded Starting (it
+    /// finished its step: took over, or failed and left); false when neither happened within <paramref name="within"/>.
+    /// </summary>
+    public async Task<bool> SettleAsync(LabProcess generation, TimeSpan within, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(generation);
+        var deadline = DateTime.UtcNow + within;
+        while (DateTime.UtcNow < deadline)
+        {
+            var starting = ReadState()?.Generations.Any(g => g.Pid == generation.Pid && g.State == GenerationState.Starting) ?? false;
+            if (generation.HasExited || (!starting && generation.Output.Contains("launch to serving", StringComparison.Ordinal)))
+            {
+                return true;
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+
+        return false;
+    }
+
     /// <summary>Runs the switchover CLI inside the network namespace.</summary>
     public Task<CommandOutput> CliAsync(CancellationToken cancellationToken, params string[] arguments) =>
         Host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments], cancellationToken);

@@ -118,6 +118,35 @@ public sealed class LabProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Waits until the kernel reports the process stopped (state T in /proc/PID/stat: a SIGSTOP, sent or raised by
+    /// itself, took effect). Throws <see cref="TimeoutException"/> after <paramref name="timeout"/> or when it exits first.
+    /// </summary>
+    public async Task WaitUntilStoppedAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!HasExited && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                var stat = await File.ReadAllTextAsync($"/proc/{Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)}/stat", cancellationToken).ConfigureAwait(false);
+                // pid (comm) STATE ...: the command may hold spaces and parentheses, the state follows the last ')'.
+                if (stat[(stat.LastIndexOf(')') + 1)..].TrimStart().StartsWith('T'))
+                {
+                    return;
+                }
+            }
+            catch (IOException)
+            {
+                // Gone between the check and the read: reported below.
+            }
+
+            await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+        }
+
+        throw new TimeoutException($"`{CommandLine}` (pid {Pid}) did not stop within {timeout.TotalSeconds:0.#} s{(HasExited ? " (it exited)" : string.Empty)}. Output so far:\n{Output}");
+    }
+
     /// <summary>Sends SIGKILL. Does nothing if the process has already exited.</summary>
     public void Kill() => TrySendSignal(Signals.Kill);
 
@@ -170,7 +199,8 @@ public sealed class LabProcess : IAsyncDisposable
         return labProcess;
     }
 
-    private bool TrySendSignal(int signal)
+    /// <summary>Sends a signal if the process still runs; false when it has exited.</summary>
+    public bool TrySendSignal(int signal)
     {
         // Process.HasExited is true once the runtime has reaped the child; after that the pid may belong to someone else.
         if (HasExited || _process.HasExited)

@@ -65,6 +65,18 @@ public sealed class TwoHostLab : IAsyncDisposable
         await Server.DisposeAsync().ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Load targets on every path to <paramref name="port"/> of the server: from the client over the veth (IPv4 and
+    /// IPv6) and from the server itself over loopback (IPv4 and IPv6), named network-v4 ... localhost-v6 after <paramref name="prefix"/>.
+    /// </summary>
+    public IReadOnlyList<LoadTarget> AllPaths(int port, string prefix = "") =>
+    [
+        new(Client, new IPEndPoint(ServerV4, port), prefix + "network-v4"),
+        new(Client, new IPEndPoint(ServerV6, port), prefix + "network-v6"),
+        new(Server, new IPEndPoint(IPAddress.Loopback, port), prefix + "localhost-v4"),
+        new(Server, new IPEndPoint(IPAddress.IPv6Loopback, port), prefix + "localhost-v6"),
+    ];
+
     public override string ToString() =>
         $"{Server.Name} ({ServerV4}, {ServerV6}) <-> {Client.Name} ({ClientV4}, {ClientV6})";
 
