@@ -84,6 +84,39 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
+    public void A_moved_IPv6_address_is_held_on_lo_without_a_prefix_route_in_main_which_would_loop_the_outer_GRE_back()
+    {
+        var spec = Old with
+        {
+            Side = MigrationSide.New, LocalOuter = IPAddress.Parse("2001:db8:3::1"), RemoteOuter = IPAddress.Parse("2001:db8:2::1"),
+            Tuples = [SteeredTuple.Parse("tcp/[2001:db8:2::1]:25"), SteeredTuple.Parse("tcp/192.0.2.1:25")],
+        };
+        var plan = MigrationPlanner.Plan(spec, Fresh with { LocalAddresses = [IPAddress.Parse("2001:db8:3::1")] }, createKernelTunnel: false);
+
+        Assert.Equal(["ip", "addr", "add", "2001:db8:2::1/128", "dev", "lo", "noprefixroute"], plan.Single(c => c.Id == "addr:lo:2001:db8:2::1").Apply.Single().Arguments);
+        Assert.Equal(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"], plan.Single(c => c.Id == "addr:lo:192.0.2.1").Apply.Single().Arguments);
+        Assert.Contains("rule:6:50:to 2001:db8:2::1 ipproto gre", plan.Select(c => c.Id));
+    }
+
+    [Fact]
+    public void A_kernel_tunnel_is_created_with_its_peer_filter_before_it_comes_up_and_both_are_removed_on_undo()
+    {
+        var plan = MigrationPlanner.Plan(Old, Fresh with { TunnelDeviceExists = false }, createKernelTunnel: true);
+        var link = plan[0];
+
+        Assert.Equal("link:gre-sw", link.Id);
+        Assert.Equal(
+        [
+            "ip link add gre-sw type gre local 192.0.2.1 remote 203.0.113.1 ttl 64 key 42",
+            "nft -f -",
+            "ip link set dev gre-sw mtu 1472 up",
+        ], link.Apply.Select(c => string.Join(' ', c.Arguments)));
+        Assert.Contains("ip daddr 192.0.2.1 meta l4proto 47 ip saddr != 203.0.113.1 counter name \"stray\" drop", link.Apply[1].Input, StringComparison.Ordinal);
+        Assert.Equal(["nft -f -", "ip link del dev gre-sw"], link.Undo.Select(c => string.Join(' ', c.Arguments)));
+        Assert.Contains("delete table inet switchover_gre_gre-sw", link.Undo[0].Input, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Bad_specs_list_every_problem()
     {
         var spec = Old with { RemoteOuter = IPAddress.Parse("192.0.2.1"), Key = null, Tuples = [SteeredTuple.Parse("tcp/192.0.2.9:25"), SteeredTuple.Parse("tcp/192.0.2.9:25")] };

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net.Sockets;
 using System.Text.Json;
+using Switchover.Netfilter;
 using Switchover.Processes;
 
 namespace Switchover.Migration.Gre;
@@ -9,7 +10,9 @@ namespace Switchover.Migration.Gre;
 /// The kernel's GRE: `ip link add NAME type gre` (IPv4 outer) or `type ip6gre` (IPv6 outer), deleted on dispose. Once
 /// created it needs no process; this object only owns its lifetime. Wire-compatible with <see cref="UserspaceGreTunnel"/>:
 /// the same key (ikey = okey), checksums and sequence numbers sent only when asked (ocsum, oseq), and for ip6gre no
-/// encapsulation limit option, so that both dataplanes have the same overhead and MTU.
+/// encapsulation limit option, so that both dataplanes have the same overhead and MTU. With the link comes its
+/// <see cref="GrePeerFilter"/> table, which drops GRE to the local address from anyone but the remote end (the userspace
+/// dataplane does that in its receive loop).
 /// </summary>
 public sealed class KernelGreDataplane : ITunnelDataplane
 {
@@ -37,7 +40,7 @@ public sealed class KernelGreDataplane : ITunnelDataplane
 
     public Task Completion => _completion.Task;
 
-    /// <summary>`ip link add NAME type gre|ip6gre local A remote B ttl T [key K] [ocsum] [oseq] [fwmark M] [encaplimit none]`.</summary>
+    /// <summary>`ip link add NAME type gre|ip6gre local A remote B ttl T [key K] [ocsum] [oseq] [fwmark M] [encaplimit none allow-localremote]`.</summary>
     internal static Command AddCommand(TunnelOptions options)
     {
         var v6 = options.OuterFamily == AddressFamily.InterNetworkV6;
@@ -69,8 +72,10 @@ public sealed class KernelGreDataplane : ITunnelDataplane
 
         if (v6)
         {
-            // ip6gre adds an 8-byte destination option by default; the userspace dataplane does not.
-            arguments.AddRange(["encaplimit", "none"]);
+            // ip6gre adds an 8-byte destination option by default; the userspace dataplane does not. And it refuses to
+            // send when the remote address is also local ("Remote address found on this node", a tx error per packet),
+            // which is the new host's case once it holds the old host's moved address on lo (found in the VM lab).
+            arguments.AddRange(["encaplimit", "none", "allow-localremote"]);
         }
 
         return UserspaceGreTunnel.IpCommand(options, [.. arguments]);
@@ -80,11 +85,22 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         UserspaceGreTunnel.IpCommand(options, "link", "set", "dev", options.Name,
             "mtu", options.EffectiveMtu.ToString(CultureInfo.InvariantCulture), "up");
 
+    /// <summary>`nft -f -` of the link's <see cref="GrePeerFilter"/> table, inside the tunnel's namespace when it has one.</summary>
+    internal static Command FilterCommand(TunnelOptions options) => NftCommand(options, Filter(options).Render());
+
+    internal static Command FilterDeleteCommand(TunnelOptions options) => NftCommand(options, Filter(options).RenderDelete());
+
+    internal static GrePeerFilter Filter(TunnelOptions options) => new(options.Name, options.Local, options.Remote);
+
     internal static Command DeleteCommand(TunnelOptions options) =>
         UserspaceGreTunnel.IpCommand(options, "link", "del", "dev", options.Name);
 
     internal static Command StatisticsCommand(TunnelOptions options) =>
         UserspaceGreTunnel.IpCommand(options, "-s", "-j", "link", "show", "dev", options.Name);
+
+    private static Command NftCommand(TunnelOptions options, string ruleset) =>
+        (options.NetworkNamespace is { } ns ? new Command("ip", ["netns", "exec", ns, "nft", "-f", "-"]) : new Command("nft", ["-f", "-"]))
+            with { StandardInput = ruleset };
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -107,6 +123,22 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         }
 
         _created = true;
+        try
+        {
+            await _runner.RunAsync(FilterCommand(Options), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is CommandException or OperationCanceledException)
+        {
+            await DeleteAsync().ConfigureAwait(false);
+            if (e is OperationCanceledException)
+            {
+                throw;
+            }
+
+            throw new TunnelException($"Could not load the nftables table {Filter(Options).TableName} that drops GRE from sources other than " +
+                $"{Options.Remote}: {e.Message}. The link was deleted again. Is nftables installed (apt-get install nftables)?", e);
+        }
+
         try
         {
             await _runner.RunAsync(UpCommand(Options), cancellationToken).ConfigureAwait(false);
@@ -165,8 +197,10 @@ public sealed class KernelGreDataplane : ITunnelDataplane
 
     private async Task DeleteAsync()
     {
-        // Cleanup gets its own budget, so it runs even when the caller's token has fired.
+        // Cleanup gets its own budget, so it runs even when the caller's token has fired. The filter goes first: it
+        // holds no traffic up, and deleting a table that is not there succeeds.
         using var timeout = new CancellationTokenSource(CleanupTimeout);
+        var filter = await _runner.TryRunAsync(FilterDeleteCommand(Options), timeout.Token).ConfigureAwait(false);
         var result = await _runner.TryRunAsync(DeleteCommand(Options), timeout.Token).ConfigureAwait(false);
         if (result.ExitCode != 0 && !result.StandardError.Contains("Cannot find device", StringComparison.Ordinal))
         {
@@ -175,5 +209,10 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         }
 
         _created = false;
+        if (filter.ExitCode != 0)
+        {
+            throw new TunnelException($"Could not delete the nftables table {Filter(Options).TableName} (exit {filter.ExitCode}: {filter.StandardError.Trim()}). " +
+                $"Delete it by hand: nft delete table inet {Filter(Options).TableName}");
+        }
     }
 }

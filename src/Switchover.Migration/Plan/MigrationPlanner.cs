@@ -183,9 +183,11 @@ public static class MigrationPlanner
         {
             // The kernel dataplane renders its own commands; the plan only journals them with their undo.
             var options = new TunnelOptions { Name = tun, Local = spec.LocalOuter, Remote = spec.RemoteOuter, Key = spec.Key, Mtu = spec.Mtu };
-            changes.Add(new HostChange($"link:{tun}", $"create the kernel GRE tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}",
-                [Of(KernelGreDataplane.AddCommand(options)), Of(KernelGreDataplane.UpCommand(options))],
-                [Of(KernelGreDataplane.DeleteCommand(options))]));
+            changes.Add(new HostChange($"link:{tun}",
+                $"create the kernel GRE tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}, and table inet " +
+                $"{KernelGreDataplane.Filter(options).TableName}: GRE to {spec.LocalOuter} from anyone but {spec.RemoteOuter} is dropped",
+                [Of(KernelGreDataplane.AddCommand(options)), Of(KernelGreDataplane.FilterCommand(options)), Of(KernelGreDataplane.UpCommand(options))],
+                [Of(KernelGreDataplane.FilterDeleteCommand(options)), Of(KernelGreDataplane.DeleteCommand(options))]));
         }
 
         var linkAddress = IPAddress.Parse(spec.LinkAddress.Split('/')[0]);
@@ -213,8 +215,13 @@ public static class MigrationPlanner
                 var prefix = address.AddressFamily == AddressFamily.InterNetworkV6 ? "/128" : "/32";
                 if (!facts.Owns(address))
                 {
+                    // IPv6 also puts a /128 prefix route for it into table main (IPv4 only a local-table route): with it,
+                    // the outer-GRE rule's lookup in main would loop our GRE to the old host's address back into lo.
+                    string[] add = address.AddressFamily == AddressFamily.InterNetworkV6
+                        ? ["ip", "addr", "add", address + prefix, "dev", "lo", "noprefixroute"]
+                        : ["ip", "addr", "add", address + prefix, "dev", "lo"];
                     changes.Add(new HostChange($"addr:lo:{address}", $"hold the moved address {address} on lo, so services can bind it",
-                        [HostCommand.Of("ip", "addr", "add", address + prefix, "dev", "lo")],
+                        [HostCommand.Of(add)],
                         [HostCommand.Of("ip", "addr", "del", address + prefix, "dev", "lo")]));
                 }
             }
@@ -273,7 +280,7 @@ public static class MigrationPlanner
         return changes;
     }
 
-    private static HostCommand Of(Processes.Command command) => new([command.FileName, .. command.Arguments]);
+    private static HostCommand Of(Processes.Command command) => new([command.FileName, .. command.Arguments], command.StandardInput);
 
     private static void Sysctl(List<HostChange> changes, HostFacts facts, string key, string value, string why)
     {

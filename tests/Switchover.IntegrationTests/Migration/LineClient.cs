@@ -20,11 +20,17 @@ internal sealed class LineClient : IDisposable
         _reader = new StreamReader(_stream, Encoding.ASCII);
     }
 
-    public static async Task<LineClient> ConnectAsync(NetworkNamespace from, IPEndPoint to, CancellationToken cancellationToken)
+    /// <summary>Connects from a socket made in <paramref name="from"/>, bound to <paramref name="source"/> when given.</summary>
+    public static async Task<LineClient> ConnectAsync(NetworkNamespace from, IPEndPoint to, CancellationToken cancellationToken, IPEndPoint? source = null)
     {
         var socket = from.CreateSocket(to.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
+            if (source is not null)
+            {
+                socket.Bind(source);
+            }
+
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ReadTimeout);
             await socket.ConnectAsync(to, timeout.Token);

@@ -6,12 +6,13 @@ using Switchover.Migration.Gre;
 
 namespace Switchover.IntegrationTests.Migration;
 
-public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, IDisposable
+public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, IDisposable
 {
     private const uint Key = 4242;
     private const string Tunnel = "gre-sw";
     private static readonly string[] OuterDirections = ["192.0.2.1>203.0.113.1", "203.0.113.1>192.0.2.1"];
-    private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(4));
+    // A backstop over each test's own Timeout; the dataplane theory also runs in the VM lab, under TCG.
+    private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(15));
     private readonly string _name = "m" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 4));
     private FourHostLab _lab = null!;
 
@@ -392,8 +393,10 @@ public sealed class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, I
     // Each lab host keeps its own state, as separate machines would (the namespaces share one file system).
     private static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
 
+    // 300 s: a CLI run takes a second here, but minutes in the VM lab (TCG) on a busy machine (a setup took over 120 s
+    // at a load average of 40: dotnet's start and each of the dozens of ip, sysctl and nft runs are emulated).
     private Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments) =>
-        host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments, "--state-dir", StateDirectory(host)], Token);
+        host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments, "--state-dir", StateDirectory(host)], Token, TimeSpan.FromSeconds(300));
 
     private async Task<Tunnels> StartTunnelsAsync()
     {

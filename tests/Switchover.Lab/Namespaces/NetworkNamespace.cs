@@ -111,10 +111,15 @@ public sealed partial class NetworkNamespace : IAsyncDisposable
         return new CommandOutput(result.ExitCode, result.StandardOutput, result.StandardError, result.Duration);
     }
 
-    /// <summary>Runs a program inside the namespace to completion and returns its result whatever the exit code.</summary>
-    public async Task<CommandOutput> TryRunAsync(string fileName, IEnumerable<string> arguments, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs a program inside the namespace to completion and returns its result whatever the exit code. It is killed
+    /// after <paramref name="timeout"/> (default 30 s).
+    /// </summary>
+    public async Task<CommandOutput> TryRunAsync(string fileName, IEnumerable<string> arguments, CancellationToken cancellationToken, TimeSpan? timeout = null)
     {
-        var result = await CommandRunner.Instance.TryRunAsync(ExecCommand(fileName, arguments), cancellationToken).ConfigureAwait(false);
+        var command = ExecCommand(fileName, arguments);
+        var result = await CommandRunner.Instance.TryRunAsync(timeout is { } limit ? command with { Timeout = limit } : command, cancellationToken)
+            .ConfigureAwait(false);
         return new CommandOutput(result.ExitCode, result.StandardOutput, result.StandardError, result.Duration);
     }
 

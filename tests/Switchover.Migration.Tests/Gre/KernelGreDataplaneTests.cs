@@ -25,24 +25,29 @@ public sealed class KernelGreDataplaneTests
             Assert.Equal(
             [
                 "ip link add gre0 type gre local 192.0.2.1 remote 203.0.113.1 ttl 64 key 42",
+                "nft -f -",
                 "ip link set dev gre0 mtu 1472 up",
             ], runner.Lines);
+            Assert.Contains("ip daddr 192.0.2.1 meta l4proto 47 ip saddr != 203.0.113.1 counter name \"stray\" drop", runner.Commands[1].StandardInput, StringComparison.Ordinal);
         }
 
-        Assert.Equal("ip link del dev gre0", runner.Lines.Last());
+        Assert.Equal(["nft -f -", "ip link del dev gre0"], runner.Lines.TakeLast(2));
+        Assert.Contains("delete table inet switchover_gre_gre0", runner.Commands[^2].StandardInput, StringComparison.Ordinal);
     }
 
     [Fact(Timeout = 10_000)]
-    public async Task IPv6_outer_creates_an_ip6gre_link_without_the_encapsulation_limit_so_the_MTU_matches_userspace()
+    public async Task IPv6_outer_creates_an_ip6gre_link_without_the_encapsulation_limit_so_the_MTU_matches_userspace_and_that_may_send_to_a_local_remote()
     {
         var runner = new RecordingRunner();
         await using var dataplane = new KernelGreDataplane(V6, runner);
         await dataplane.StartAsync(CancellationToken.None);
         Assert.Equal(
         [
-            "ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encaplimit none",
+            "ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encaplimit none allow-localremote",
+            "nft -f -",
             "ip link set dev gre0 mtu 1452 up",
         ], runner.Lines);
+        Assert.Contains("ip6 daddr 2001:db8::1 meta l4proto 47 ip6 saddr != 2001:db8::2", runner.Commands[1].StandardInput, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -62,6 +67,8 @@ public sealed class KernelGreDataplaneTests
             KernelGreDataplane.AddCommand(options).ToString());
         Assert.Equal("ip -n so-old link set dev gre0 mtu 1400 up", KernelGreDataplane.UpCommand(options).ToString());
         Assert.Equal("ip -n so-old link del dev gre0", KernelGreDataplane.DeleteCommand(options).ToString());
+        Assert.Equal("ip netns exec so-old nft -f -", KernelGreDataplane.FilterCommand(options).ToString());
+        Assert.Equal("ip netns exec so-old nft -f -", KernelGreDataplane.FilterDeleteCommand(options).ToString());
     }
 
     [Fact(Timeout = 10_000)]
@@ -85,6 +92,23 @@ public sealed class KernelGreDataplaneTests
         await using var dataplane = new KernelGreDataplane(V4, runner);
         var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
         Assert.Contains("deleted again", error.Message, StringComparison.Ordinal);
+        Assert.Equal("ip link del dev gre0", runner.Lines.Last());
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task When_the_peer_filter_cannot_be_loaded_the_link_is_deleted_again_and_the_error_says_why()
+    {
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.FileName == "nft" && c.StandardInput!.Contains("flush table", StringComparison.Ordinal)
+                ? RecordingRunner.Fail("Error: Could not process rule: No such file or directory", 1)
+                : RecordingRunner.Ok(),
+        };
+        await using var dataplane = new KernelGreDataplane(V4, runner);
+        var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
+        Assert.Contains("switchover_gre_gre0", error.Message, StringComparison.Ordinal);
+        Assert.Contains("deleted again", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(runner.Lines, l => l.Contains("up", StringComparison.Ordinal));
         Assert.Equal("ip link del dev gre0", runner.Lines.Last());
     }
 
