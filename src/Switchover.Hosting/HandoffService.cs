@@ -363,8 +363,10 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             while (true)
             {
                 // Until it hears that it was superseded, the active generation also looks for a successor that died
-                // between its kernel transaction and its signal (no one else watches it then, without an agent).
-                while (!await _superseded.WaitAsync(SuccessorPollInterval, stopping).ConfigureAwait(false))
+                // between its kernel transaction and its signal (no one else watches it then, without an agent; the
+                // agent holds a pidfd for every generation, so under it there is nothing to poll).
+                var poll = _handoff is LocalHandoffBackend ? SuccessorPollInterval : Timeout.InfiniteTimeSpan;
+                while (!await _superseded.WaitAsync(poll, stopping).ConfigureAwait(false))
                 {
                     await RepairIfSuccessorDiedAsync().ConfigureAwait(false);
                 }
@@ -391,12 +393,12 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
     /// <summary>
     /// A successor that died after its transaction (the public ports point at it, or the transaction is pending) but
-    /// before this generation was signalled: repair, which gives the ports back here. The agent watches every
-    /// generation itself, so this is for the local backend only. Bounded by <see cref="SuccessorPollInterval"/>.
+    /// before this generation was signalled: repair, which gives the ports back here. Polled with the local backend
+    /// only (see SuperviseAsync). Bounded by <see cref="SuccessorPollInterval"/>.
     /// </summary>
     private async Task RepairIfSuccessorDiedAsync()
     {
-        if (_handoff is not LocalHandoffBackend || _generation.Record is not { } record || ReadState() is not { } state)
+        if (_handoff is null || _generation.Record is not { } record || ReadState() is not { } state)
         {
             return;
         }

@@ -226,32 +226,34 @@ public sealed class MigrationHost
             throw new MigrationException(["finalize --watch runs on the new host, which sees the provider's route change."]);
         }
 
+        // Only the two counters each poll: the full status (conntrack per tuple, links, rules, the agent) is not needed.
         var reader = new MigrationStatusReader(_runner);
+        var spec = journal.ToSpec();
         var elapsed = System.Diagnostics.Stopwatch.StartNew();
         long? tunnelled = null;
         var tunnelledChanged = TimeSpan.Zero;
         while (true)
         {
-            var status = await reader.ReadAsync(journal, cancellationToken).ConfigureAwait(false);
-            if (status.TunnelledPackets != tunnelled)
+            var arrivals = await reader.ReadArrivalsAsync(spec, cancellationToken).ConfigureAwait(false);
+            if (arrivals.Tunnelled != tunnelled)
             {
-                tunnelled = status.TunnelledPackets;
+                tunnelled = arrivals.Tunnelled;
                 tunnelledChanged = elapsed.Elapsed;
             }
 
             var quiet = elapsed.Elapsed - tunnelledChanged;
-            if (status.DirectPackets >= watch.DirectPackets && quiet >= watch.Quiet)
+            if (arrivals.Direct >= watch.DirectPackets && quiet >= watch.Quiet)
             {
                 var outcome = await FinalizeAsync(name, force: false, dryRun, cancellationToken).ConfigureAwait(false);
                 var seen = string.Create(CultureInfo.InvariantCulture,
-                    $"{status.DirectPackets} packets arrived directly and none through the tunnel for {quiet.TotalSeconds:0.#} s");
+                    $"{arrivals.Direct} packets arrived directly and none through the tunnel for {quiet.TotalSeconds:0.#} s");
                 return outcome with { Note = $"{seen}; {outcome.Note}" };
             }
 
             if (elapsed.Elapsed >= watch.Timeout)
             {
                 throw new MigrationException([string.Create(CultureInfo.InvariantCulture,
-                    $"The provider did not route the moved addresses here within {watch.Timeout.TotalSeconds:0} s: {status.DirectPackets ?? 0} packets arrived directly " +
+                    $"The provider did not route the moved addresses here within {watch.Timeout.TotalSeconds:0} s: {arrivals.Direct ?? 0} packets arrived directly " +
                     $"(needed {watch.DirectPackets}), the last through the tunnel {quiet.TotalSeconds:0.#} s ago (needed {watch.Quiet.TotalSeconds:0.#} s). Nothing was changed.")]);
             }
 

@@ -66,11 +66,7 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
         long? tunnelled = null;
         if (spec.Side == MigrationSide.New)
         {
-            var table = new SteeringTable(spec.Name.Value, OldSide: false, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses).TableName;
-            direct = await ReadCounterAsync(table, "direct", cancellationToken).ConfigureAwait(false);
-
-            // Tables set up before this counter existed have none: unknown.
-            tunnelled = await ReadCounterAsync(table, "tunnelled", cancellationToken).ConfigureAwait(false);
+            (direct, tunnelled) = await ReadArrivalsAsync(spec, cancellationToken).ConfigureAwait(false);
             if (direct > 0)
             {
                 warnings.Add($"{direct} packets for the moved addresses arrived here directly, not through the tunnel: the provider routes them to this host now. " +
@@ -100,6 +96,17 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
 
         return new MigrationStatus(spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
             up, rx, tx, tuples, direct, warnings, counters, tunnelled);
+    }
+
+    /// <summary>
+    /// The new side's counters of packets for the moved addresses: arrived directly, and through the tunnel (null
+    /// where unknown; tables set up before the tunnelled counter existed have none).
+    /// </summary>
+    public async Task<(long? Direct, long? Tunnelled)> ReadArrivalsAsync(MigrationSpec spec, CancellationToken cancellationToken)
+    {
+        var table = new SteeringTable(spec.Name.Value, OldSide: false, spec.TunnelDevice, spec.Mark, spec.Tuples, spec.MovedAddresses).TableName;
+        return (await ReadCounterAsync(table, "direct", cancellationToken).ConfigureAwait(false),
+            await ReadCounterAsync(table, "tunnelled", cancellationToken).ConfigureAwait(false));
     }
 
     private async Task<long?> ReadCounterAsync(string table, string counter, CancellationToken cancellationToken)
