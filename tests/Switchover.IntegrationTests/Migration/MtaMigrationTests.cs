@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
 using System.Text.RegularExpressions;
 using MimeKit;
 using Switchover.Lab;
@@ -93,11 +94,22 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
                 var sender = new NumberedMail(this, clock);
                 var sending = sender.RunAsync();
                 await sender.WaitForAsync(BeforeMove, sending);
+                using var open = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token);
+                Assert.Equal("220 old.mx.example ESMTP old host", await open.ReadLineAsync(Token));
+                Assert.Equal("250 old.mx.example", await open.AskAsync("HELO peer.example", Token));
                 var moveStarted = clock.Elapsed;
                 await MigrateAsync(_lab.Old, "move", Tuple);
                 sender.Moved(moveStarted, clock.Elapsed);
                 await sending.WaitAsync(SendingTime + TimeSpan.FromSeconds(30), Token);
                 output.WriteLine(sender.Describe());
+
+                // A session open across the move finishes on the old host: only new flows move.
+                Assert.StartsWith("250 ", await open.AskAsync("MAIL FROM:<sender@peer.example>", Token), StringComparison.Ordinal);
+                Assert.StartsWith("250 ", await open.AskAsync("RCPT TO:<box@mx.example>", Token), StringComparison.Ordinal);
+                Assert.StartsWith("354 ", await open.AskAsync("DATA", Token), StringComparison.Ordinal);
+                await open.SendAsync($"Message-Id: <open.{_run}@peer.example>\r\nSubject: open across the move\r\n\r\nstill the old host", Token);
+                Assert.StartsWith("250 2.0.0 Ok: queued as", await open.AskAsync(".", Token), StringComparison.Ordinal);
+                Assert.StartsWith("221 ", await open.AskAsync("QUIT", Token), StringComparison.Ordinal);
 
                 // 2. Relaying through the moved server: allowed because smtpd sees the peer's real address (mynetworks),
                 // and sent on from the old IP (smtp_bind_address), through the tunnel and out of the old host.
@@ -122,6 +134,8 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
                 }
 
                 Assert.Equal(sender.Sent.Count, delivered.Count);
+                Assert.Single(old.Mailbox(), m => m.MessageId == $"open.{_run}@peer.example");
+                Assert.DoesNotContain(@new.Mailbox(), m => m.MessageId == $"open.{_run}@peer.example");
                 // Sessions over before the move began stayed on the old host; those begun after it ended reached the new one.
                 Assert.All(sender.Sent.Where(m => m.End < sender.MoveStarted), m => Assert.Equal("old.mx.example", m.Banner));
                 Assert.All(sender.Sent.Where(m => m.Start > sender.MoveEnded), m => Assert.Equal("new.mx.example", m.Banner));
