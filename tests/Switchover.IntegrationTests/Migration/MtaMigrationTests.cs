@@ -4,7 +4,6 @@ using System.Net;
 using System.Text.RegularExpressions;
 using MimeKit;
 using Switchover.Lab;
-using Switchover.Migration.Gre;
 
 namespace Switchover.IntegrationTests.Migration;
 
@@ -81,7 +80,7 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
             var sink = await StartPostfixAsync(_lab.Peer, "sink", Sample("lab", "sink.main.cf"), LabSettings);
             var old = await StartPostfixAsync(_lab.Old, "old", Sample("old-host", "main.cf"), MailServerLabSettings);
             PostfixInstance @new;
-            await using (var tunnels = await StartTunnelsAsync())
+            await using (var agents = await StartAgentsAsync())
             {
                 await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}");
                 await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
@@ -119,7 +118,9 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
 
                 // Everything accepted is delivered: every queue empties (bounded).
                 await WaitForEmptyQueuesAsync([old, @new, sink], TimeSpan.FromSeconds(60));
-                output.WriteLine(tunnels.Describe());
+                var status = await MigrateAsync(_lab.Old, "status", "--tunnel-socket", TunnelSocket(_lab.Old));
+                output.WriteLine(status);
+                Assert.Matches(@"tcp/192\.0\.2\.1:25 +[1-9]\d* +[1-9]\d*", status);
 
                 Assert.All(sender.Sent, m => Assert.True(m.Accepted, $"Message {m.Number} was not accepted:\n{m.Transcript}"));
                 Assert.True(sender.Sent.Count(m => m.Start > sender.MoveEnded) >= AfterMove, "Too few messages were sent after the move:\n" + sender.Describe());
@@ -242,26 +243,36 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
     // Each lab host keeps its own state, as separate machines would (the namespaces share one file system).
     private static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
 
-    private async Task<Tunnels> StartTunnelsAsync()
+    /// <summary>The userspace tunnel as the sample's README runs it: a long-lived 'switchover tunnel run' agent on each host.</summary>
+    private async Task<Agents> StartAgentsAsync()
     {
-        var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
-        {
-            Name = Tunnel, Local = _lab.OldV4, Remote = _lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.Old.Name,
-        }, Token);
+        var agents = new Agents();
         try
         {
-            var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+            foreach (var (host, local, remote) in new[] { (_lab.Old, _lab.OldV4, _lab.NewV4), (_lab.New, _lab.NewV4, _lab.OldV4) })
             {
-                Name = Tunnel, Local = _lab.NewV4, Remote = _lab.OldV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.New.Name,
-            }, Token);
-            return new Tunnels(old, @new);
+                Directory.CreateDirectory(StateDirectory(host));
+                var agent = host.StartProcess("dotnet", [Artifacts.Cli, "tunnel", "run", "--name", Tunnel, "--local", local.ToString(), "--remote", remote.ToString(),
+                    "--key", $"{Key}", "--mtu", "1472", "--dataplane", "userspace", "--socket", TunnelSocket(host)]);
+                agents.Processes.Add(agent);
+                var deadline = Stopwatch.StartNew();
+                while ((await host.TryRunAsync("ip", ["link", "show", "dev", Tunnel], Token)).ExitCode != 0)
+                {
+                    Assert.False(agent.HasExited || deadline.Elapsed > TimeSpan.FromSeconds(60), $"The tunnel agent on {host} did not create {Tunnel}:\n{agent.Output}");
+                    await Task.Delay(100, Token);
+                }
+            }
+
+            return agents;
         }
         catch
         {
-            await old.DisposeAsync();
+            await agents.DisposeAsync();
             throw;
         }
     }
+
+    private static string TunnelSocket(NetworkNamespace host) => Path.Combine(StateDirectory(host), "tunnel.sock");
 
     [GeneratedRegex(@"^<-  220 (?<host>\S+) ESMTP", RegexOptions.Multiline)]
     private static partial Regex Banner();
@@ -339,14 +350,20 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
             + string.Join('\n', Sent.Select(m => $"{m.Number,3} {m.Start.TotalSeconds,7:0.000}-{m.End.TotalSeconds,7:0.000} s {(m.Accepted ? "accepted" : "NOT accepted")} by {m.Banner}"));
     }
 
-    private sealed class Tunnels(UserspaceGreTunnel old, UserspaceGreTunnel @new) : IAsyncDisposable
+    private sealed class Agents : IAsyncDisposable
     {
-        public string Describe() => $"old tunnel: {old.Counters}\nnew tunnel: {@new.Counters}";
+        public List<LabProcess> Processes { get; } = [];
+
+        public string Describe() => string.Join('\n', Processes.Select(p => p.Output));
 
         public async ValueTask DisposeAsync()
         {
-            await @new.DisposeAsync();
-            await old.DisposeAsync();
+            foreach (var agent in Processes)
+            {
+                agent.SendSignal(Signals.Terminate);
+                await agent.Exited.WaitAsync(TimeSpan.FromSeconds(30));
+                await agent.DisposeAsync();
+            }
         }
     }
 }
