@@ -21,6 +21,7 @@ internal sealed class PostfixInstance : IAsyncDisposable
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(30);
     private static readonly string[] MaildirFolders = ["new", "cur"];
     private readonly NetworkNamespace _host;
+    private bool _started;
     private bool _stopped;
 
     private PostfixInstance(NetworkNamespace host, string name, string root)
@@ -83,10 +84,14 @@ internal sealed class PostfixInstance : IAsyncDisposable
             var started = await host.TryRunAsync("postfix", ["-c", instance.ConfigDirectory, "start"], cancellationToken, TimeSpan.FromSeconds(60));
             if (started.ExitCode != 0)
             {
+                // Postfix prints a fatal error only to a terminal (or syslog): postfix check, which makes the same checks,
+                // run on a pseudo-terminal says why.
+                var check = await host.TryRunAsync("script", ["-qec", $"postfix -c {instance.ConfigDirectory} check", "/dev/null"], cancellationToken);
                 throw new InvalidOperationException($"postfix -c {instance.ConfigDirectory} start in {host} failed ({started.ExitCode}): "
-                                                    + $"{started.StandardError}\nmaillog:\n{instance.Log}");
+                                                    + $"{started.StandardError}{check.StandardOutput.Trim()}\nmaillog:\n{instance.Log}");
             }
 
+            instance._started = true;
             return instance;
         }
         catch
@@ -154,7 +159,8 @@ internal sealed class PostfixInstance : IAsyncDisposable
             }
         }
 
-        if (stop.ExitCode != 0)
+        // A start that failed leaves nothing to stop, and postfix stop says so; only the processes count then.
+        if (stop.ExitCode != 0 && _started)
         {
             killed.Add($"(postfix stop exited {stop.ExitCode}: {stop.StandardError.Trim()})");
         }
