@@ -1,0 +1,332 @@
+using System.Globalization;
+using Switchover.Migration.Model;
+using Switchover.Migration.Plan;
+using Switchover.Netfilter;
+using Switchover.Processes;
+using Switchover.State;
+
+namespace Switchover.Migration.Remote;
+
+/// <summary>What a command did here and what the peer answered.</summary>
+public sealed record BothSides(MigrationOutcome? Local, MigrationAnswer? Peer, PeerConnection Connection);
+
+/// <summary>
+/// Drives both sides of a migration from this host: this host's side through <see cref="MigrationHost"/>, the other
+/// through <c>switchover migrate ... --json</c> over SSH. Each host journals its own side; this host's journal also
+/// records the peer and what it answered. The connection is proven before anything changes, and a setup that fails on
+/// either side leaves both hosts as they were.
+/// </summary>
+public sealed class PeerMigration
+{
+    private static readonly TimeSpan UndoTimeout = TimeSpan.FromSeconds(60);
+    private readonly MigrationHost _host;
+    private readonly ICommandRunner _runner;
+
+    internal PeerMigration(MigrationHost host, ICommandRunner runner)
+    {
+        _host = host;
+        _runner = runner;
+    }
+
+    public static PeerMigration Create(string stateRoot = StateStore.DefaultRoot) => new(MigrationHost.Create(stateRoot), CommandRunner.Instance);
+
+    /// <summary>The peer this host's journal records for the migration, or null (not set up here, or set up without one).</summary>
+    public async Task<PeerConnection?> RecordedPeerAsync(NamespaceName name, CancellationToken cancellationToken) =>
+        (await _host.ReadAsync(name, cancellationToken).ConfigureAwait(false))?.Peer;
+
+    /// <summary>
+    /// Sets up both sides: this host's (<paramref name="spec"/>) and the peer's, the other side of the same tunnel.
+    /// The tuples go to the new host; the old host moves them later, one by one, with <c>move</c>.
+    /// </summary>
+    public async Task<BothSides> SetupAsync(MigrationSpec spec, bool createKernelTunnel, bool dryRun, PeerConnection peer, CancellationToken cancellationToken)
+    {
+        if (spec.Validate() is { Count: > 0 } specErrors)
+        {
+            throw new MigrationException(specErrors);
+        }
+
+        if (peer.Validate() is { Count: > 0 } peerErrors)
+        {
+            throw new MigrationException(peerErrors);
+        }
+
+        var other = Other(spec.Side);
+        var client = new PeerClient(_runner, peer);
+        var version = await CheckAsync(client, cancellationToken).ConfigureAwait(false);
+        var existed = await _host.ReadAsync(spec.Name, cancellationToken).ConfigureAwait(false) is not null;
+
+        var local = spec.Side == MigrationSide.Old ? spec with { Tuples = [] } : spec;
+        MigrationOutcome outcome;
+        try
+        {
+            outcome = await _host.SetupAsync(local, createKernelTunnel, dryRun, cancellationToken).ConfigureAwait(false);
+        }
+        catch (MigrationException e)
+        {
+            throw new MigrationException([$"The setup on this host ({Side(spec.Side)}) failed; nothing was changed on the {Side(other)} ({peer.Address}).", .. e.Problems]);
+        }
+
+        if (!dryRun)
+        {
+            await RecordAsync(spec.Name, peer, Exchange("check: switchover --version", ok: true, [version]), cancellationToken).ConfigureAwait(false);
+        }
+
+        List<string> arguments =
+        [
+            "--name", spec.Name.Value, "--side", other.ToString().ToLowerInvariant(), "--tunnel", spec.TunnelDevice,
+            "--local", spec.RemoteOuter.ToString(), "--remote", spec.LocalOuter.ToString(),
+            "--key", spec.Key!.Value.ToString(CultureInfo.InvariantCulture), "--mtu", spec.Mtu.ToString(CultureInfo.InvariantCulture),
+            "--link-network", spec.EffectiveLinkNetwork.ToString(),
+        ];
+        if (other == MigrationSide.New)
+        {
+            arguments.AddRange(spec.Tuples.SelectMany(t => new[] { "--tuple", t.ToString() }));
+        }
+
+        if (dryRun)
+        {
+            arguments.Add("--dry-run");
+        }
+
+        MigrationAnswer? answer = null;
+        string failure;
+        var partial = false;
+        try
+        {
+            answer = await client.MigrateAsync("setup", arguments, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+            failure = string.Join(" ", answer.Problems);
+        }
+        catch (PeerException e)
+        {
+            failure = e.Message;
+            partial = e.Kind == SshFailureKind.Unreachable;
+        }
+        catch (OperationCanceledException)
+        {
+            failure = "the command was cancelled while the peer was setting up";
+            partial = true;
+        }
+
+        if (answer is { Ok: true })
+        {
+            if (!dryRun)
+            {
+                await RecordAsync(spec.Name, peer, Exchange("setup", ok: true, answer.Describe()), cancellationToken).ConfigureAwait(false);
+            }
+
+            return new BothSides(outcome, answer, peer);
+        }
+
+        if (dryRun)
+        {
+            throw new MigrationException([$"The {Side(other)} ({peer.Address}) refused the setup: {failure}"]);
+        }
+
+        List<string> problems = [$"The setup on the {Side(other)} ({peer.Address}) failed: {failure}"];
+        problems.Add(partial
+            ? $"It may have set up part of its side: run 'switchover migrate teardown --name {spec.Name}' there."
+            : $"The {Side(other)} undid its own part of the setup.");
+        using var undo = new CancellationTokenSource(UndoTimeout);
+        if (existed)
+        {
+            await RecordAsync(spec.Name, peer, Exchange("setup", ok: false, answer?.Describe() ?? [failure]), undo.Token).ConfigureAwait(false);
+            problems.Add($"This host's side was set up before this command and is kept; 'switchover migrate teardown --name {spec.Name}' removes it.");
+        }
+        else
+        {
+            try
+            {
+                await _host.TeardownAsync(spec.Name, dryRun: false, undo.Token).ConfigureAwait(false);
+                problems.Add($"This host's side ({Side(spec.Side)}) was undone: both hosts are as they were before the setup.");
+            }
+            catch (MigrationException e)
+            {
+                problems.Add("Undoing this host's side failed too:");
+                problems.AddRange(e.Problems);
+            }
+        }
+
+        problems.Add("Fix the problem on the peer, then run the same setup again.");
+        throw new MigrationException(problems);
+    }
+
+    /// <summary>move or return, on the old host over SSH (this is the new host).</summary>
+    public async Task<BothSides> SteerAsync(NamespaceName name, SteeredTuple tuple, bool move, bool dryRun, MoveCheck check, TimeSpan wait,
+        CancellationToken cancellationToken)
+    {
+        var peer = await RequirePeerAsync(name, cancellationToken).ConfigureAwait(false);
+        var client = new PeerClient(_runner, peer);
+        List<string> arguments = ["--name", name.Value, tuple.ToString()];
+        if (move)
+        {
+            arguments.AddRange(["--check", check.ToString()]);
+            if (wait > TimeSpan.Zero)
+            {
+                arguments.AddRange(["--wait", string.Create(CultureInfo.InvariantCulture, $"{Math.Ceiling(wait.TotalSeconds)}s")]);
+            }
+        }
+
+        if (dryRun)
+        {
+            arguments.Add("--dry-run");
+        }
+
+        var verb = move ? "move" : "return";
+        var answer = await AskAsync(client, verb, arguments, wait, cancellationToken).ConfigureAwait(false);
+        if (!dryRun)
+        {
+            await RecordAsync(name, peer, Exchange($"{verb} {tuple}", answer.Ok, answer.Describe()), cancellationToken).ConfigureAwait(false);
+        }
+
+        return answer.Ok ? new BothSides(null, answer, peer) : throw PeerRefused(peer, verb, answer);
+    }
+
+    /// <summary>Tears down the peer's side, then this host's. A peer that fails keeps this host's side (and so its record of the peer).</summary>
+    public async Task<BothSides> TeardownAsync(NamespaceName name, bool dryRun, CancellationToken cancellationToken)
+    {
+        var peer = await RequirePeerAsync(name, cancellationToken).ConfigureAwait(false);
+        List<string> arguments = ["--name", name.Value];
+        if (dryRun)
+        {
+            arguments.Add("--dry-run");
+        }
+
+        var answer = await AskAsync(new PeerClient(_runner, peer), "teardown", arguments, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+        if (!answer.Ok)
+        {
+            await RecordAsync(name, peer, Exchange("teardown", ok: false, answer.Describe()), cancellationToken).ConfigureAwait(false);
+            throw new MigrationException([
+                .. PeerRefused(peer, "teardown", answer).Problems,
+                $"This host's side is kept. Run the teardown again, or 'switchover migrate teardown --name {name} --local-only' to tear down only this host's side.",
+            ]);
+        }
+
+        var local = await _host.TeardownAsync(name, dryRun, cancellationToken).ConfigureAwait(false);
+        return new BothSides(local, answer, peer);
+    }
+
+    /// <summary>
+    /// Finalizes the new host and tears down the old one: this host's finalize (or, when this is the old host, the
+    /// peer's), then the other side's teardown. The connection is proven first, so that a finalize never leaves an old
+    /// side that cannot be reached.
+    /// </summary>
+    /// <param name="finalizeHere">This host's finalize (force, watch...); used when this is the new host.</param>
+    /// <param name="finalizeArguments">The same options for the peer's finalize, when the peer is the new host.</param>
+    public async Task<BothSides> FinalizeAsync(NamespaceName name, Func<MigrationHost, Task<MigrationOutcome>> finalizeHere, IReadOnlyList<string> finalizeArguments,
+        TimeSpan peerWait, bool dryRun, CancellationToken cancellationToken)
+    {
+        var journal = await _host.ReadAsync(name, cancellationToken).ConfigureAwait(false)
+            ?? throw new MigrationException([$"Migration '{name}' is not set up on this host."]);
+        var peer = journal.Peer ?? throw new MigrationException([$"Migration '{name}' on this host does not record a peer."]);
+        var client = new PeerClient(_runner, peer);
+        await CheckAsync(client, cancellationToken).ConfigureAwait(false);
+        string[] dry = dryRun ? ["--dry-run"] : [];
+        if (journal.Side == MigrationSide.New)
+        {
+            var local = await finalizeHere(_host).ConfigureAwait(false);
+            MigrationAnswer answer;
+            try
+            {
+                answer = await AskAsync(client, "teardown", ["--name", name.Value, .. dry], TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+            }
+            catch (MigrationException e) when (!dryRun)
+            {
+                throw new MigrationException(["This host finalized, but the old host could not be torn down:", .. e.Problems, OldTeardownHint(name, peer)]);
+            }
+
+            if (!answer.Ok)
+            {
+                throw new MigrationException([dryRun ? "The old host would refuse its teardown:" : "This host finalized, but the old host refused its teardown:",
+                    .. answer.Problems, .. dryRun ? [] : new[] { OldTeardownHint(name, peer) }]);
+            }
+
+            return new BothSides(local, answer, peer);
+        }
+
+        var finalized = await AskAsync(client, "finalize", ["--name", name.Value, .. finalizeArguments, .. dry], peerWait, cancellationToken).ConfigureAwait(false);
+        if (!dryRun)
+        {
+            await RecordAsync(name, peer, Exchange("finalize", finalized.Ok, finalized.Describe()), cancellationToken).ConfigureAwait(false);
+        }
+
+        if (!finalized.Ok)
+        {
+            throw PeerRefused(peer, "finalize", finalized);
+        }
+
+        var teardown = await _host.TeardownAsync(name, dryRun, cancellationToken).ConfigureAwait(false);
+        return new BothSides(teardown, finalized, peer);
+    }
+
+    /// <summary>The peer's own <c>migrate status</c> output (text, or its JSON document).</summary>
+    public async Task<(int ExitCode, string Output, string Error)> PeerStatusAsync(PeerConnection peer, NamespaceName name, bool json, string? tunnelSocket,
+        CancellationToken cancellationToken)
+    {
+        List<string> arguments = ["--name", name.Value];
+        if (json)
+        {
+            arguments.Add("--json");
+        }
+
+        if (tunnelSocket is not null)
+        {
+            arguments.AddRange(["--tunnel-socket", tunnelSocket]);
+        }
+
+        try
+        {
+            return await new PeerClient(_runner, peer).MigrateTextAsync("status", arguments, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PeerException e)
+        {
+            return (SshFailure.SshExitCode, string.Empty, e.Message);
+        }
+    }
+
+    private static async Task<string> CheckAsync(PeerClient client, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await client.CheckAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (PeerException e)
+        {
+            throw new MigrationException([e.Message]);
+        }
+    }
+
+    private static async Task<MigrationAnswer> AskAsync(PeerClient client, string verb, IReadOnlyList<string> arguments, TimeSpan longer,
+        CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await client.MigrateAsync(verb, arguments, longer, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PeerException e)
+        {
+            throw new MigrationException([$"'migrate {verb}' on the peer failed: {e.Message}"]);
+        }
+    }
+
+    private async Task<PeerConnection> RequirePeerAsync(NamespaceName name, CancellationToken cancellationToken) =>
+        await RecordedPeerAsync(name, cancellationToken).ConfigureAwait(false)
+            ?? throw new MigrationException([$"Migration '{name}' on this host does not record a peer (it was set up without --peer)."]);
+
+    private Task<bool> RecordAsync(NamespaceName name, PeerConnection peer, PeerExchange exchange, CancellationToken cancellationToken) =>
+        _host.RecordPeerAsync(name, recorded => (recorded is null || recorded.Uri != peer.Uri ? peer : recorded with
+        {
+            IdentityFile = peer.IdentityFile, KnownHostsFile = peer.KnownHostsFile, Command = peer.Command, StateDirectory = peer.StateDirectory, Timeout = peer.Timeout,
+        }).WithAnswer(exchange), cancellationToken);
+
+    private static PeerExchange Exchange(string request, bool ok, IReadOnlyList<string> answer) => new(DateTimeOffset.UtcNow, request, ok, answer);
+
+    private static MigrationException PeerRefused(PeerConnection peer, string verb, MigrationAnswer answer) =>
+        new([$"'migrate {verb}' on the peer ({peer.Address}) failed:", .. answer.Problems]);
+
+    private static string OldTeardownHint(NamespaceName name, PeerConnection peer) =>
+        $"Run 'switchover migrate teardown --name {name}' on the old host ({peer.Address}) once it can be reached.";
+
+    private static MigrationSide Other(MigrationSide side) => side == MigrationSide.Old ? MigrationSide.New : MigrationSide.Old;
+
+    private static string Side(MigrationSide side) => side == MigrationSide.Old ? "old host" : "new host";
+}
