@@ -324,20 +324,22 @@ internal static class MigrateCommand
         command.SetAction((p, ct) => RunAsync(p, async (host, peers) =>
         {
             var finalizeName = p.GetValue(name)!;
-            Func<MigrationHost, Task<MigrationOutcome>> here = h => p.GetValue(watch)
-                ? h.FinalizeWhenRoutedHereAsync(finalizeName, new FinalizeWatch(p.GetValue(directPackets), p.GetValue(quiet), p.GetValue(timeout)), p.GetValue(dryRun), ct)
-                : h.FinalizeAsync(finalizeName, p.GetValue(force), p.GetValue(dryRun), ct);
+            var finalizeWatch = new FinalizeWatch(p.GetValue(directPackets), p.GetValue(quiet), p.GetValue(timeout));
+            Func<MigrationHost, bool, Task<MigrationOutcome>> here = (h, dry) => p.GetValue(watch)
+                ? h.FinalizeWhenRoutedHereAsync(finalizeName, finalizeWatch, dry, ct)
+                : h.FinalizeAsync(finalizeName, p.GetValue(force), dry, ct);
             if (await peers.RecordedPeerAsync(finalizeName, ct).ConfigureAwait(false) is null)
             {
-                return new Done(await here(host).ConfigureAwait(false));
+                return new Done(await here(host, p.GetValue(dryRun)).ConfigureAwait(false));
             }
 
             // The same options for the peer's finalize, when the peer is the new host.
             List<string> forward = p.GetValue(watch)
                 ? ["--watch", "--direct-packets", p.GetValue(directPackets).ToString(CultureInfo.InvariantCulture), "--quiet", Seconds(p.GetValue(quiet)), "--timeout", Seconds(p.GetValue(timeout))]
                 : p.GetValue(force) ? ["--force"] : [];
-            return Done.Of(await peers.FinalizeAsync(finalizeName, here, forward, p.GetValue(watch) ? p.GetValue(timeout) : TimeSpan.Zero, p.GetValue(dryRun), ct)
-                .ConfigureAwait(false));
+            // Here: the check (or the watch) as a dry run first; the real finalize once the old host's teardown has run.
+            return Done.Of(await peers.FinalizeAsync(finalizeName, h => here(h, true), h => h.FinalizeAsync(finalizeName, force: true, dryRun: false, ct), forward,
+                p.GetValue(watch) ? p.GetValue(timeout) : TimeSpan.Zero, p.GetValue(dryRun), ct).ConfigureAwait(false));
         }, stateDir, json));
         return command;
     }

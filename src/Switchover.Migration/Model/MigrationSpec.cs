@@ -125,6 +125,13 @@ public sealed record MigrationSpec(
         return errors;
     }
 
+    /// <summary>
+    /// The other host's SSH endpoint, when this host drives it (setup --peer). On the new host, when it is one of the
+    /// moved addresses (the old host's only address, typically), that address is local here too: a rule lets the SSH
+    /// connections to it still leave by the uplink, as the outer GRE packets do. Not part of <see cref="Settings"/>.
+    /// </summary>
+    public IPEndPoint? Control { get; init; }
+
     /// <summary>The spec without its tuples: two setups of one migration must agree on it.</summary>
     public string Settings => string.Create(CultureInfo.InvariantCulture,
         $"{Side} {TunnelDevice} {LocalOuter}->{RemoteOuter} key={Key} mtu={Mtu} mark=0x{Mark:x} table={RouteTable} link={EffectiveLinkNetwork}/30");

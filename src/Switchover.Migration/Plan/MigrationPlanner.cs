@@ -262,6 +262,15 @@ public static class MigrationPlanner
                     Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", new() { ["dst"] = spec.RemoteOuter.ToString(), ["ipproto"] = "gre" },
                         ["to", spec.RemoteOuter.ToString(), "ipproto", "gre"], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
                 }
+
+                if (spec.Control is { } control && (control.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(control.Address))
+                {
+                    // This host drives the old one over SSH at an address it now holds itself: those connections must still leave.
+                    var port = control.Port.ToString(CultureInfo.InvariantCulture);
+                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main",
+                        new() { ["dst"] = control.Address.ToString(), ["ipproto"] = "tcp", ["dport"] = port },
+                        ["to", control.Address.ToString(), "ipproto", "tcp", "dport", port], $"SSH to the old host at {control} still leaves by the uplink");
+                }
             }
 
             MoveLocalRule(changes, facts, ipv6);

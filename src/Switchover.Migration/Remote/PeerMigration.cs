@@ -56,6 +56,11 @@ public sealed class PeerMigration
         var existed = await _host.ReadAsync(spec.Name, cancellationToken).ConfigureAwait(false) is not null;
 
         var local = spec.Side == MigrationSide.Old ? spec with { Tuples = [] } : spec;
+        if (System.Net.IPAddress.TryParse(peer.Address.Host, out var peerAddress))
+        {
+            local = local with { Control = new System.Net.IPEndPoint(peerAddress, peer.Address.Port) };
+        }
+
         MigrationOutcome outcome;
         try
         {
@@ -206,44 +211,74 @@ public sealed class PeerMigration
     }
 
     /// <summary>
-    /// Finalizes the new host and tears down the old one: this host's finalize (or, when this is the old host, the
-    /// peer's), then the other side's teardown. The connection is proven first, so that a finalize never leaves an old
-    /// side that cannot be reached.
+    /// Finalizes the new host and tears down the old one. The connection is proven first. On the new host: its own
+    /// gate (direct arrivals, or --watch until they come) changes nothing; then the old host's teardown over SSH, while
+    /// this host's rules still reach it; then this host's finalize, which the gate has cleared, even when the old host
+    /// could not be torn down (the provider routes the IP here: this host must serve it). Run on the old host: the
+    /// peer's finalize, then the teardown here.
     /// </summary>
-    /// <param name="finalizeHere">This host's finalize (force, watch...); used when this is the new host.</param>
-    /// <param name="finalizeArguments">The same options for the peer's finalize, when the peer is the new host.</param>
-    public async Task<BothSides> FinalizeAsync(NamespaceName name, Func<MigrationHost, Task<MigrationOutcome>> finalizeHere, IReadOnlyList<string> finalizeArguments,
-        TimeSpan peerWait, bool dryRun, CancellationToken cancellationToken)
+    /// <param name="gate">This host's finalize as a dry run (the watch, or the direct-arrival check): throws when refused.</param>
+    /// <param name="retire">This host's finalize for real, once the gate passed.</param>
+    /// <param name="finalizeArguments">The finalize options for the peer, when the peer is the new host.</param>
+    /// <param name="peerWait">How long the peer's finalize may wait (--watch's timeout).</param>
+    public async Task<BothSides> FinalizeAsync(NamespaceName name, Func<MigrationHost, Task<MigrationOutcome>> gate, Func<MigrationHost, Task<MigrationOutcome>> retire,
+        IReadOnlyList<string> finalizeArguments, TimeSpan peerWait, bool dryRun, CancellationToken cancellationToken)
     {
         var journal = await _host.ReadAsync(name, cancellationToken).ConfigureAwait(false)
             ?? throw new MigrationException([$"Migration '{name}' is not set up on this host."]);
         var peer = journal.Peer ?? throw new MigrationException([$"Migration '{name}' on this host does not record a peer."]);
         var client = new PeerClient(_runner, peer);
         await CheckAsync(client, cancellationToken).ConfigureAwait(false);
-        string[] dry = dryRun ? ["--dry-run"] : [];
-        if (journal.Side == MigrationSide.New)
+        List<string> teardown = ["--name", name.Value];
+        if (dryRun)
         {
-            var local = await finalizeHere(_host).ConfigureAwait(false);
-            MigrationAnswer answer;
-            try
-            {
-                answer = await AskAsync(client, "teardown", ["--name", name.Value, .. dry], TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
-            }
-            catch (MigrationException e) when (!dryRun)
-            {
-                throw new MigrationException(["This host finalized, but the old host could not be torn down:", .. e.Problems, OldTeardownHint(name, peer)]);
-            }
-
-            if (!answer.Ok)
-            {
-                throw new MigrationException([dryRun ? "The old host would refuse its teardown:" : "This host finalized, but the old host refused its teardown:",
-                    .. answer.Problems, .. dryRun ? [] : new[] { OldTeardownHint(name, peer) }]);
-            }
-
-            return new BothSides(local, answer, peer);
+            teardown.Add("--dry-run");
         }
 
-        var finalized = await AskAsync(client, "finalize", ["--name", name.Value, .. finalizeArguments, .. dry], peerWait, cancellationToken).ConfigureAwait(false);
+        if (journal.Side == MigrationSide.New)
+        {
+            var cleared = await gate(_host).ConfigureAwait(false);
+            string? failure = null;
+            MigrationAnswer? answer = null;
+            try
+            {
+                answer = await AskAsync(client, "teardown", teardown, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+                if (!answer.Ok)
+                {
+                    failure = string.Join(" ", answer.Problems);
+                }
+            }
+            catch (MigrationException e)
+            {
+                failure = string.Join(" ", e.Problems);
+            }
+
+            if (dryRun)
+            {
+                return failure is null ? new BothSides(cleared, answer, peer) : throw new MigrationException([$"The old host would not tear down: {failure}"]);
+            }
+
+            var local = await retire(_host).ConfigureAwait(false);
+            if (failure is not null)
+            {
+                throw new MigrationException([
+                    "This host finalized: it serves the moved addresses directly.", $"The old host ({peer.Address}) could not be torn down: {failure}",
+                    $"Run 'switchover migrate teardown --name {name}' on the old host once it can be reached.",
+                ]);
+            }
+
+            var seen = cleared.Note?.Split("; ")[0];
+            return new BothSides(local with { Note = (seen is { Length: > 0 } ? seen + "; " : string.Empty) + "the moved addresses stay on lo and are served directly" },
+                answer, peer);
+        }
+
+        List<string> finalize = ["--name", name.Value, .. finalizeArguments];
+        if (dryRun)
+        {
+            finalize.Add("--dry-run");
+        }
+
+        var finalized = await AskAsync(client, "finalize", finalize, peerWait, cancellationToken).ConfigureAwait(false);
         if (!dryRun)
         {
             await RecordAsync(name, peer, Exchange("finalize", finalized.Ok, finalized.Describe()), cancellationToken).ConfigureAwait(false);
@@ -254,8 +289,8 @@ public sealed class PeerMigration
             throw PeerRefused(peer, "finalize", finalized);
         }
 
-        var teardown = await _host.TeardownAsync(name, dryRun, cancellationToken).ConfigureAwait(false);
-        return new BothSides(teardown, finalized, peer);
+        var torn = await _host.TeardownAsync(name, dryRun, cancellationToken).ConfigureAwait(false);
+        return new BothSides(torn, finalized, peer);
     }
 
     /// <summary>The peer's own <c>migrate status</c> output (text, or its JSON document).</summary>
@@ -322,9 +357,6 @@ public sealed class PeerMigration
 
     private static MigrationException PeerRefused(PeerConnection peer, string verb, MigrationAnswer answer) =>
         new([$"'migrate {verb}' on the peer ({peer.Address}) failed:", .. answer.Problems]);
-
-    private static string OldTeardownHint(NamespaceName name, PeerConnection peer) =>
-        $"Run 'switchover migrate teardown --name {name}' on the old host ({peer.Address}) once it can be reached.";
 
     private static MigrationSide Other(MigrationSide side) => side == MigrationSide.Old ? MigrationSide.New : MigrationSide.Old;
 
