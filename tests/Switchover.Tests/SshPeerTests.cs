@@ -116,7 +116,7 @@ public sealed class SshPeerTests
 
         Assert.Equal(SshFailureKind.HostKeyUnknown, error.Kind);
         Assert.Contains("ssh-keyscan -p 2222 192.0.2.1 >> /etc/switchover/known_hosts", error.Message, StringComparison.Ordinal);
-        Assert.Contains("Nothing was changed", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Nothing ran on the peer", error.Message, StringComparison.Ordinal);
         var command = Assert.Single(runner.Commands);
         Assert.Equal("ssh", command.FileName);
         Assert.Equal("dotnet /opt/switchover/switchover.dll --version", command.Arguments[^1]);

@@ -26,7 +26,7 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
         if (result.ExitCode != 0)
         {
             throw new PeerException(SshFailureKind.Other,
-                $"'{peer.Command} --version' on {peer.Address} exited with {result.ExitCode}: {Trim(result.StandardError)}. Nothing was changed. " +
+                $"'{peer.Command} --version' on {peer.Address} exited with {result.ExitCode}: {Trim(result.StandardError)}. " +
                 "Check --peer-command (it must start switchover there).");
         }
 
@@ -89,7 +89,7 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
         }
         catch (CommandNotFoundException e)
         {
-            throw new PeerException(SshFailureKind.Other, $"The OpenSSH client could not be started ({e.Message}). Install openssh-client. Nothing was changed.");
+            throw new PeerException(SshFailureKind.Other, $"The OpenSSH client could not be started ({e.Message}). Install openssh-client.");
         }
         catch (CommandException e) when (e.ExitCode is null)
         {

@@ -326,7 +326,7 @@ public sealed class PeerMigration
         }
         catch (PeerException e)
         {
-            throw new MigrationException([e.Message]);
+            throw new MigrationException([e.Message, "Nothing was changed on either host."]);
         }
     }
 

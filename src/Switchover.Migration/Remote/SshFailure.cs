@@ -74,24 +74,24 @@ internal static class SshFailure
         return kind switch
         {
             SshFailureKind.HostKeyUnknown =>
-                $"ssh refused {address}: its host key is not in {peer.KnownHostsFile} (ssh: {said}). Nothing was changed. " +
+                $"ssh refused {address}: its host key is not in {peer.KnownHostsFile} (ssh: {said}). Nothing ran on the peer. " +
                 $"Check the peer's host key fingerprint out of band (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the peer), then add it: " +
                 $"ssh-keyscan{port} {address.Host} >> {peer.KnownHostsFile}; or name the right file with --ssh-known-hosts.",
             SshFailureKind.HostKeyChanged =>
-                $"ssh refused {address}: its host key differs from the one in {peer.KnownHostsFile} (ssh: {said}). Nothing was changed. " +
+                $"ssh refused {address}: its host key differs from the one in {peer.KnownHostsFile} (ssh: {said}). Nothing ran on the peer. " +
                 "This is either a reinstalled peer or someone in between: check the fingerprint out of band before you replace the entry " +
                 $"(ssh-keygen -R {address.Host} -f {peer.KnownHostsFile}).",
             SshFailureKind.PermissionDenied =>
-                $"{address} refused the key {peer.IdentityFile} (ssh: {said}). Nothing was changed. " +
+                $"{address} refused the key {peer.IdentityFile} (ssh: {said}). Nothing ran on the peer. " +
                 $"Add {peer.IdentityFile}.pub to {(address.User ?? "the user")}'s ~/.ssh/authorized_keys on the peer, or name the right key with --ssh-key " +
                 "(the key must have no passphrase or be in a running ssh-agent: ssh runs in batch mode).",
             SshFailureKind.KeyUnreadable =>
-                $"ssh could not use the key {peer.IdentityFile} (ssh: {said}). Nothing was changed. Name a readable private key with --ssh-key (mode 600).",
+                $"ssh could not use the key {peer.IdentityFile} (ssh: {said}). Nothing ran on the peer. Name a readable private key with --ssh-key (mode 600).",
             SshFailureKind.Unreachable =>
-                $"ssh could not reach {address} (ssh: {said}). Nothing was changed. Check that sshd runs there and the address and port are right.",
+                $"ssh could not reach {address} (ssh: {said}). Nothing ran on the peer. Check that sshd runs there and the address and port are right.",
             SshFailureKind.RemoteProgramMissing =>
                 $"{address} has no '{peer.Command}' (the remote shell said: {said}). Install switchover there, or give the program with --peer-command.",
-            _ => $"ssh to {address} failed (ssh: {said}). Nothing was changed.",
+            _ => $"ssh to {address} failed (ssh: {said}). Nothing ran on the peer.",
         };
     }
 

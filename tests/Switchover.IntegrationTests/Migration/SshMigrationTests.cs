@@ -174,11 +174,66 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
             var result = await CliAsync(_lab.New, ["migrate", "setup", "--name", _name, .. NewSide, "--tuple", "tcp/192.0.2.1:25", .. PeerOptions(key, knownHosts)]);
             output.WriteLine($"{key}, {knownHosts} -> {result.ExitCode}: {result.StandardError}");
             Assert.Equal(1, result.ExitCode);
-            Assert.Contains("Nothing was changed", result.StandardError, StringComparison.Ordinal);
+            Assert.Contains("Nothing was changed on either host", result.StandardError, StringComparison.Ordinal);
             // Refused before this host changed anything, not set up and undone.
             Assert.DoesNotContain("undone", result.StandardError, StringComparison.Ordinal);
             return result.StandardError;
         }
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task A_move_the_old_host_refuses_fails_here_with_its_reason_which_the_journal_here_records()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        using var oldMail = new GreeterServer(_lab.Old, new IPEndPoint(_lab.OldV4, 25), "old-25");
+        await NewAsync("setup", [.. NewSide, "--tuple", "tcp/192.0.2.1:25", .. PeerOptions(_sshd.ClientKey, _sshd.KnownHosts)]);
+
+        // Nothing serves the tuple on the new host: the old host's health check refuses, and says why.
+        var refused = await CliAsync(_lab.New, ["migrate", "move", "--name", _name, "tcp/192.0.2.1:25"]);
+        output.WriteLine(refused.StandardError);
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains($"'migrate move' on the peer ({PeerUri}) failed:", refused.StandardError, StringComparison.Ordinal);
+        Assert.Contains("Not moving tcp/192.0.2.1:25: the new host does not serve it through the tunnel", refused.StandardError, StringComparison.Ordinal);
+        using (var still = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("old-25 sees", await still.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        using (var journal = JsonDocument.Parse(await File.ReadAllTextAsync(Journal(_lab.New), Token)))
+        {
+            var last = journal.RootElement.GetProperty("peer").GetProperty("answers").EnumerateArray().Last();
+            Assert.Equal("move tcp/192.0.2.1:25", last.GetProperty("request").GetString());
+            Assert.False(last.GetProperty("ok").GetBoolean());
+            Assert.Contains(last.GetProperty("answer").EnumerateArray(), a => a.GetString()!.StartsWith("Not moving tcp/192.0.2.1:25", StringComparison.Ordinal));
+        }
+
+        await NewAsync("teardown", []);
+        AssertNoJournal(_lab.Old);
+        AssertNoJournal(_lab.New);
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task A_peer_that_does_not_answer_within_the_timeout_is_given_up_on_and_nothing_changes_on_either_host()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        var oldBefore = await SnapshotAsync(_lab.Old);
+        var newBefore = await SnapshotAsync(_lab.New);
+        string[] slow = [.. PeerOptions(_sshd.ClientKey, _sshd.KnownHosts)[..^2], "--peer-timeout", "4s"];
+        slow[Array.IndexOf(slow, "--peer-command") + 1] = $"sleep 60; {DotnetPath} {Artifacts.Cli}";
+
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var result = await CliAsync(_lab.New, ["migrate", "setup", "--name", _name, .. NewSide, "--tuple", "tcp/192.0.2.1:25", .. slow]);
+        output.WriteLine($"{result.ExitCode} after {started.Elapsed}: {result.StandardError}");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains($"{PeerUri} did not answer within 4 s", result.StandardError, StringComparison.Ordinal);
+        Assert.Contains("--peer-timeout", result.StandardError, StringComparison.Ordinal);
+        Assert.Contains("Nothing was changed on either host", result.StandardError, StringComparison.Ordinal);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(50), $"The call was not cut at its bound: {started.Elapsed}.");
+
+        Assert.Equal(oldBefore, await SnapshotAsync(_lab.Old));
+        Assert.Equal(newBefore, await SnapshotAsync(_lab.New));
+        AssertNoJournal(_lab.Old);
+        AssertNoJournal(_lab.New);
     }
 
     [Fact(Timeout = 300_000)]
