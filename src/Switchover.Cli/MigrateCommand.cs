@@ -186,7 +186,7 @@ internal static class MigrateCommand
         {
             var spec = new MigrationSpec(p.GetValue(name)!, p.GetValue(side), p.GetValue(tunnel)!, p.GetValue(local)!, p.GetValue(remote)!,
                 p.GetValue(key), p.GetValue(mtu), p.GetValue(mark) ?? MigrationSpec.PickFree, p.GetValue(table) ?? MigrationSpec.PickFree, p.GetValue(tuples) ?? [],
-                p.GetValue(linkNetwork));
+                p.GetValue(linkNetwork)) { ControlClient = MigrationSpec.ParseSshConnection(Environment.GetEnvironmentVariable("SSH_CONNECTION")) };
             return peer.Read(p) is { } connection
                 ? Done.Of(await peers.SetupAsync(spec, p.GetValue(kernel), p.GetValue(dryRun), connection, ct).ConfigureAwait(false))
                 : new Done(await host.SetupAsync(spec, p.GetValue(kernel), p.GetValue(dryRun), ct).ConfigureAwait(false));

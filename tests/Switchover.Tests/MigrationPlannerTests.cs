@@ -95,6 +95,12 @@ public sealed class MigrationPlannerTests
         Assert.Equal(["ip", "-4", "rule", "add", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "dport", "2222", "lookup", "main"], rule.Apply.Single().Arguments);
         Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "dport", "2222", "lookup", "main"], rule.Undo.Single().Arguments);
 
+        // Driven from the old host: the replies of this host's sshd to the moved address leave by the uplink.
+        var session = MigrationPlanner.Plan(spec with { ControlClient = MigrationSpec.ParseSshConnection("192.0.2.1 50122 203.0.113.1 22") }, facts, false)
+            .Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto tcp sport 22");
+        Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "sport", "22", "lookup", "main"], session.Undo.Single().Arguments);
+        Assert.Null(MigrationSpec.ParseSshConnection("not an ssh connection"));
+
         // Not when the peer is reached at an address that is not moved, nor on the old host.
         Assert.DoesNotContain(MigrationPlanner.Plan(spec with { Control = new IPEndPoint(IPAddress.Parse("192.0.2.9"), 22) }, facts, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
         Assert.DoesNotContain(MigrationPlanner.Plan(Old with { Control = new IPEndPoint(IPAddress.Parse("203.0.113.1"), 22) }, Fresh, false), c => c.Id.Contains("dport", StringComparison.Ordinal));

@@ -97,6 +97,8 @@ public sealed class SshPeerTests
     [InlineData(255, "ssh: connect to host 192.0.2.1 port 22: Connection timed out", SshFailureKind.Unreachable)]
     [InlineData(255, "ssh: connect to host 192.0.2.1 port 22: Connection refused", SshFailureKind.Unreachable)]
     [InlineData(255, "ssh: Could not resolve hostname old.example: Name or service not known", SshFailureKind.Unreachable)]
+    [InlineData(255, "Timeout, server 192.0.2.1 not responding.", SshFailureKind.Unreachable)]
+    [InlineData(255, "Connection to 192.0.2.1 closed by remote host.", SshFailureKind.Unreachable)]
     [InlineData(255, "something new", SshFailureKind.Other)]
     [InlineData(127, "bash: line 1: switchover: command not found", SshFailureKind.RemoteProgramMissing)]
     [InlineData(1, "switchover: refused", SshFailureKind.None)]

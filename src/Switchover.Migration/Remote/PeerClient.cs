@@ -94,7 +94,7 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
         catch (CommandException e) when (e.ExitCode is null)
         {
             // Killed at the bound: the peer may or may not have acted, so the caller's undo runs.
-            throw new PeerException(SshFailureKind.Unreachable,
+            throw new PeerException(SshFailureKind.TimedOut,
                 $"{peer.Address} did not answer within {timeout.TotalSeconds:0} s ({e.Message}). --peer-timeout sets the bound.");
         }
     }

@@ -104,7 +104,7 @@ public sealed class PeerMigration
         catch (PeerException e)
         {
             failure = e.Message;
-            partial = e.Kind == SshFailureKind.Unreachable;
+            partial = SshFailure.MayHaveRun(e.Kind);
         }
         catch (OperationCanceledException)
         {

@@ -10,6 +10,8 @@ public enum SshFailureKind
     PermissionDenied,
     KeyUnreadable,
     Unreachable,
+    /// <summary>The call was cut at its bound: the peer may or may not have acted.</summary>
+    TimedOut,
     RemoteProgramMissing,
     Other,
 }
@@ -57,13 +59,22 @@ internal static class SshFailure
         }
 
         if (Has("Connection refused") || Has("timed out") || Has("No route to host") || Has("Network is unreachable")
-            || Has("Could not resolve hostname") || Has("Connection closed") || Has("Connection reset"))
+            || Has("Could not resolve hostname") || Has("Connection closed") || Has("Connection reset")
+            || Has("closed by remote host") || Has("Timeout, server"))
         {
             return SshFailureKind.Unreachable;
         }
 
         return SshFailureKind.Other;
     }
+
+    /// <summary>
+    /// Whether the peer's program may have run, at least in part: not when ssh refused before it ran (keys, host keys,
+    /// no such program). A connection that broke or timed out mid-call may have left the peer's command running.
+    /// </summary>
+    public static bool MayHaveRun(SshFailureKind kind) =>
+        kind is not (SshFailureKind.HostKeyUnknown or SshFailureKind.HostKeyChanged or SshFailureKind.PermissionDenied or SshFailureKind.KeyUnreadable
+            or SshFailureKind.RemoteProgramMissing);
 
     /// <summary>What happened and what to do, for an operator.</summary>
     public static string Explain(SshFailureKind kind, PeerConnection peer, string standardError)

@@ -124,6 +124,40 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact(Timeout = 300_000)]
+    public async Task From_the_old_host_alone_setup_gives_the_new_host_the_tuples_and_teardown_restores_both_hosts_exactly()
+    {
+        await using var tunnels = await StartTunnelsAsync();
+        await using var newSshd = await Sshd.StartAsync(_lab.New, _lab.NewV4, _name + "n", Token);
+        var oldBefore = await SnapshotAsync(_lab.Old);
+        var newBefore = await SnapshotAsync(_lab.New);
+        var peer = $"ssh://root@{_lab.NewV4}";
+        string[] options =
+        [
+            "--peer", peer, "--ssh-key", newSshd.ClientKey, "--ssh-known-hosts", newSshd.KnownHosts,
+            "--peer-command", $"{DotnetPath} {Artifacts.Cli}", "--peer-state-dir", StateDirectory(_lab.New),
+        ];
+
+        var setup = await OldAsync("setup", ["--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25", .. options]);
+        output.WriteLine(setup);
+
+        // The tuple went to the new host (its address on lo); the old host moves it only with 'move'.
+        Assert.Contains("inet 192.0.2.1/32 scope global lo", (await _lab.New.RunAsync("ip", ["addr", "show", "dev", "lo"], Token)).StandardOutput,
+            StringComparison.Ordinal);
+        Assert.DoesNotContain("move tcp/192.0.2.1:25", setup, StringComparison.Ordinal);
+        var status = await OldAsync("status", []);
+        Assert.Contains($"migration {_name} (old side)", status, StringComparison.Ordinal);
+        Assert.Contains($"peer {peer}:", status, StringComparison.Ordinal);
+        Assert.Contains($"migration {_name} (new side)", status, StringComparison.Ordinal);
+
+        await OldAsync("teardown", []);
+        Assert.Equal(oldBefore, await SnapshotAsync(_lab.Old));
+        Assert.Equal(newBefore, await SnapshotAsync(_lab.New));
+        AssertNoJournal(_lab.Old);
+        AssertNoJournal(_lab.New);
+    }
+
+    [Fact(Timeout = 300_000)]
     public async Task Finalize_from_the_new_host_finalizes_it_and_tears_down_the_old_host_exactly_over_ssh()
     {
         await using var tunnels = await StartTunnelsAsync();
