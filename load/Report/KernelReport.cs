@@ -80,10 +80,10 @@ internal static class KernelReport
         }
 
         md.AppendLine().AppendLine(Inv($"Handoffs with the idle connections held on the old generation (launch to serving without them, median of 3: {kernel.PlainLaunchToServingMs:0} ms):"))
-            .AppendLine().AppendLine("| idle | held on old | launch to serving | old's drain | old exited after launch | FIN / reset / open |").AppendLine("|---|---|---|---|---|---|");
+            .AppendLine().AppendLine("| idle | held on old | launch to serving | old's drain | old exited after launch | old exited after its clients closed them (goal 2 s) | after the quiet period: FIN / reset / open |").AppendLine("|---|---|---|---|---|---|---|");
         foreach (var h in kernel.IdleHandoffs)
         {
-            md.AppendLine(Inv($"| {h.Idle:N0} | {h.HeldOnOld:N0} | {h.LaunchToServingMs:0} ms | {h.DrainMs:0} ms | {h.ExitedSeconds:0.0} s | {h.Fates.ClosedGracefully:N0} / {h.Fates.Reset} / {h.Fates.StillOpen} |"));
+            md.AppendLine(Inv($"| {h.Idle:N0} | {h.HeldOnOld:N0} | {h.LaunchToServingMs:0} ms | {h.DrainMs:0} ms | {h.ExitedSeconds:0.0} s | {h.ExitedAfterLastCloseSeconds:0.00} s | {h.Fates.ClosedGracefully:N0} / {h.Fates.Reset} / {h.Fates.StillOpen} |"));
         }
 
         if (kernel.Launches.Count > 0)

@@ -35,7 +35,10 @@ internal sealed record ExecCount(string Configuration, int NewGeneration, int Ol
 internal sealed record PollCost(int Idle, string Method, int Polls, double CpuMedianMs, double CpuMaxMs, double WallMedianMs);
 
 /// <summary>A handoff away from a generation that holds idle connections.</summary>
-internal sealed record IdleHandoff(int Idle, int HeldOnOld, double LaunchToServingMs, double? DrainMs, double? ExitedSeconds, IdleFates Fates);
+/// <param name="Fates">The idle connections after the old generation's quiet period, before their clients close them.</param>
+/// <param name="ExitedAfterLastCloseSeconds">From the clients closing every idle connection to the old generation's exit.</param>
+internal sealed record IdleHandoff(int Idle, int HeldOnOld, double LaunchToServingMs, double? DrainMs, double? ExitedSeconds, IdleFates Fates,
+    double? ExitedAfterLastCloseSeconds);
 
 internal sealed record MemorySample(string Variant, int Round, double RssMb);
 
@@ -71,6 +74,13 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
     private const int Port = 8080;
     private const int DirectPort = 8081;
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long after a handoff the idle connections are looked at: past the old generation's quiet period (1 s).</summary>
+    private static readonly TimeSpan IdleLook = TimeSpan.FromSeconds(2.5);
+
+    /// <summary>The goal for the old generation's exit after its last connection closed: its quiet period (1 s) + 1 s.</summary>
+    private static readonly TimeSpan ExitAfterLastClose = TimeSpan.FromSeconds(2);
+
     private static readonly string[] OldWay = ["--Switchover:NftPath=nft", "--Switchover:ConntrackPath=conntrack"];
 
     private readonly List<string> _problems = [];
@@ -317,20 +327,35 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
         var launched = DateTime.UtcNow;
         var next = await service.DeployAsync(Next(), Timeout, cancellationToken);
-        double? exited = null;
+
+        // Under the default idle policy (WaitForClient) the old generation keeps an idle connection until its client
+        // comes back or goes: after its quiet period, what the connections look like, then the clients go away (FIN
+        // from each), and the old generation should exit within its quiet period + 1 s of the last one closing.
+        await Task.Delay(IdleLook, cancellationToken);
+        var fates = idle.Survey();
+        await idle.DisposeAsync();
+        var closed = DateTime.UtcNow;
+        double? exited = null, afterClose = null;
         try
         {
             await current.Process.Exited.WaitAsync(Timeout, cancellationToken);
             exited = (DateTime.UtcNow - launched).TotalSeconds;
+            afterClose = (DateTime.UtcNow - closed).TotalSeconds;
         }
         catch (TimeoutException)
         {
-            _problems.Add($"{current.Text} had not exited {Timeout.TotalSeconds:0} s after the handoff with {count:N0} idle connections");
+            _problems.Add($"{current.Text} had not exited {Timeout.TotalSeconds:0} s after its {count:N0} idle connections closed");
+        }
+
+        if (afterClose > ExitAfterLastClose.TotalSeconds)
+        {
+            _problems.Add(string.Create(CultureInfo.InvariantCulture,
+                $"{current.Text} exited {afterClose:0.0} s after its last idle connection closed, over the quiet period + 1 s ({ExitAfterLastClose.TotalSeconds:0} s)"));
         }
 
         var drain = Drained().Match(current.Process.Output);
         var handoff = new IdleHandoff(count, held, next.LaunchToServing.TotalMilliseconds,
-            drain.Success ? double.Parse(drain.Groups[1].Value, CultureInfo.InvariantCulture) : null, exited, idle.Survey());
+            drain.Success ? double.Parse(drain.Groups[1].Value, CultureInfo.InvariantCulture) : null, exited, fates, afterClose);
         handoffs.Add(handoff);
         if (handoff.Fates.Reset > 0 || handoff.Fates.UnexpectedData > 0)
         {
@@ -339,7 +364,8 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
         progress.Line(string.Create(CultureInfo.InvariantCulture,
             $"  handoff with {held:N0} idle connections on the old generation: launch to serving {handoff.LaunchToServingMs:0} ms, drain {handoff.DrainMs:0} ms, " +
-            $"old exited {handoff.ExitedSeconds:0.0} s after the launch; {handoff.Fates.ClosedGracefully:N0} closed (FIN), {handoff.Fates.Reset} reset, {handoff.Fates.StillOpen} open"));
+            $"old exited {handoff.ExitedSeconds:0.0} s after the launch and {handoff.ExitedAfterLastCloseSeconds:0.00} s after its clients closed the last idle connection; " +
+            $"after its quiet period {handoff.Fates.ClosedGracefully:N0} closed by it (FIN), {handoff.Fates.Reset} reset, {handoff.Fates.StillOpen} open for their clients"));
         return next;
     }
 

@@ -62,6 +62,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     private readonly CancellationTokenSource _stopping = new();
     private IHandoffBackend? _handoff;
     private Task _takeover = Task.CompletedTask;
+    private Task _check = Task.CompletedTask;
     private bool _tookOver;
     private bool _reported;
     private PosixSignalRegistration? _hangup;
@@ -125,11 +126,10 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
                 Log.ShutdownTimeoutRaised(_logger, raised.From.TotalSeconds, raised.To.TotalSeconds, _configuration.DrainBound.TotalSeconds);
             }
 
-            if (string.IsNullOrEmpty(_options.NftPath))
-            {
-                // Off the critical path: load libnftables and open its context while Kestrel binds (the check reports errors).
-                LibNftablesBackend.Instance.WarmInBackground();
-            }
+            // Off the critical path: whether this process may change the rules (libnftables loaded, its context open
+            // and a dry run of the table, or the agent's answer) is found out while Kestrel binds. The takeover waits
+            // for the answer before it registers, and reports its failure.
+            _check = Task.Run(() => _backends.Create(_namespace).CheckAsync(_stopping.Token), CancellationToken.None);
         }
 
         if (Enabled && !_configuration.Invalid && DrainPlan.BoundWarning(_options.Drain, _configuration.KeepAliveTimeout) is { } warning)
@@ -291,7 +291,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             DateTime checkedAt;
             try
             {
-                await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
+                await _check.WaitAsync(cancellationToken).ConfigureAwait(false);
                 checkedAt = DateTime.UtcNow;
                 registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, _options.RollbackWindow, cancellationToken)
                     .ConfigureAwait(false);

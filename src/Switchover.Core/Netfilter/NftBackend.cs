@@ -77,23 +77,6 @@ internal sealed class LibNftablesBackend : INftBackend, IDisposable
         return backend;
     }
 
-    /// <summary>Loads the library and opens the context on a thread-pool thread; a failure is left for the first real call to report.</summary>
-    public void WarmInBackground() => ThreadPool.UnsafeQueueUserWorkItem(static backend =>
-    {
-        try
-        {
-            lock (Gate)
-            {
-                backend._context ??= Open();
-            }
-        }
-#pragma warning disable CA1031 // Nothing may escape a thread-pool item; the startup check runs the same Open and says what is wrong.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-        }
-    }, this, preferLocal: false);
-
     public void Dispose()
     {
         lock (Gate)
