@@ -69,6 +69,11 @@ public sealed class MigrationHost
             createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel;
         }
 
+        if (!facts.TunnelDeviceExists && createKernelTunnel)
+        {
+            errors = [.. errors, .. MigrationPlanner.ValidateKernelTunnel(spec)];
+        }
+
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +
