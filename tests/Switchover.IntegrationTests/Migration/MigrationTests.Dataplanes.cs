@@ -212,7 +212,9 @@ public sealed partial class MigrationTests
             s = socket.socket(family, socket.SOCK_RAW, 47)
             s.sendto(gre, (dst, 0))
             """;
-        await _lab.Peer.RunAsync("python3", ["-c", script, destination.ToString(), $"{Key}"], Token);
+        // 120 s: python3's start alone took over 30 s in the VM lab under TCG at a load average of 25.
+        var sent = await _lab.Peer.TryRunAsync("python3", ["-c", script, destination.ToString(), $"{Key}"], Token, TimeSpan.FromSeconds(120));
+        Assert.True(sent.ExitCode == 0, $"Sending the stray GRE packet from the peer failed ({sent.ExitCode}): {sent.StandardError}");
     }
 
     /// <summary>Waits (bounded) until the host has dropped exactly one stray GRE packet more than before.</summary>
