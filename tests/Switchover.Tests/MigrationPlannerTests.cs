@@ -137,6 +137,14 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
+    public void The_kind_of_an_existing_tunnel_device_is_read_from_ip_link_details()
+    {
+        Assert.Equal("ip6gre", HostFacts.ParseLinkKind("""[{"ifname":"gre-sw","linkinfo":{"info_kind":"ip6gre","info_data":{"local":"2001:db8:3::1"}}}]"""));
+        Assert.Equal("tun", HostFacts.ParseLinkKind("""[{"ifname":"gre-sw","linkinfo":{"info_kind":"tun"}}]"""));
+        Assert.Null(HostFacts.ParseLinkKind("""[{"ifname":"eth0"}]"""));
+    }
+
+    [Fact]
     public void Bad_specs_list_every_problem()
     {
         var spec = Old with { RemoteOuter = IPAddress.Parse("192.0.2.1"), Key = null, Tuples = [SteeredTuple.Parse("tcp/192.0.2.9:25"), SteeredTuple.Parse("tcp/192.0.2.9:25")] };

@@ -69,7 +69,8 @@ public sealed class MigrationHost
             createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel;
         }
 
-        if (!facts.TunnelDeviceExists && createKernelTunnel)
+        // A kernel link this setup creates, or one the operator made (e.g. `switchover tunnel run --dataplane auto`).
+        if (facts.TunnelDeviceExists ? facts.TunnelDeviceKind is "ip6gre" : createKernelTunnel)
         {
             errors = [.. errors, .. MigrationPlanner.ValidateKernelTunnel(spec)];
         }
