@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 namespace Switchover;
 
 /// <summary>How the public ports reach the active generation's private listeners.</summary>
-[JsonConverter(typeof(JsonStringEnumConverter<Steering>))]
+[JsonConverter(typeof(State.EnumNameConverter<Steering>))]
 public enum Steering
 {
     /// <summary>

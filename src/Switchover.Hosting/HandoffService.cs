@@ -261,9 +261,16 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         _superseded.Dispose();
     }
 
+    private async Task<DateTime> ReadyAtAsync(IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
+    {
+        await new Readiness(_services.GetService<HealthCheckService>(), _options, _logger)
+            .WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
+        return DateTime.UtcNow;
+    }
+
     private async Task TakeOverAsync(Task started, CancellationToken cancellationToken)
     {
-        var launchedAt = Process.GetCurrentProcess().StartTime.ToUniversalTime();
+        var launchedAt = ProcessIdentity.Current.StartedAtUtc();
         try
         {
             await started.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -273,12 +280,29 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
             // Before anything can fail: a reload whose generation fails a check below must give systemd its READY back.
             _systemd.Starting(ReadState());
-            await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
-            var checkedAt = DateTime.UtcNow;
-
             var ports = EndpointPlan();
-            var registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, _options.RollbackWindow, cancellationToken)
-                .ConfigureAwait(false);
+
+            // Readiness (the app's health checks and a request to its own private ports on loopback) needs nothing
+            // of the checks or the registration, so it runs beside them: the launch waits for the longer of the two,
+            // not for both in turn. Only the takeover waits for all.
+            using var readinessStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var readiness = ReadyAtAsync(ports, readinessStop.Token);
+            Registration registration;
+            DateTime checkedAt;
+            try
+            {
+                await handoff.CheckAsync(cancellationToken).ConfigureAwait(false);
+                checkedAt = DateTime.UtcNow;
+                registration = await handoff.RegisterAsync(ProcessIdentity.Current, ports, _options.Steering, _options.RollbackWindow, cancellationToken)
+                    .ConfigureAwait(false);
+            }
+            catch
+            {
+                await readinessStop.CancelAsync().ConfigureAwait(false);
+                await readiness.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+                throw;
+            }
+
             _generation.Record = registration.Generation;
             _handoff = handoff;
             var record = registration.Generation;
@@ -287,9 +311,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var registered = DateTime.UtcNow;
             _outcome.Registered(_namespace, record.Id);
 
-            var readiness = new Readiness(_services.GetService<HealthCheckService>(), _options, _logger);
-            await readiness.WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
-            var ready = DateTime.UtcNow;
+            var ready = await readiness.ConfigureAwait(false);
             Log.Ready(_logger, record.Id, (ready - launchedAt).TotalMilliseconds);
 
             // systemd hears MAINPID before the previous generation is told to drain, so it never sees the main pid exit.

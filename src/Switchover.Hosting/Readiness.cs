@@ -7,24 +7,28 @@ namespace Switchover.Hosting;
 
 /// <summary>
 /// The new generation is ready when the host has started, the app's health checks report Healthy and a real request
-/// to each of its own private ports is answered without a server error.
+/// to each of its own private ports is answered without a server error: HTTP/1.1 on a plain socket
+/// (<see cref="StatusLineProbe"/>), HTTP/2 where the endpoint speaks only that.
 /// </summary>
 internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOptions options, ILogger logger)
 {
     private static readonly TimeSpan RetryInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>How long one readiness request may take.</summary>
+    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(5);
 
     /// <param name="tlsPorts">Public ports served over TLS: their private ports are probed with HTTPS.</param>
     public async Task WaitAsync(IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.ReadinessTimeout);
-        using var http = CreateClient(options, TimeSpan.FromSeconds(5));
+        using var http2 = new Http2Fallback(options, RequestTimeout);
         var reason = "not checked yet";
         try
         {
             while (true)
             {
-                reason = await CheckOnceAsync(http, ports, tlsPorts, timeout.Token).ConfigureAwait(false);
+                reason = await CheckOnceAsync(http2, ports, tlsPorts, RequestTimeout, timeout.Token).ConfigureAwait(false);
                 if (reason is null)
                 {
                     return;
@@ -49,13 +53,13 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
     public static async Task<string?> ProbeAsync(SwitchoverOptions options, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts,
         TimeSpan timeout, CancellationToken cancellationToken)
     {
-        using var http = CreateClient(options, timeout);
+        using var http2 = new Http2Fallback(options, timeout);
         using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         bound.CancelAfter(timeout);
         try
         {
             return await new Readiness(null, options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
-                .CheckOnceAsync(http, ports, tlsPorts, bound.Token).ConfigureAwait(false);
+                .CheckOnceAsync(http2, ports, tlsPorts, timeout, bound.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -63,25 +67,8 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
         }
     }
 
-    private static HttpClient CreateClient(SwitchoverOptions options, TimeSpan timeout) => new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        PooledConnectionLifetime = TimeSpan.Zero,
-        SslOptions =
-        {
-            // The probe asks a private port of this service on loopback, not a peer: the certificate is the one it
-            // serves, whatever names or issuer it carries, and nothing secret is sent.
-#pragma warning disable CA5359
-            RemoteCertificateValidationCallback = (_, _, _, _) => true,
-#pragma warning restore CA5359
-            TargetHost = options.ReadinessHost,
-        },
-    })
-    {
-        Timeout = timeout,
-    };
-
-    private async Task<string?> CheckOnceAsync(HttpClient http, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts, CancellationToken cancellationToken)
+    private async Task<string?> CheckOnceAsync(Http2Fallback http2, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts,
+        TimeSpan requestTimeout, CancellationToken cancellationToken)
     {
         if (healthChecks is not null)
         {
@@ -96,54 +83,122 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
 
         foreach (var port in ports)
         {
+            var endpoint = new IPEndPoint(IPAddress.Loopback, port.PrivatePort);
             if (options.ReadinessProbe == ReadinessProbe.Tcp)
             {
                 using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
                 try
                 {
-                    await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port.PrivatePort), cancellationToken).ConfigureAwait(false);
+                    await socket.ConnectAsync(endpoint, cancellationToken).ConfigureAwait(false);
                     continue;
                 }
                 catch (System.Net.Sockets.SocketException e)
                 {
-                    return $"connecting to 127.0.0.1:{port.PrivatePort} failed: {e.Message}";
+                    return $"connecting to {endpoint} failed: {e.Message}";
                 }
             }
 
-            var scheme = tlsPorts.Contains(port.PublicPort) ? "https" : "http";
-            var uri = new Uri($"{scheme}://{IPAddress.Loopback}:{port.PrivatePort}{options.ReadinessPath}");
-            if (await GetAsync(http, uri, HttpVersion.Version11, cancellationToken).ConfigureAwait(false) is { } http1Failure
-                && (scheme == "https" || await GetAsync(http, uri, HttpVersion.Version20, cancellationToken).ConfigureAwait(false) is not null))
+            var tls = tlsPorts.Contains(port.PublicPort);
+            var uri = new Uri($"{(tls ? "https" : "http")}://{endpoint}{options.ReadinessPath}");
+            StatusLineAnswer answer;
+            using (var request = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
             {
-                // HTTP/2 with prior knowledge is tried on cleartext endpoints that speak only HTTP/2; over TLS, ALPN
-                // already offered it.
-                return http1Failure;
+                request.CancelAfter(requestTimeout);
+                try
+                {
+                    answer = await StatusLineProbe.GetAsync(endpoint, tls, options.ReadinessPath, options.ReadinessHost, request.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    return $"GET {uri} timed out after {requestTimeout.TotalSeconds:0.#} s";
+                }
+            }
+
+            if (answer.NotHttp11)
+            {
+                // An endpoint that speaks only HTTP/2: with prior knowledge in cleartext, by ALPN over TLS.
+                if (await http2.GetAsync(uri, cancellationToken).ConfigureAwait(false) is { } http2Failure)
+                {
+                    return $"GET {uri} in HTTP/1.1: {answer.Failure}; in HTTP/2: {http2Failure}";
+                }
+
+                continue;
+            }
+
+            if (answer.Failure is not null)
+            {
+                return $"GET {uri}: {answer.Failure}";
+            }
+
+            if (answer.Status >= 500)
+            {
+                return $"GET {uri} answered {answer.Status}";
             }
         }
 
         return null;
     }
 
-    /// <summary>One GET; null when it was answered below 500, otherwise why not.</summary>
-    private static async Task<string?> GetAsync(HttpClient http, Uri uri, Version version, CancellationToken cancellationToken)
+    /// <summary>
+    /// <see cref="HttpClient"/> for the endpoints that do not speak HTTP/1.1, created on first use. An app whose
+    /// endpoints all speak HTTP/1.1 never loads System.Net.Http (why: <see cref="StatusLineProbe"/>), so no method
+    /// here that always runs names one of its types: they are in <see cref="Http2Client"/>.
+    /// </summary>
+    private sealed class Http2Fallback(SwitchoverOptions options, TimeSpan timeout) : IDisposable
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, uri)
+        private IDisposable? _client;
+
+        /// <summary>One HTTP/2 GET; null when it was answered below 500, otherwise why not.</summary>
+        public Task<string?> GetAsync(Uri uri, CancellationToken cancellationToken)
         {
-            Version = version,
-            VersionPolicy = version == HttpVersion.Version20 ? HttpVersionPolicy.RequestVersionExact : HttpVersionPolicy.RequestVersionOrHigher,
+            _client ??= Http2Client.Create(options.ReadinessHost, timeout);
+            return Http2Client.GetAsync(_client, uri, cancellationToken);
+        }
+
+        public void Dispose() => _client?.Dispose();
+    }
+
+    private static class Http2Client
+    {
+#pragma warning disable CA1859 // IDisposable on purpose: the caller must not name HttpClient (see Http2Fallback).
+        public static IDisposable Create(string? serverName, TimeSpan timeout) => new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            PooledConnectionLifetime = TimeSpan.Zero,
+            SslOptions =
+            {
+                // As in StatusLineProbe: our own private port on loopback, and nothing secret is sent.
+#pragma warning disable CA5359
+                RemoteCertificateValidationCallback = (_, _, _, _) => true,
+#pragma warning restore CA5359
+                TargetHost = serverName,
+            },
+        })
+        {
+            Timeout = timeout,
         };
-        try
+#pragma warning restore CA1859
+
+        public static async Task<string?> GetAsync(IDisposable client, Uri uri, CancellationToken cancellationToken)
         {
-            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
-            return (int)response.StatusCode >= 500 ? $"GET {uri} answered {(int)response.StatusCode}" : null;
-        }
-        catch (HttpRequestException e)
-        {
-            return $"GET {uri} failed: {e.Message}";
-        }
-        catch (TaskCanceledException e) when (!cancellationToken.IsCancellationRequested)
-        {
-            return $"GET {uri} timed out: {e.Message}";
+            using var request = new HttpRequestMessage(HttpMethod.Get, uri)
+            {
+                Version = HttpVersion.Version20,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            };
+            try
+            {
+                using var response = await ((HttpClient)client).SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
+                return (int)response.StatusCode >= 500 ? $"answered {(int)response.StatusCode}" : null;
+            }
+            catch (HttpRequestException e)
+            {
+                return $"failed: {e.Message}";
+            }
+            catch (TaskCanceledException e) when (!cancellationToken.IsCancellationRequested)
+            {
+                return $"timed out: {e.Message}";
+            }
         }
     }
 }

@@ -70,7 +70,8 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
         Assert.Equal(1, await ExitsWithinAsync(sameNamespace, TimeSpan.FromSeconds(60)));
         var namespaceRefusal = $"uid {Stranger} (gid {Stranger}) may not use namespace '{app.Name}': the agent policy {Agent.PolicyPath} gives it to uid {Nobody} only.";
         Assert.Contains("The Switchover agent refused: " + namespaceRefusal, sameNamespace.Output, StringComparison.Ordinal);
-        Assert.Contains($"refused check from pid {sameNamespace.Pid} uid {Stranger} gid {Stranger}: {namespaceRefusal}", Agent.Log, StringComparison.Ordinal);
+        // Its first request, marking its private listener IP_TRANSPARENT while Kestrel binds, is the one refused.
+        Assert.Contains($"refused transparent from pid {sameNamespace.Pid} uid {Stranger} gid {Stranger}: {namespaceRefusal}", Agent.Log, StringComparison.Ordinal);
 
         // Another user, its own namespace, but the public port of the first.
         var other = Track(ServiceAs(app.AppPath, "o" + app.Name[1..], Stranger));

@@ -84,6 +84,29 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
+    public void A_new_host_that_drives_the_old_one_over_ssh_at_a_moved_address_keeps_a_route_to_its_sshd_and_undoes_it()
+    {
+        var spec = Old with { Side = MigrationSide.New, LocalOuter = IPAddress.Parse("203.0.113.1"), RemoteOuter = IPAddress.Parse("192.0.2.1") };
+        var facts = Fresh with { LocalAddresses = [IPAddress.Parse("203.0.113.1")] };
+
+        var plan = MigrationPlanner.Plan(spec with { Control = new IPEndPoint(IPAddress.Parse("192.0.2.1"), 2222) }, facts, createKernelTunnel: false);
+
+        var rule = plan.Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto tcp dport 2222");
+        Assert.Equal(["ip", "-4", "rule", "add", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "dport", "2222", "lookup", "main"], rule.Apply.Single().Arguments);
+        Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "dport", "2222", "lookup", "main"], rule.Undo.Single().Arguments);
+
+        // Driven from the old host: the replies of this host's sshd to the moved address leave by the uplink.
+        var session = MigrationPlanner.Plan(spec with { ControlClient = MigrationSpec.ParseSshConnection("192.0.2.1 50122 203.0.113.1 22") }, facts, false)
+            .Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto tcp sport 22");
+        Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "sport", "22", "lookup", "main"], session.Undo.Single().Arguments);
+        Assert.Null(MigrationSpec.ParseSshConnection("not an ssh connection"));
+
+        // Not when the peer is reached at an address that is not moved, nor on the old host.
+        Assert.DoesNotContain(MigrationPlanner.Plan(spec with { Control = new IPEndPoint(IPAddress.Parse("192.0.2.9"), 22) }, facts, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
+        Assert.DoesNotContain(MigrationPlanner.Plan(Old with { Control = new IPEndPoint(IPAddress.Parse("203.0.113.1"), 22) }, Fresh, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void A_moved_IPv6_address_is_held_on_lo_without_a_prefix_route_in_main_which_would_loop_the_outer_GRE_back()
     {
         var spec = Old with

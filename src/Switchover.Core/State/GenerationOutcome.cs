@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 namespace Switchover.State;
 
 /// <summary>Where a generation launched by <c>switchover deploy</c> got to.</summary>
-[JsonConverter(typeof(JsonStringEnumConverter<OutcomeKind>))]
+[JsonConverter(typeof(EnumNameConverter<OutcomeKind>))]
 public enum OutcomeKind
 {
     /// <summary>Not decided yet: the generation is starting (the record then carries its log lines so far).</summary>

@@ -2,7 +2,7 @@ using System.Text.Json.Serialization;
 
 namespace Switchover.State;
 
-[JsonConverter(typeof(JsonStringEnumConverter<GenerationState>))]
+[JsonConverter(typeof(EnumNameConverter<GenerationState>))]
 public enum GenerationState
 {
     /// <summary>Bound to its private ports, not yet ready; its ports are guarded but no traffic is sent to it.</summary>

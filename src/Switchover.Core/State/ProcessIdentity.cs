@@ -28,6 +28,22 @@ public sealed record ProcessIdentity(int Pid, ulong StartTime)
         return new ProcessIdentity(pid, ParseStartTime(stat));
     }
 
+    /// <summary>
+    /// When this process started, as the kernel's clock tick has it (10 ms): now less the time since, which is the
+    /// system's uptime (/proc/uptime) less the start time after boot. Read this way so that the launch waterfall needs
+    /// no System.Diagnostics.Process (its <c>StartTime</c> reads the same two files).
+    /// </summary>
+    public DateTime StartedAtUtc()
+    {
+        var now = DateTime.UtcNow;
+        var uptime = File.ReadAllText("/proc/uptime");
+        var seconds = double.Parse(uptime.AsSpan(0, uptime.IndexOf(' ', StringComparison.Ordinal)), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture);
+        return now - TimeSpan.FromSeconds(seconds - (double)StartTime / UserHz);
+    }
+
+    /// <summary>The unit of the times in /proc (USER_HZ): 100 on every architecture Linux and .NET share.</summary>
+    private const int UserHz = 100;
+
     /// <summary>Parses the start time out of a /proc/PID/stat line. The command name may contain spaces and ')'.</summary>
     internal static ulong ParseStartTime(string stat)
     {

@@ -125,6 +125,30 @@ public sealed record MigrationSpec(
         return errors;
     }
 
+    /// <summary>
+    /// The other host's SSH endpoint, when this host drives it (setup --peer). On the new host, when it is one of the
+    /// moved addresses (the old host's only address, typically), that address is local here too: a rule lets the SSH
+    /// connections to it still leave by the uplink, as the outer GRE packets do. Not part of <see cref="Settings"/>.
+    /// </summary>
+    public IPEndPoint? Control { get; init; }
+
+    /// <summary>
+    /// The SSH session this setup runs in, as sshd reports it (SSH_CONNECTION): the client's address and this host's
+    /// sshd port. On the new host, when the client is at a moved address (the old host driving this one), the replies
+    /// to it must still leave by the uplink, or the session dies as the address comes to lo. Not part of <see cref="Settings"/>.
+    /// </summary>
+    public IPEndPoint? ControlClient { get; init; }
+
+    /// <summary>The client address and the server port in an SSH_CONNECTION value ("client port server port"), or null.</summary>
+    public static IPEndPoint? ParseSshConnection(string? value)
+    {
+        var parts = value?.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return parts is { Length: 4 } && IPAddress.TryParse(parts[0], out var client)
+            && int.TryParse(parts[3], NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and < 65536
+            ? new IPEndPoint(client, port)
+            : null;
+    }
+
     /// <summary>The spec without its tuples: two setups of one migration must agree on it.</summary>
     public string Settings => string.Create(CultureInfo.InvariantCulture,
         $"{Side} {TunnelDevice} {LocalOuter}->{RemoteOuter} key={Key} mtu={Mtu} mark=0x{Mark:x} table={RouteTable} link={EffectiveLinkNetwork}/30");

@@ -112,7 +112,8 @@ public sealed class MigrationHost
                 await RunAsync(change.Apply, cancellationToken).ConfigureAwait(false);
                 appliedNow.Add(change);
                 applied.Add(change);
-                held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied), MigrationJsonContext.Default.MigrationJournal);
+                held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied) with { Peer = journal?.Peer },
+                    MigrationJsonContext.Default.MigrationJournal);
             }
         }
         catch (Exception e) when (e is CommandException or StateException)
@@ -126,7 +127,7 @@ public sealed class MigrationHost
             }
             else
             {
-                held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(journal!.ToSpec(), remaining), MigrationJsonContext.Default.MigrationJournal);
+                held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(journal!.ToSpec(), remaining) with { Peer = journal.Peer }, MigrationJsonContext.Default.MigrationJournal);
             }
 
             throw new MigrationException([$"Setup failed and was undone: {e.Message}", .. undoErrors]);
@@ -144,7 +145,8 @@ public sealed class MigrationHost
             }
         }
 
-        held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied), MigrationJsonContext.Default.MigrationJournal);
+        held.WriteJson(MigrationJournal.FileName, MigrationJournal.From(spec with { Tuples = tuples }, applied) with { Peer = journal?.Peer },
+            MigrationJsonContext.Default.MigrationJournal);
         return new MigrationOutcome([.. plan, .. added], DryRun: false, plan.Count + added.Count == 0 ? "already set up: nothing to change" : null);
     }
 
@@ -304,6 +306,26 @@ public sealed class MigrationHost
         Forget(held);
         return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: false,
             $"the moved addresses stay on lo and are served directly; tear down the old host's side with 'switchover migrate teardown --name {name}'");
+    }
+
+    /// <summary>Records how this host reaches the peer, and what it answered, in the migration's journal here.</summary>
+    /// <returns>False when the migration is not set up here (nothing to record it in).</returns>
+    public async Task<bool> RecordPeerAsync(NamespaceName name, Func<Remote.PeerConnection?, Remote.PeerConnection?> update, CancellationToken cancellationToken)
+    {
+        var store = Store(name);
+        if (!store.Exists)
+        {
+            return false;
+        }
+
+        using var held = await store.LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
+        if (held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal) is not { } journal)
+        {
+            return false;
+        }
+
+        held.WriteJson(MigrationJournal.FileName, journal with { Peer = update(journal.Peer) }, MigrationJsonContext.Default.MigrationJournal);
+        return true;
     }
 
     public async Task<MigrationJournal?> ReadAsync(NamespaceName name, CancellationToken cancellationToken)

@@ -5,7 +5,10 @@ using Switchover.Netfilter;
 
 namespace Switchover.Migration.Plan;
 
-/// <summary>What a migration changed on this host, in order, with how to undo each change; and its moved tuples.</summary>
+/// <summary>
+/// What a migration changed on this host, in order, with how to undo each change; its moved tuples; and, when this host
+/// drives the other side over SSH, how it reaches it and what it answered.
+/// </summary>
 public sealed record MigrationJournal(
     int Version,
     string Name,
@@ -19,7 +22,8 @@ public sealed record MigrationJournal(
     int RouteTable,
     IReadOnlyList<string> Tuples,
     IReadOnlyList<HostChange> Applied,
-    string? LinkNetwork = null)
+    string? LinkNetwork = null,
+    Remote.PeerConnection? Peer = null)
 {
     public const int CurrentVersion = 1;
     public const string FileName = "migration.json";

@@ -283,6 +283,24 @@ public static class MigrationPlanner
                     Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", new() { ["dst"] = spec.RemoteOuter.ToString(), ["ipproto"] = "gre" },
                         ["to", spec.RemoteOuter.ToString(), "ipproto", "gre"], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
                 }
+
+                if (spec.Control is { } control && (control.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(control.Address))
+                {
+                    // This host drives the old one over SSH at an address it now holds itself: those connections must still leave.
+                    var port = control.Port.ToString(CultureInfo.InvariantCulture);
+                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main",
+                        new() { ["dst"] = control.Address.ToString(), ["ipproto"] = "tcp", ["dport"] = port },
+                        ["to", control.Address.ToString(), "ipproto", "tcp", "dport", port], $"SSH to the old host at {control} still leaves by the uplink");
+                }
+
+                if (spec.ControlClient is { } client && (client.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(client.Address))
+                {
+                    // The old host drives this one over SSH from the address that is now local here too: its session's replies must still leave.
+                    var port = client.Port.ToString(CultureInfo.InvariantCulture);
+                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main",
+                        new() { ["dst"] = client.Address.ToString(), ["ipproto"] = "tcp", ["sport"] = port },
+                        ["to", client.Address.ToString(), "ipproto", "tcp", "sport", port], $"replies of this host's sshd (port {port}) to the old host at {client.Address} still leave by the uplink");
+                }
             }
 
             MoveLocalRule(changes, facts, ipv6);
