@@ -140,6 +140,34 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
+    public void The_new_host_refuses_a_kernel_ip6gre_link_whose_remote_end_is_a_moved_address_and_says_what_to_run_instead()
+    {
+        var oldV6 = IPAddress.Parse("2001:db8:2::1");
+        var spec = Old with
+        {
+            Side = MigrationSide.New, LocalOuter = IPAddress.Parse("2001:db8:3::1"), RemoteOuter = oldV6, Mtu = 1452,
+            Tuples = [SteeredTuple.Parse("tcp/[2001:db8:2::1]:25")],
+        };
+
+        var error = Assert.Single(MigrationPlanner.ValidateKernelTunnel(spec));
+        Assert.Contains("drops every IPv6 packet whose source is the tunnel's remote end", error, StringComparison.Ordinal);
+        Assert.Contains("switchover tunnel run --dataplane userspace --name gre-sw --local 2001:db8:3::1 --remote 2001:db8:2::1", error, StringComparison.Ordinal);
+
+        // The old host's kernel link, an IPv4 outer (gre has no such check), and a tunnel end that is not moved are fine.
+        Assert.Empty(MigrationPlanner.ValidateKernelTunnel(spec with { Side = MigrationSide.Old, LocalOuter = oldV6, RemoteOuter = IPAddress.Parse("2001:db8:3::1") }));
+        Assert.Empty(MigrationPlanner.ValidateKernelTunnel(Old with { Side = MigrationSide.New, LocalOuter = IPAddress.Parse("203.0.113.1"), RemoteOuter = IPAddress.Parse("192.0.2.1") }));
+        Assert.Empty(MigrationPlanner.ValidateKernelTunnel(spec with { RemoteOuter = IPAddress.Parse("2001:db8:2::2") }));
+    }
+
+    [Fact]
+    public void The_kind_of_an_existing_tunnel_device_is_read_from_ip_link_details()
+    {
+        Assert.Equal("ip6gre", HostFacts.ParseLinkKind("""[{"ifname":"gre-sw","linkinfo":{"info_kind":"ip6gre","info_data":{"local":"2001:db8:3::1"}}}]"""));
+        Assert.Equal("tun", HostFacts.ParseLinkKind("""[{"ifname":"gre-sw","linkinfo":{"info_kind":"tun"}}]"""));
+        Assert.Null(HostFacts.ParseLinkKind("""[{"ifname":"eth0"}]"""));
+    }
+
+    [Fact]
     public void Bad_specs_list_every_problem()
     {
         var spec = Old with { RemoteOuter = IPAddress.Parse("192.0.2.1"), Key = null, Tuples = [SteeredTuple.Parse("tcp/192.0.2.9:25"), SteeredTuple.Parse("tcp/192.0.2.9:25")] };

@@ -739,6 +739,9 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         }
 
         length = payload.Length;
+
+        // A sender in the same kernel (veth, namespaces) may leave the inner checksum partial: see PartialChecksum.
+        PartialChecksum.Complete(new Span<byte>(inner, length));
         return true;
     }
 

@@ -21,6 +21,9 @@ public sealed record HostFacts(
     IReadOnlyList<(bool IPv6, string Table, string Device)> DefaultRoutes,
     IReadOnlyList<string> NftTables)
 {
+    /// <summary>The existing tunnel device's kind (`ip -d link`: gre, ip6gre, tun), when it exists and says.</summary>
+    public string? TunnelDeviceKind { get; init; }
+
     public bool Owns(IPAddress address) => LocalAddresses.Contains(address);
 
     public string? Sysctl(string key) => Sysctls.TryGetValue(key, out var value) ? value : null;
@@ -38,7 +41,7 @@ public sealed record HostFacts(
 
         var route = await runner.TryRunAsync(Command.Create("ip", "-j", "route", "get", remoteOuter.ToString()), cancellationToken).ConfigureAwait(false);
         var uplink = route.ExitCode == 0 ? ParseRouteDevice(route.StandardOutput) : null;
-        var link = await runner.TryRunAsync(Command.Create("ip", "link", "show", "dev", tunnelDevice), cancellationToken).ConfigureAwait(false);
+        var link = await runner.TryRunAsync(Command.Create("ip", "-d", "-j", "link", "show", "dev", tunnelDevice), cancellationToken).ConfigureAwait(false);
 
         var defaultRoutes = new List<(bool, string, string)>();
         foreach (var ipv6 in hasIPv6 ? new[] { false, true } : [false])
@@ -66,7 +69,25 @@ public sealed record HostFacts(
             }
         }
 
-        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes, nftTables);
+        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes, nftTables)
+        {
+            TunnelDeviceKind = link.ExitCode == 0 ? ParseLinkKind(link.StandardOutput) : null,
+        };
+    }
+
+    /// <summary>The kind of a link in `ip -d -j link show` (gre, ip6gre, tun...); null without link info.</summary>
+    internal static string? ParseLinkKind(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        foreach (var link in document.RootElement.EnumerateArray())
+        {
+            if (link.TryGetProperty("linkinfo", out var info) && info.TryGetProperty("info_kind", out var kind))
+            {
+                return kind.GetString();
+            }
+        }
+
+        return null;
     }
 
     internal static IReadOnlyList<IPAddress> ParseAddresses(string json)

@@ -69,6 +69,12 @@ public sealed class MigrationHost
             createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel;
         }
 
+        // A kernel link this setup creates, or one the operator made (e.g. `switchover tunnel run --dataplane auto`).
+        if (facts.TunnelDeviceExists ? facts.TunnelDeviceKind is "ip6gre" : createKernelTunnel)
+        {
+            errors = [.. errors, .. MigrationPlanner.ValidateKernelTunnel(spec)];
+        }
+
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +

@@ -48,6 +48,20 @@ internal sealed partial class RawGreSocket : IDisposable
         }
     }
 
+    /// <summary>
+    /// Puts an IPv6 destination options header (IPV6_DSTOPTS, RFC 3542) in front of what this IPv6 socket sends: the
+    /// 8 bytes as they go on the wire, the kernel filling in the next-header byte.
+    /// </summary>
+    public unsafe void SetDestinationOptions(ReadOnlySpan<byte> header)
+    {
+        const int Ipv6DestinationOptions = 59;
+        fixed (byte* options = header)
+        {
+            Assert.True(Libc.SetSockOpt(_fd.Value, Libc.IPPROTO_IPV6, Ipv6DestinationOptions, options, (uint)header.Length) == 0,
+                $"setsockopt IPV6_DSTOPTS: {Libc.Describe(Marshal.GetLastPInvokeError())}");
+        }
+    }
+
     public void Dispose() => _fd.Dispose();
 
     [LibraryImport("libc", EntryPoint = "sendto", SetLastError = true)]

@@ -121,6 +121,28 @@ public sealed class UserspaceTunnelTests
         Assert.Equal(0, counters.RxStray);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task Gre_behind_the_tunnel_encapsulation_limit_option_that_ip6gre_sends_by_default_is_delivered()
+    {
+        await using var lab = await GreLab.CreateAsync(AddressFamily.InterNetworkV6, Key, CancellationToken.None);
+        using var receiver = lab.A.CreateSocket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        receiver.Bind(new IPEndPoint(GreLab.InnerA4, 0));
+        var port = ((IPEndPoint)receiver.LocalEndPoint!).Port;
+        using var sender = await RawGreSocket.OpenAsync(lab.B, lab.OuterB);
+
+        // What ip6gre without `encaplimit none` puts between the IPv6 header and GRE (ip6_gre.c, init_tel_txopt): a
+        // destination options header with the Tunnel Encapsulation Limit option (RFC 2473 §5.1, type 4, limit 4), PadN.
+        sender.SetDestinationOptions([0, 0, 0x04, 0x01, 0x04, 0x01, 0x01, 0x00]);
+        for (var i = 0; i < 3; i++)
+        {
+            Send(sender, lab.OuterA, new GreHeader(GreCodec.ProtocolIPv4, Key), Traffic.Udp4Packet(GreLab.InnerB4, GreLab.InnerA4, port, Encoding.ASCII.GetBytes("limit")));
+        }
+
+        var counters = await GreLab.WaitForCountersAsync(lab.TunnelA!, c => c.RxPackets >= 3, "three packets received");
+        Assert.True(await Traffic.ReceivesAsync(receiver, TimeSpan.FromSeconds(5)), $"GRE behind the option was not delivered: {counters}");
+        Assert.Equal(0, counters.RxMalformed + counters.RxStray + counters.RxWrongKey);
+    }
+
     [Theory(Timeout = 60_000)]
     [InlineData(AddressFamily.InterNetwork)]
     [InlineData(AddressFamily.InterNetworkV6)]
