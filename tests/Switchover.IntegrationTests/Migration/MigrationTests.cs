@@ -8,8 +8,8 @@ namespace Switchover.IntegrationTests.Migration;
 
 public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLifetime, IDisposable
 {
-    private const uint Key = 4242;
-    private const string Tunnel = "gre-sw";
+    private const uint Key = MigrationLab.Key;
+    private const string Tunnel = MigrationLab.Tunnel;
     private static readonly string[] OuterDirections = ["192.0.2.1>203.0.113.1", "203.0.113.1>192.0.2.1"];
     // A backstop over each test's own Timeout; the dataplane theory also runs in the VM lab, under TCG.
     private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(15));
@@ -24,20 +24,7 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         _lab = await FourHostLab.CreateAsync(Token);
     }
 
-    public async Task DisposeAsync()
-    {
-        try
-        {
-            foreach (var host in _lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
-            {
-                Directory.Delete(StateDirectory(host), recursive: true);
-            }
-        }
-        finally
-        {
-            await _lab.DisposeAsync();
-        }
-    }
+    public Task DisposeAsync() => MigrationLab.DisposeAsync(_lab);
 
     public void Dispose() => _timeout.Dispose();
 
@@ -390,34 +377,13 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         return result.StandardOutput;
     }
 
-    // Each lab host keeps its own state, as separate machines would (the namespaces share one file system).
-    private static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
+    private static string StateDirectory(NetworkNamespace host) => MigrationLab.StateDirectory(host);
 
-    // 300 s: a CLI run takes a second here, but minutes in the VM lab (TCG) on a busy machine (a setup took over 120 s
-    // at a load average of 40: dotnet's start and each of the dozens of ip, sysctl and nft runs are emulated).
-    private Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments) =>
-        host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments, "--state-dir", StateDirectory(host)], Token, TimeSpan.FromSeconds(300));
+    private Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments) => MigrationLab.CliAsync(host, arguments, Token);
 
-    private async Task<Tunnels> StartTunnelsAsync()
-    {
-        var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
-        {
-            Name = Tunnel, Local = _lab.OldV4, Remote = _lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.Old.Name,
-        }, Token);
-        try
-        {
-            var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
-            {
-                Name = Tunnel, Local = _lab.NewV4, Remote = _lab.OldV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.New.Name,
-            }, Token);
-            return new Tunnels(old, @new);
-        }
-        catch
-        {
-            await old.DisposeAsync();
-            throw;
-        }
-    }
+    private Task<MigrationLab.Tunnels> StartTunnelsAsync() => MigrationLab.StartTunnelsAsync(_lab, Token);
+
+    private Task<string> SnapshotAsync(NetworkNamespace host) => HostSnapshot.TakeAsync(host, Token);
 
     private static uint ParseNumber(string text) =>
         text.StartsWith("0x", StringComparison.Ordinal)
@@ -425,73 +391,5 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
             : uint.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The userspace tunnel as it runs in production: a long-lived 'switchover tunnel run' agent on each host.</summary>
-    private async Task<Agents> StartAgentsAsync()
-    {
-        var agents = new Agents();
-        foreach (var (host, local, remote) in new[] { (_lab.Old, _lab.OldV4, _lab.NewV4), (_lab.New, _lab.NewV4, _lab.OldV4) })
-        {
-            Directory.CreateDirectory(StateDirectory(host));
-            var agent = host.StartProcess("dotnet", [Artifacts.Cli, "tunnel", "run", "--name", Tunnel, "--local", local.ToString(), "--remote", remote.ToString(),
-                "--key", $"{Key}", "--mtu", "1472", "--dataplane", "userspace", "--socket", Path.Combine(StateDirectory(host), "tunnel.sock")]);
-            agents.Processes.Add(agent);
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while ((await host.TryRunAsync("ip", ["link", "show", "dev", Tunnel], Token)).ExitCode != 0)
-            {
-                Assert.False(agent.HasExited || DateTime.UtcNow > deadline, $"The tunnel agent on {host} did not create {Tunnel}:\n{agent.Output}");
-                await Task.Delay(100, Token);
-            }
-        }
-
-        return agents;
-    }
-
-    /// <summary>Everything a migration may change on a host, as text.</summary>
-    private async Task<string> SnapshotAsync(NetworkNamespace host)
-    {
-        var sb = new StringBuilder();
-        foreach (var command in new[]
-        {
-            new[] { "ip", "-4", "rule" }, ["ip", "-6", "rule"], ["ip", "-4", "route", "show", "table", "all"], ["ip", "-6", "route", "show", "table", "all"],
-            ["ip", "addr"], ["nft", "list", "ruleset"],
-            ["sysctl", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter",
-                "net.ipv4.conf.eth0.accept_local", "net.ipv4.conf.all.accept_local"],
-        })
-        {
-            sb.Append("$ ").AppendJoin(' ', command).Append('\n');
-            // IPv6 link-local addresses and their routes come and go with the kernel's autoconfiguration (DAD), not with us.
-            var lines = (await host.RunAsync(command[0], command[1..], Token)).StandardOutput.Split('\n')
-                .Where(l => !l.Contains("fe80:", StringComparison.Ordinal) && !l.Contains("scope link", StringComparison.Ordinal) || l.Contains("inet ", StringComparison.Ordinal));
-            sb.AppendJoin('\n', lines);
-        }
-
-        return sb.ToString();
-    }
-
-    private sealed class Agents : IAsyncDisposable
-    {
-        public List<LabProcess> Processes { get; } = [];
-
-        public string Describe() => string.Join('\n', Processes.Select(p => p.Output));
-
-        public async ValueTask DisposeAsync()
-        {
-            foreach (var agent in Processes)
-            {
-                agent.SendSignal(Signals.Terminate);
-                Assert.Equal(0, await agent.Exited.WaitAsync(TimeSpan.FromSeconds(30)));
-                await agent.DisposeAsync();
-            }
-        }
-    }
-
-    private sealed class Tunnels(UserspaceGreTunnel old, UserspaceGreTunnel @new) : IAsyncDisposable
-    {
-        public string Describe() => $"old tunnel: {old.Counters}\nnew tunnel: {@new.Counters}";
-
-        public async ValueTask DisposeAsync()
-        {
-            await @new.DisposeAsync();
-            await old.DisposeAsync();
-        }
-    }
+    private Task<MigrationLab.Agents> StartAgentsAsync() => MigrationLab.StartAgentsAsync(_lab, Token);
 }

@@ -15,8 +15,8 @@ namespace Switchover.IntegrationTests.Migration;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsyncLifetime, IDisposable
 {
-    private const uint Key = 4242;
-    private const string Tunnel = "gre-sw";
+    private const uint Key = MigrationLab.Key;
+    private const string Tunnel = MigrationLab.Tunnel;
     private const string Tuple = "tcp/192.0.2.1:25";
     private const int BeforeMove = 10;
     private const int AfterMove = 10;
@@ -54,17 +54,7 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
 
     public async Task DisposeAsync()
     {
-        try
-        {
-            foreach (var host in _lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
-            {
-                Directory.Delete(StateDirectory(host), recursive: true);
-            }
-        }
-        finally
-        {
-            await _lab.DisposeAsync();
-        }
+        await MigrationLab.DisposeAsync(_lab);
     }
 
     public void Dispose() => _timeout.Dispose();
@@ -240,39 +230,12 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
         return result.StandardOutput;
     }
 
-    // Each lab host keeps its own state, as separate machines would (the namespaces share one file system).
-    private static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
+    private static string StateDirectory(NetworkNamespace host) => MigrationLab.StateDirectory(host);
 
-    /// <summary>The userspace tunnel as the sample's README runs it: a long-lived 'switchover tunnel run' agent on each host.</summary>
-    private async Task<Agents> StartAgentsAsync()
-    {
-        var agents = new Agents();
-        try
-        {
-            foreach (var (host, local, remote) in new[] { (_lab.Old, _lab.OldV4, _lab.NewV4), (_lab.New, _lab.NewV4, _lab.OldV4) })
-            {
-                Directory.CreateDirectory(StateDirectory(host));
-                var agent = host.StartProcess("dotnet", [Artifacts.Cli, "tunnel", "run", "--name", Tunnel, "--local", local.ToString(), "--remote", remote.ToString(),
-                    "--key", $"{Key}", "--mtu", "1472", "--dataplane", "userspace", "--socket", TunnelSocket(host)]);
-                agents.Processes.Add(agent);
-                var deadline = Stopwatch.StartNew();
-                while ((await host.TryRunAsync("ip", ["link", "show", "dev", Tunnel], Token)).ExitCode != 0)
-                {
-                    Assert.False(agent.HasExited || deadline.Elapsed > TimeSpan.FromSeconds(60), $"The tunnel agent on {host} did not create {Tunnel}:\n{agent.Output}");
-                    await Task.Delay(100, Token);
-                }
-            }
+    /// <summary>The userspace tunnel as the sample's README runs it.</summary>
+    private Task<MigrationLab.Agents> StartAgentsAsync() => MigrationLab.StartAgentsAsync(_lab, Token);
 
-            return agents;
-        }
-        catch
-        {
-            await agents.DisposeAsync();
-            throw;
-        }
-    }
-
-    private static string TunnelSocket(NetworkNamespace host) => Path.Combine(StateDirectory(host), "tunnel.sock");
+    private static string TunnelSocket(NetworkNamespace host) => MigrationLab.TunnelSocket(host);
 
     [GeneratedRegex(@"^<-  220 (?<host>\S+) ESMTP", RegexOptions.Multiline)]
     private static partial Regex Banner();
@@ -348,22 +311,5 @@ public sealed partial class MtaMigrationTests(ITestOutputHelper output) : IAsync
         public string Describe() =>
             $"move {MoveStarted.TotalSeconds:0.000}-{MoveEnded.TotalSeconds:0.000} s\n"
             + string.Join('\n', Sent.Select(m => $"{m.Number,3} {m.Start.TotalSeconds,7:0.000}-{m.End.TotalSeconds,7:0.000} s {(m.Accepted ? "accepted" : "NOT accepted")} by {m.Banner}"));
-    }
-
-    private sealed class Agents : IAsyncDisposable
-    {
-        public List<LabProcess> Processes { get; } = [];
-
-        public string Describe() => string.Join('\n', Processes.Select(p => p.Output));
-
-        public async ValueTask DisposeAsync()
-        {
-            foreach (var agent in Processes)
-            {
-                agent.SendSignal(Signals.Terminate);
-                await agent.Exited.WaitAsync(TimeSpan.FromSeconds(30));
-                await agent.DisposeAsync();
-            }
-        }
     }
 }

@@ -12,8 +12,8 @@ namespace Switchover.IntegrationTests.Migration;
 /// </summary>
 public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime, IDisposable
 {
-    private const uint Key = 4242;
-    private const string Tunnel = "gre-sw";
+    private const uint Key = MigrationLab.Key;
+    private const string Tunnel = MigrationLab.Tunnel;
     private readonly CancellationTokenSource _timeout = new(TimeSpan.FromMinutes(10));
     private readonly string _name = "s" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray().AsSpan(0, 4));
     private FourHostLab _lab = null!;
@@ -35,14 +35,10 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         try
         {
             await _sshd.DisposeAsync();
-            foreach (var host in _lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
-            {
-                Directory.Delete(StateDirectory(host), recursive: true);
-            }
         }
         finally
         {
-            await _lab.DisposeAsync();
+            await MigrationLab.DisposeAsync(_lab);
         }
     }
 
@@ -338,61 +334,13 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         return result.StandardOutput;
     }
 
-    private static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
+    private static string StateDirectory(NetworkNamespace host) => MigrationLab.StateDirectory(host);
 
-    private Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments) =>
-        host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments, "--state-dir", StateDirectory(host)], Token, TimeSpan.FromSeconds(300));
+    private Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments) => MigrationLab.CliAsync(host, arguments, Token);
 
-    private async Task<IAsyncDisposable> StartTunnelsAsync()
-    {
-        var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
-        {
-            Name = Tunnel, Local = _lab.OldV4, Remote = _lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.Old.Name,
-        }, Token);
-        try
-        {
-            var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
-            {
-                Name = Tunnel, Local = _lab.NewV4, Remote = _lab.OldV4, Key = Key, Mtu = 1472, NetworkNamespace = _lab.New.Name,
-            }, Token);
-            return new Both(@new, old);
-        }
-        catch
-        {
-            await old.DisposeAsync();
-            throw;
-        }
-    }
+    private Task<MigrationLab.Tunnels> StartTunnelsAsync() => MigrationLab.StartTunnelsAsync(_lab, Token);
 
-    /// <summary>Everything a migration may change on a host, as text (as MigrationTests takes it).</summary>
-    private async Task<string> SnapshotAsync(NetworkNamespace host)
-    {
-        var sb = new StringBuilder();
-        foreach (var command in new[]
-        {
-            new[] { "ip", "-4", "rule" }, ["ip", "-6", "rule"], ["ip", "-4", "route", "show", "table", "all"], ["ip", "-6", "route", "show", "table", "all"],
-            ["ip", "addr"], ["nft", "list", "ruleset"],
-            ["sysctl", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter",
-                "net.ipv4.conf.eth0.accept_local", "net.ipv4.conf.all.accept_local"],
-        })
-        {
-            sb.Append("$ ").AppendJoin(' ', command).Append('\n');
-            var lines = (await host.RunAsync(command[0], command[1..], Token)).StandardOutput.Split('\n')
-                .Where(l => !l.Contains("fe80:", StringComparison.Ordinal) && !l.Contains("scope link", StringComparison.Ordinal) || l.Contains("inet ", StringComparison.Ordinal));
-            sb.AppendJoin('\n', lines);
-        }
-
-        return sb.ToString();
-    }
-
-    private sealed class Both(IAsyncDisposable first, IAsyncDisposable second) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            await first.DisposeAsync();
-            await second.DisposeAsync();
-        }
-    }
+    private Task<string> SnapshotAsync(NetworkNamespace host) => HostSnapshot.TakeAsync(host, Token);
 
     /// <summary>
     /// A real sshd in a lab host's namespace: its own host key, config and authorized key in a temporary directory, a

@@ -1,0 +1,116 @@
+using Switchover.Lab;
+using Switchover.Migration.Gre;
+
+namespace Switchover.IntegrationTests.Migration;
+
+/// <summary>What the migration tests do alike on the four-host lab: each host's state, the CLI there, the tunnels.</summary>
+internal static class MigrationLab
+{
+    public const uint Key = 4242;
+    public const string Tunnel = "gre-sw";
+
+    /// <summary>Each lab host keeps its own state, as separate machines would (the namespaces share one file system).</summary>
+    public static string StateDirectory(NetworkNamespace host) => $"/run/switchover/.lab-{host.Name}";
+
+    // 300 s: a CLI run takes a second here, but minutes in the VM lab (TCG) on a busy machine (a setup took over 120 s
+    // at a load average of 40: dotnet's start and each of the dozens of ip, sysctl and nft runs are emulated).
+    public static Task<CommandOutput> CliAsync(NetworkNamespace host, string[] arguments, CancellationToken cancellationToken) =>
+        host.TryRunAsync("dotnet", [Artifacts.Cli, .. arguments, "--state-dir", StateDirectory(host)], cancellationToken, TimeSpan.FromSeconds(300));
+
+    /// <summary>Deletes what the hosts' state directories still hold, then the lab.</summary>
+    public static async Task DisposeAsync(FourHostLab lab)
+    {
+        try
+        {
+            foreach (var host in lab.Hosts.Where(h => Directory.Exists(StateDirectory(h))))
+            {
+                Directory.Delete(StateDirectory(host), recursive: true);
+            }
+        }
+        finally
+        {
+            await lab.DisposeAsync();
+        }
+    }
+
+    /// <summary>Userspace GRE in this process between the old and the new host's outer IPv4 addresses.</summary>
+    public static async Task<Tunnels> StartTunnelsAsync(FourHostLab lab, CancellationToken cancellationToken)
+    {
+        var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+        {
+            Name = Tunnel, Local = lab.OldV4, Remote = lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.Old.Name,
+        }, cancellationToken);
+        try
+        {
+            var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
+            {
+                Name = Tunnel, Local = lab.NewV4, Remote = lab.OldV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.New.Name,
+            }, cancellationToken);
+            return new Tunnels(old, @new);
+        }
+        catch
+        {
+            await old.DisposeAsync();
+            throw;
+        }
+    }
+
+    public static string TunnelSocket(NetworkNamespace host) => Path.Combine(StateDirectory(host), "tunnel.sock");
+
+    /// <summary>The userspace tunnel as an operator runs it: a long-lived <c>switchover tunnel run</c> agent on each host.</summary>
+    public static async Task<Agents> StartAgentsAsync(FourHostLab lab, CancellationToken cancellationToken)
+    {
+        var agents = new Agents();
+        try
+        {
+            foreach (var (host, local, remote) in new[] { (lab.Old, lab.OldV4, lab.NewV4), (lab.New, lab.NewV4, lab.OldV4) })
+            {
+                Directory.CreateDirectory(StateDirectory(host));
+                var agent = host.StartProcess("dotnet", [Artifacts.Cli, "tunnel", "run", "--name", Tunnel, "--local", local.ToString(), "--remote", remote.ToString(),
+                    "--key", $"{Key}", "--mtu", "1472", "--dataplane", "userspace", "--socket", TunnelSocket(host)]);
+                agents.Processes.Add(agent);
+                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+                while ((await host.TryRunAsync("ip", ["link", "show", "dev", Tunnel], cancellationToken)).ExitCode != 0)
+                {
+                    Assert.False(agent.HasExited || DateTime.UtcNow > deadline, $"The tunnel agent on {host} did not create {Tunnel}:\n{agent.Output}");
+                    await Task.Delay(100, cancellationToken);
+                }
+            }
+
+            return agents;
+        }
+        catch
+        {
+            await agents.DisposeAsync();
+            throw;
+        }
+    }
+
+    public sealed class Agents : IAsyncDisposable
+    {
+        public List<LabProcess> Processes { get; } = [];
+
+        public string Describe() => string.Join('\n', Processes.Select(p => p.Output));
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var agent in Processes)
+            {
+                agent.SendSignal(Signals.Terminate);
+                Assert.Equal(0, await agent.Exited.WaitAsync(TimeSpan.FromSeconds(30)));
+                await agent.DisposeAsync();
+            }
+        }
+    }
+
+    public sealed class Tunnels(UserspaceGreTunnel old, UserspaceGreTunnel @new) : IAsyncDisposable
+    {
+        public string Describe() => $"old tunnel: {old.Counters}\nnew tunnel: {@new.Counters}";
+
+        public async ValueTask DisposeAsync()
+        {
+            await @new.DisposeAsync();
+            await old.DisposeAsync();
+        }
+    }
+}
