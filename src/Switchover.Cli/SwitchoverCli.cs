@@ -61,8 +61,14 @@ internal static class SwitchoverCli
         // here, so that scripts can tell it from an operational failure, and it stays one line.
         if (parseResult.Action is ParseErrorAction)
         {
-            var command = parseResult.CommandResult.Command;
-            var help = command is RootCommand ? "switchover --help" : $"switchover {command.Name} --help";
+            // The whole path of a nested command: 'switchover migrate finalize --help', not 'switchover finalize --help'.
+            var path = new List<string>();
+            for (var result = parseResult.CommandResult; result is { Command: not RootCommand }; result = result.Parent as System.CommandLine.Parsing.CommandResult)
+            {
+                path.Insert(0, result.Command.Name);
+            }
+
+            var help = string.Join(' ', ["switchover", .. path, "--help"]);
             var errors = string.Join(" ", parseResult.Errors.Select(e => e.Message));
             await configuration.Error.WriteLineAsync($"switchover: {errors} See '{help}'.").ConfigureAwait(false);
             return ExitCodes.Usage;

@@ -60,6 +60,20 @@ public sealed class CliTests : IDisposable
         Assert.Empty(Directory.EnumerateFileSystemEntries(_root));
     }
 
+    [Theory(Timeout = 10000)]
+    [InlineData("status --bogus", "switchover status --help")]
+    [InlineData("migrate finalize --bogus", "switchover migrate finalize --help")]
+    [InlineData("tunnel status --bogus", "switchover tunnel status --help")]
+    [InlineData("--bogus", "switchover --help")]
+    public async Task A_usage_error_names_the_help_of_the_command_it_is_in_with_its_whole_path(string args, string help)
+    {
+        var error = new StringWriter();
+        var code = await SwitchoverCli.RunAsync(args.Split(' '), new System.CommandLine.InvocationConfiguration { Error = error, Output = TextWriter.Null });
+
+        Assert.Equal(2, code);
+        Assert.EndsWith($"See '{help}'.", error.ToString().TrimEnd(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(42, "42s")]
     [InlineData(185, "3m05s")]
