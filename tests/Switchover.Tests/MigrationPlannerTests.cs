@@ -234,6 +234,15 @@ public sealed class MigrationPlannerTests
         var onHost = MigrationPlanner.ValidateResources(distinct, host, []);
         Assert.Contains(onHost, e => e.Contains("Routing table 48 is already used by a default route", StringComparison.Ordinal));
         Assert.Contains(onHost, e => e.Contains("link address 169.254.200.1 is already an address of this host", StringComparison.Ordinal));
+
+        // A userspace tunnel's device exists before the setup: the address on another device is still taken, on the
+        // tunnel device itself (a setup run again) it is not.
+        var taken = (IPAddress.Parse("169.254.200.1"), "eth1");
+        var onOther = Fresh with { LocalAddresses = [.. Fresh.LocalAddresses, taken.Item1], AddressDevices = [taken] };
+        Assert.Contains(MigrationPlanner.ValidateResources(distinct, onOther, []),
+            e => e.Contains("link address 169.254.200.1 is already an address of this host (on eth1)", StringComparison.Ordinal));
+        var onTunnel = onOther with { AddressDevices = [(taken.Item1, "gre-2")] };
+        Assert.Empty(MigrationPlanner.ValidateResources(distinct, onTunnel, []));
     }
 
     [Fact]

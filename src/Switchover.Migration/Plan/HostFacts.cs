@@ -24,14 +24,21 @@ public sealed record HostFacts(
     /// <summary>The existing tunnel device's kind (`ip -d link`: gre, ip6gre, tun), when it exists and says.</summary>
     public string? TunnelDeviceKind { get; init; }
 
+    /// <summary>Which device holds each local address (`ip -j addr`), when read from the host.</summary>
+    public IReadOnlyList<(IPAddress Address, string Device)> AddressDevices { get; init; } = [];
+
     public bool Owns(IPAddress address) => LocalAddresses.Contains(address);
+
+    /// <summary>The device that holds a local address, or null when not known.</summary>
+    public string? DeviceOf(IPAddress address) => AddressDevices.FirstOrDefault(a => a.Address.Equals(address)).Device;
 
     public string? Sysctl(string key) => Sysctls.TryGetValue(key, out var value) ? value : null;
 
     /// <summary>Reads the facts of the host this process runs in (its network namespace).</summary>
     internal static async Task<HostFacts> ReadAsync(ICommandRunner runner, string tunnelDevice, IPAddress remoteOuter, IEnumerable<string> sysctlKeys, CancellationToken cancellationToken)
     {
-        var addresses = ParseAddresses((await Ip(runner, cancellationToken, "-j", "addr", "show").ConfigureAwait(false)).StandardOutput);
+        var owned = ParseAddresses((await Ip(runner, cancellationToken, "-j", "addr", "show").ConfigureAwait(false)).StandardOutput);
+        var addresses = owned.Select(a => a.Address).ToList();
         var hasIPv6 = Directory.Exists("/proc/sys/net/ipv6");
         var rules = ParseRules((await Ip(runner, cancellationToken, "-j", "-4", "rule", "show").ConfigureAwait(false)).StandardOutput, ipv6: false).ToList();
         if (hasIPv6)
@@ -72,6 +79,7 @@ public sealed record HostFacts(
         return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes, nftTables)
         {
             TunnelDeviceKind = link.ExitCode == 0 ? ParseLinkKind(link.StandardOutput) : null,
+            AddressDevices = owned,
         };
     }
 
@@ -90,10 +98,10 @@ public sealed record HostFacts(
         return null;
     }
 
-    internal static IReadOnlyList<IPAddress> ParseAddresses(string json)
+    internal static IReadOnlyList<(IPAddress Address, string Device)> ParseAddresses(string json)
     {
         using var document = JsonDocument.Parse(json);
-        var addresses = new List<IPAddress>();
+        var addresses = new List<(IPAddress, string)>();
         foreach (var link in document.RootElement.EnumerateArray())
         {
             if (!link.TryGetProperty("addr_info", out var infos))
@@ -101,11 +109,12 @@ public sealed record HostFacts(
                 continue;
             }
 
+            var device = link.TryGetProperty("ifname", out var name) ? name.GetString() ?? string.Empty : string.Empty;
             foreach (var info in infos.EnumerateArray())
             {
                 if (info.TryGetProperty("local", out var local) && IPAddress.TryParse(local.GetString(), out var address))
                 {
-                    addresses.Add(address);
+                    addresses.Add((address, device));
                 }
             }
         }

@@ -148,9 +148,13 @@ public static class MigrationPlanner
         }
 
         var linkAddress = IPAddress.Parse(spec.LinkAddress.Split('/')[0]);
-        if (facts.Owns(linkAddress) && !facts.TunnelDeviceExists)
+        // Taken, unless by the tunnel device itself (a setup run again). A userspace tunnel's device exists before the
+        // setup, so which device holds the address decides, where the host said.
+        var holder = facts.DeviceOf(linkAddress);
+        if (facts.Owns(linkAddress) && (!facts.TunnelDeviceExists || holder is not null && holder != spec.TunnelDevice))
         {
-            errors.Add($"The tunnel's link address {linkAddress} is already an address of this host. Give --link-network, the same on both hosts.");
+            errors.Add($"The tunnel's link address {linkAddress} is already an address of this host{(holder is null ? string.Empty : $" (on {holder})")}. " +
+                "Give --link-network, the same on both hosts.");
         }
 
         return errors;
