@@ -63,8 +63,8 @@ internal static class StatusLineProbe
                 }
             }
 
-            var host = endpoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endpoint.Address}]:{endpoint.Port}" : endpoint.ToString();
-            var request = Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Switchover-readiness\r\nConnection: close\r\n\r\n");
+            // IPEndPoint writes an IPv6 address in brackets, as a Host header needs it.
+            var request = Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nUser-Agent: Switchover-readiness\r\nConnection: close\r\n\r\n");
             try
             {
                 await stream.WriteAsync(request, cancellationToken).ConfigureAwait(false);

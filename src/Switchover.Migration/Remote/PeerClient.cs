@@ -18,11 +18,6 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
     public async Task<string> CheckAsync(CancellationToken cancellationToken)
     {
         var result = await RunAsync(["--version"], peer.Timeout, cancellationToken).ConfigureAwait(false);
-        if (SshFailure.Classify(result.ExitCode, result.StandardError) is var kind && kind != SshFailureKind.None)
-        {
-            throw new PeerException(kind, SshFailure.Explain(kind, peer, result.StandardError));
-        }
-
         if (result.ExitCode != 0)
         {
             throw new PeerException(SshFailureKind.Other,
@@ -41,11 +36,6 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
     public async Task<MigrationAnswer> MigrateAsync(string verb, IReadOnlyList<string> arguments, TimeSpan longer, CancellationToken cancellationToken)
     {
         var result = await RunAsync(MigrateArguments(verb, arguments, json: true), peer.Timeout + longer, cancellationToken).ConfigureAwait(false);
-        if (SshFailure.Classify(result.ExitCode, result.StandardError) is var kind && kind != SshFailureKind.None)
-        {
-            throw new PeerException(kind, SshFailure.Explain(kind, peer, result.StandardError));
-        }
-
         return MigrationAnswer.TryParse(result.StandardOutput)
             ?? throw new PeerException(SshFailureKind.Other,
                 $"'switchover migrate {verb}' on {peer.Address} exited with {result.ExitCode} and gave no JSON answer: {Trim(result.StandardError + result.StandardOutput)}. " +
@@ -56,11 +46,6 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
     public async Task<(int ExitCode, string Output, string Error)> MigrateTextAsync(string verb, IReadOnlyList<string> arguments, CancellationToken cancellationToken)
     {
         var result = await RunAsync(MigrateArguments(verb, arguments, json: false), peer.Timeout, cancellationToken).ConfigureAwait(false);
-        if (SshFailure.Classify(result.ExitCode, result.StandardError) is var kind && kind != SshFailureKind.None)
-        {
-            throw new PeerException(kind, SshFailure.Explain(kind, peer, result.StandardError));
-        }
-
         return (result.ExitCode, result.StandardOutput, result.StandardError);
     }
 
@@ -80,12 +65,14 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
         return all;
     }
 
+    /// <summary>One ssh call; throws a <see cref="PeerException"/> when ssh itself failed or the bound passed.</summary>
     private async Task<CommandResult> RunAsync(IReadOnlyList<string> remoteArguments, TimeSpan timeout, CancellationToken cancellationToken)
     {
         var command = new Command(SshCommandLine.Program, SshCommandLine.Build(peer, remoteArguments)) { Timeout = timeout };
+        CommandResult result;
         try
         {
-            return await runner.TryRunAsync(command, cancellationToken).ConfigureAwait(false);
+            result = await runner.TryRunAsync(command, cancellationToken).ConfigureAwait(false);
         }
         catch (CommandNotFoundException e)
         {
@@ -97,6 +84,11 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
             throw new PeerException(SshFailureKind.TimedOut,
                 $"{peer.Address} did not answer within {timeout.TotalSeconds:0} s ({e.Message}). --peer-timeout sets the bound.");
         }
+
+        // ssh's own failures (host key, authentication, connection), before the remote program's exit code means anything.
+        return SshFailure.Classify(result.ExitCode, result.StandardError) is var kind && kind != SshFailureKind.None
+            ? throw new PeerException(kind, SshFailure.Explain(kind, peer, result.StandardError))
+            : result;
     }
 
     private static string Trim(string text)
