@@ -28,6 +28,7 @@ internal sealed partial class NetlinkSocket : IDisposable
     private const int SolSocket = 1;
     private const int SoRcvtimeo = 20;
     private const int SoSndtimeo = 21;
+    private const int MsgDontwait = 0x40;
 
     // A dump's datagrams are at most 32 KiB (netlink_recvmsg caps max_recvmsg_len there); twice that never truncates.
     private const int ReceiveBufferLength = 64 * 1024;
@@ -100,6 +101,53 @@ internal sealed partial class NetlinkSocket : IDisposable
             {
                 return;
             }
+        }
+    }
+
+    /// <summary>Sends one datagram (a request, or a whole nfnetlink batch).</summary>
+    public unsafe void Send(ReadOnlySpan<byte> datagram)
+    {
+        fixed (byte* p = datagram)
+        {
+            if (SendNative(_fd, p, datagram.Length, 0) < 0)
+            {
+                throw NetlinkException.FromErrno(Marshal.GetLastPInvokeError(), "send");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Receives one datagram into the socket's buffer: waits (up to the socket's 5 s timeout) when <paramref name="wait"/>,
+    /// otherwise returns an empty span when nothing is queued.
+    /// </summary>
+    public unsafe ReadOnlySpan<byte> Receive(bool wait)
+    {
+        _buffer ??= new byte[ReceiveBufferLength];
+        while (true)
+        {
+            long received;
+            fixed (byte* p = _buffer)
+            {
+                received = ReceiveNative(_fd, p, _buffer.Length, wait ? 0 : MsgDontwait);
+            }
+
+            if (received >= 0)
+            {
+                return _buffer.AsSpan(0, (int)received);
+            }
+
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno == Libc.EINTR)
+            {
+                continue;
+            }
+
+            if (errno == Libc.EWOULDBLOCK && !wait)
+            {
+                return [];
+            }
+
+            throw NetlinkException.FromErrno(errno, errno == Libc.EWOULDBLOCK ? "recv (no answer within 5 s)" : "recv");
         }
     }
 

@@ -3,15 +3,26 @@ using Switchover.Processes;
 namespace Switchover.Netfilter;
 
 /// <summary>
-/// Applies and removes a namespace's table: through libnftables in this process by default, or through an
-/// <c>nft</c> program when one is named (<c>Switchover:NftPath</c>, <c>--nft</c>). Both take the same text, as one
-/// transaction.
+/// Applies and removes a namespace's table. The handoff table (<see cref="ApplyAsync"/>, <see cref="DeleteTableAsync"/>,
+/// <see cref="CheckAsync"/>) goes through our own nf_tables netlink batches by default (<see cref="NfTablesNetlink"/>):
+/// no library, no text. Other text (scripts, listings) goes through libnftables in this process, or through an
+/// <c>nft</c> program when one is named (<c>Switchover:NftPath</c>, <c>--nft</c>), which then takes the handoff table
+/// too, as text; <c>NftPath=libnftables</c> sends the handoff table through libnftables. Each is one transaction.
 /// </summary>
 internal sealed class NftClient
 {
-    private readonly INftBackend _backend;
+    /// <summary>The <c>Switchover:NftPath</c> value that selects libnftables for the handoff table too.</summary>
+    public const string LibNftablesName = "libnftables";
 
-    public NftClient(INftBackend backend) => _backend = backend;
+    private readonly INftBackend _backend;
+    private readonly NfTablesNetlink? _netlink;
+
+    /// <param name="netlink">The handoff table's transport; null: the table's text through <paramref name="backend"/>.</param>
+    public NftClient(INftBackend backend, NfTablesNetlink? netlink = null)
+    {
+        _backend = backend;
+        _netlink = netlink;
+    }
 
     /// <summary>The <c>nft</c> program at <paramref name="nftPath"/>, run through <paramref name="runner"/>.</summary>
     public NftClient(ICommandRunner runner, string nftPath = "nft")
@@ -19,15 +30,31 @@ internal sealed class NftClient
     {
     }
 
-    /// <summary>libnftables in-process when <paramref name="nftPath"/> is null or empty; otherwise that program.</summary>
+    /// <summary>
+    /// Null or empty: the handoff table through netlink, other text through libnftables (loaded only when used).
+    /// "libnftables": everything through libnftables. Otherwise that program for everything.
+    /// </summary>
     public static NftClient Create(string? nftPath) =>
-        string.IsNullOrEmpty(nftPath) ? new NftClient(LibNftablesBackend.Instance) : new NftClient(CommandRunner.Instance, nftPath);
+        string.IsNullOrEmpty(nftPath) ? new NftClient(LibNftablesBackend.Instance, NfTablesNetlink.Instance)
+        : nftPath == LibNftablesName ? new NftClient(LibNftablesBackend.Instance)
+        : new NftClient(CommandRunner.Instance, nftPath);
+
+    /// <summary>How the handoff table is applied: "nf_tables netlink", "libnftables" or the program's path.</summary>
+    public string TableTransport => _netlink is null ? _backend.Name : NfTablesNetlink.Name;
 
     /// <summary>"libnftables" or the program's path.</summary>
     public string Transport => _backend.Name;
 
-    public Task ApplyAsync(HandoffTable table, CancellationToken cancellationToken) =>
-        RunScriptAsync(table.Render(), check: false, cancellationToken);
+    public Task ApplyAsync(HandoffTable table, CancellationToken cancellationToken)
+    {
+        if (_netlink is null)
+        {
+            return RunScriptAsync(table.Render(), check: false, cancellationToken);
+        }
+
+        _netlink.Apply(table, cancellationToken);
+        return Task.CompletedTask;
+    }
 
     /// <summary>Applies an nft script as one transaction (all or nothing).</summary>
     public Task ApplyScriptAsync(string script, CancellationToken cancellationToken) =>
@@ -37,12 +64,28 @@ internal sealed class NftClient
     public Task CheckScriptAsync(string script, CancellationToken cancellationToken) =>
         RunScriptAsync(script, check: true, cancellationToken);
 
-    public Task DeleteTableAsync(NamespaceName name, CancellationToken cancellationToken) =>
-        RunScriptAsync(HandoffTable.RenderDelete(name), check: false, cancellationToken);
+    public Task DeleteTableAsync(NamespaceName name, CancellationToken cancellationToken)
+    {
+        if (_netlink is null)
+        {
+            return RunScriptAsync(HandoffTable.RenderDelete(name), check: false, cancellationToken);
+        }
+
+        _netlink.DeleteTable(name, cancellationToken);
+        return Task.CompletedTask;
+    }
 
     /// <summary>Proves that nftables works here and that this process may change the ruleset, without changing it.</summary>
-    public Task CheckAsync(NamespaceName name, CancellationToken cancellationToken) =>
-        RunScriptAsync(HandoffTable.RenderProbe(name), check: true, cancellationToken);
+    public Task CheckAsync(NamespaceName name, CancellationToken cancellationToken)
+    {
+        if (_netlink is null)
+        {
+            return RunScriptAsync(HandoffTable.RenderProbe(name), check: true, cancellationToken);
+        }
+
+        _netlink.Check(cancellationToken);
+        return Task.CompletedTask;
+    }
 
     /// <summary>The table as nft lists it, or null when it does not exist.</summary>
     public Task<string?> ListTableAsync(NamespaceName name, CancellationToken cancellationToken) =>
@@ -106,6 +149,10 @@ internal sealed class NftClient
         {
             hint = "libnftables was not found. Install it (apt-get install libnftables1), name an nft program with Switchover:NftPath, or set Switchover:Mode=Disabled to bind the endpoints directly.";
         }
+        else if (e.StandardError.StartsWith("nf_tables is not available", StringComparison.Ordinal))
+        {
+            hint = "nf_tables is not available in this kernel. Load it (modprobe nf_tables), or set Switchover:Mode=Disabled to bind the endpoints directly.";
+        }
         else if (e.StandardError.Contains("Operation not permitted", StringComparison.Ordinal))
         {
             hint = "nft may not change the ruleset. Run as root or grant CAP_NET_ADMIN (e.g. AmbientCapabilities=CAP_NET_ADMIN in the systemd unit).";
@@ -113,6 +160,10 @@ internal sealed class NftClient
         else if (e.ExitCode is null)
         {
             hint = "nftables could not be used; nothing was changed.";
+        }
+        else if (e.CommandLine == NfTablesNetlink.Name)
+        {
+            hint = "The kernel refused the table; nothing was changed.";
         }
         else
         {
