@@ -8,11 +8,15 @@ public sealed class NftClientTests
     private static readonly NamespaceName Echo = NamespaceName.Parse("echo");
 
     [Fact]
-    public void Without_a_program_the_rules_go_through_libnftables_and_with_one_through_that_program()
+    public void Without_a_program_the_handoff_table_goes_through_netlink_and_other_text_through_libnftables_and_with_one_through_that_program()
     {
         Assert.Equal("libnftables", NftClient.Create(null).Transport);
         Assert.Equal("libnftables", NftClient.Create(string.Empty).Transport);
         Assert.Equal("/usr/sbin/nft", NftClient.Create("/usr/sbin/nft").Transport);
+        Assert.Equal("nf_tables netlink", NftClient.Create(null).TableTransport);
+        Assert.Equal("libnftables", NftClient.Create("libnftables").TableTransport);
+        Assert.Equal("libnftables", NftClient.Create("libnftables").Transport);
+        Assert.Equal("/usr/sbin/nft", NftClient.Create("/usr/sbin/nft").TableTransport);
         Assert.Equal("ctnetlink", ConntrackClient.Create(null).Source);
         Assert.Equal("conntrack", ConntrackClient.Create("conntrack").Source);
     }

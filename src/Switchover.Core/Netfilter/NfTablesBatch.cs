@@ -220,7 +220,7 @@ internal sealed class NfTablesBatch
         var expressions = BeginRule(table, "prerouting", index);
         L4protoTcp();
         Payload(PayloadTransport, 13, 1);
-        Bitwise(1, [0x17], [0x00]);
+        Bitwise(1, [0x17], [0x00], withOperation: true);
         Cmp(CmpNeq, [0x02]);
         Verdict(VerdictReturn);
         EndRule(expressions, null);
@@ -281,7 +281,7 @@ internal sealed class NfTablesBatch
             Span<byte> mark = stackalloc byte[4];
             BinaryPrimitives.WriteUInt32LittleEndian(mask, ~HandoffTable.CtMarkMask);
             BinaryPrimitives.WriteUInt32LittleEndian(mark, HandoffTable.CtMarkOf(steer.GenerationId));
-            Bitwise(4, mask, mark);
+            Bitwise(4, mask, mark, withOperation: true);
             data = BeginExpression("ct");
             Be32(2, CtMark); // NFTA_CT_KEY
             Be32(4, Reg1); // NFTA_CT_SREG
@@ -339,9 +339,9 @@ internal sealed class NfTablesBatch
         Payload(PayloadTransport, 2, 2);
         Cmp(CmpEq, dport);
         var data = BeginExpression("fib");
-        Be32(1, Reg1); // NFTA_FIB_DREG
-        Be32(2, FibResultAddrtype); // NFTA_FIB_RESULT
         Be32(3, FibFlagDaddr); // NFTA_FIB_FLAGS
+        Be32(2, FibResultAddrtype); // NFTA_FIB_RESULT
+        Be32(1, Reg1); // NFTA_FIB_DREG
         EndExpression(data);
         Span<byte> local = stackalloc byte[4];
         BinaryPrimitives.WriteUInt32LittleEndian(local, RtnLocal);
@@ -370,9 +370,11 @@ internal sealed class NfTablesBatch
         Be32(SetElemListSetId, id);
         var list = BeginNest(SetElemListElements);
         Span<byte> value = stackalloc byte[2];
-        foreach (var port in ports)
+        for (var i = 0; i < ports.Count; i++)
         {
-            var element = BeginNest(ListElem);
+            // libnftnl numbers the elements of the list 1, 2, 3 (the kernel reads any type there): so do we.
+            var port = ports[i];
+            var element = BeginNest((ushort)(i + 1));
             var key = BeginNest(SetElemKey);
             BinaryPrimitives.WriteUInt16BigEndian(value, (ushort)port);
             Attribute(DataValue, value);
@@ -445,11 +447,17 @@ internal sealed class NfTablesBatch
         EndExpression(data);
     }
 
-    private void Bitwise(uint length, ReadOnlySpan<byte> mask, ReadOnlySpan<byte> xor)
+    /// <param name="withOperation">NFTA_BITWISE_OP (NFT_BITWISE_BOOL, the kernel's default): nft 1.0.6 sends it for the tcp flags and the mark, not for ct status (a flag test it builds differently).</param>
+    private void Bitwise(uint length, ReadOnlySpan<byte> mask, ReadOnlySpan<byte> xor, bool withOperation = false)
     {
         var data = BeginExpression("bitwise");
         Be32(1, Reg1); // NFTA_BITWISE_SREG
         Be32(2, Reg1); // NFTA_BITWISE_DREG
+        if (withOperation)
+        {
+            Be32(6, 0); // NFTA_BITWISE_OP
+        }
+
         Be32(3, length);
         var nest = BeginNest(4); // NFTA_BITWISE_MASK
         Attribute(DataValue, mask);
