@@ -64,7 +64,7 @@ internal sealed record KernelResult(
 
 /// <summary>
 /// The handoff's kernel work, each piece against the way Switchover did it before, in the same run and lab:
-/// rule transactions through libnftables and through the nft program (no load, then under rolling deploys with load);
+/// rule transactions through our own nf_tables netlink batches, libnftables and the nft program (no load, then under rolling deploys with load);
 /// programs started by a generation pair during a handoff (strace); one drain poll's cost with many idle connections
 /// (sock_diag + ctnetlink against /proc/net/tcp + conntrack -L) and the handoff and drain with them held; resident memory
 /// of a generation against the same app with Mode=Disabled.
@@ -96,7 +96,8 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
         var transactions = new List<Timings>();
         using var libnftables = worker.Run(LibNftablesBackend.OpenHere);
-        var bench = new BenchTable(new NftClient(libnftables), new NftClient(CommandRunner.Instance, "nft"), worker);
+        using var netlink = worker.Run(NfTablesNetlink.OpenHere);
+        var bench = new BenchTable(new NftClient(libnftables, netlink), new NftClient(libnftables), new NftClient(CommandRunner.Instance, "nft"), worker);
         transactions.AddRange(bench.Run("no load", settings.KernelTransactions, TimeSpan.Zero));
         bench.Delete();
         progress.Line("  " + string.Join("; ", transactions.Select(Describe)));
@@ -115,7 +116,7 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
         }
 
         var execs = new List<ExecCount>();
-        foreach (var (name, arguments) in new[] { ("libnftables + ctnetlink + sock_diag (default)", Array.Empty<string>()), ("nft and conntrack programs (NftPath, ConntrackPath)", OldWay) })
+        foreach (var (name, arguments) in new[] { ("nf_tables netlink + ctnetlink + sock_diag (default)", Array.Empty<string>()), ("nft and conntrack programs (NftPath, ConntrackPath)", OldWay) })
         {
             current = await service.DeployAsync(Next(), Timeout, cancellationToken, arguments);
             var (count, next) = await CountExecsAsync(service, current, name, arguments, cancellationToken);
@@ -217,7 +218,7 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
         await rolling;
         await Task.Delay(settings.Tail, cancellationToken);
         var result = await load.StopAsync(cancellationToken);
-        return (timings, Timings.Of("generation's own transaction under rolling load (libnftables, as it logs it)", logged), result);
+        return (timings, Timings.Of("generation's own transaction under rolling load (netlink, as it logs it)", logged), result);
     }
 
     private async Task<(ExecCount Count, LaunchedGeneration Next)> CountExecsAsync(
@@ -475,6 +476,18 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
             var generation = await service.DeployAsync(Next(), Timeout, cancellationToken);
             await RequestsAsync(lab, Port, cancellationToken);
             samples.Add(new MemorySample("Switchover", round, Rss(generation.Process.Pid)));
+            if (round == 1)
+            {
+                // The handoff's table goes through our own netlink batches: a default generation never loads libnftables.
+                var mapped = File.ReadLines($"/proc/{generation.Process.Pid.ToString(CultureInfo.InvariantCulture)}/maps")
+                    .Where(l => l.Contains("libnftables", StringComparison.Ordinal)).ToList();
+                progress.Line($"  libnftables mapped by a default generation after its handoff: {(mapped.Count == 0 ? "no" : "yes")}");
+                if (mapped.Count > 0)
+                {
+                    _problems.Add($"a default generation mapped libnftables ({mapped[0].Trim()})");
+                }
+            }
+
 
             // The same with the nft and conntrack programs instead of libnftables and ctnetlink: what the library costs.
             generation = await service.DeployAsync(Next(), Timeout, cancellationToken, OldWay);
@@ -522,11 +535,12 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
     }
 
     /// <summary>
-    /// A table of its own (inet switchover_kbench, two generations of a namespace) applied back and forth, alternately
-    /// through libnftables and through the nft program, each call timed from the call to the kernel's answer. Every call
-    /// runs on the namespace's thread, so the program is forked there, as a generation would fork it.
+    /// A table of its own (inet switchover_kbench, two generations of a namespace) applied back and forth, in turn
+    /// through our netlink batches, libnftables and the nft program (which goes first rotates from round to round),
+    /// each call timed from the call to the kernel's answer. Every call runs on the namespace's thread, so the program is
+    /// forked there, as a generation would fork it.
     /// </summary>
-    private sealed class BenchTable(NftClient libnftables, NftClient program, NamespaceWorker worker)
+    private sealed class BenchTable(NftClient netlink, NftClient libnftables, NftClient program, NamespaceWorker worker)
     {
         private static readonly NamespaceName Name = NamespaceName.Parse("kbench");
 
@@ -538,18 +552,21 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
         public IReadOnlyList<Timings> Run(string phase, int count, TimeSpan spacing)
         {
-            List<double> lib = [], libCpu = [], prog = [], progCpu = [];
+            List<double> nl = [], nlCpu = [], lib = [], libCpu = [], prog = [], progCpu = [];
+            var clients = new[] { (netlink, nl, nlCpu), (libnftables, lib, libCpu), (program, prog, progCpu) };
+            var call = 0;
             for (var i = -5; i < count; i++)
             {
-                var table = _tables[(i + 5) % 2];
-                var a = Time(libnftables, table);
-                var b = Time(program, _tables[(i + 6) % 2]);
-                if (i >= 0)
+                for (var k = 0; k < clients.Length; k++)
                 {
-                    lib.Add(a.Wall);
-                    libCpu.Add(a.Cpu);
-                    prog.Add(b.Wall);
-                    progCpu.Add(b.Cpu);
+                    // Every call changes the table (the other generation active), and the first transport rotates.
+                    var (client, wall, cpu) = clients[(i + 5 + k) % clients.Length];
+                    var t = Time(client, _tables[call++ % 2]);
+                    if (i >= 0)
+                    {
+                        wall.Add(t.Wall);
+                        cpu.Add(t.Cpu);
+                    }
                 }
 
                 if (spacing > TimeSpan.Zero)
@@ -560,16 +577,16 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
             // Under rolling load, superseded generations (children of this process too) are reaped now and then, and
             // getrusage(RUSAGE_CHILDREN) would count their CPU as the nft program's: the program's CPU is shown only without load.
-            return [Timings.Of($"libnftables, {phase}", lib, libCpu), Timings.Of($"nft program, {phase}", prog, spacing == TimeSpan.Zero ? progCpu : null)];
+            return [Timings.Of($"netlink, {phase}", nl, nlCpu), Timings.Of($"libnftables, {phase}", lib, libCpu), Timings.Of($"nft program, {phase}", prog, spacing == TimeSpan.Zero ? progCpu : null)];
         }
 
         public void Delete() => worker.Run(() =>
         {
-            libnftables.DeleteTableAsync(Name, CancellationToken.None).GetAwaiter().GetResult();
+            netlink.DeleteTableAsync(Name, CancellationToken.None).GetAwaiter().GetResult();
             return true;
         });
 
-        /// <summary>Wall time, and CPU time of this thread (libnftables and the kernel's commit, done in its syscalls) plus the program's.</summary>
+        /// <summary>Wall time, and CPU time of this thread (encoding or libnftables, and the kernel's commit, done in its syscalls) plus the program's.</summary>
         private (double Wall, double Cpu) Time(NftClient client, HandoffTable table) => worker.Run(() =>
         {
             var cpu = CpuClock.Thread() + CpuClock.Children();

@@ -84,8 +84,9 @@ public sealed class SwitchoverOptions
     public DrainOptions Drain { get; } = new();
 
     /// <summary>
-    /// An nft program to apply the rules with (<c>nft -f -</c>), e.g. "nft" from PATH or "/usr/sbin/nft". Default: none,
-    /// rules go through libnftables (libnftables.so.1) in this process, and no program is started.
+    /// An nft program to apply the rules with (<c>nft -f -</c>), e.g. "nft" from PATH or "/usr/sbin/nft", or
+    /// "libnftables" for the rules' text through libnftables.so.1 in this process. Default: none, the rules go through
+    /// Switchover's own nf_tables netlink batches in this process: no program is started and no library loaded.
     /// </summary>
     public string? NftPath { get; set; }
 
