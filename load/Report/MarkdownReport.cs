@@ -330,10 +330,11 @@ internal static class MarkdownReport
                 md.AppendLine("Where the CPU went, one more round per variant under `perf record -a -g` (cpu-clock, 1999 Hz, the whole machine; " +
                               "busy = every sample but the idle loop). *In nftables chains*: samples with `nft_do_chain` on the stack, which in the " +
                               "Switchover variants are Switchover's own chains (target < 0.5 %); *in conntrack*: `nf_conntrack_in`.").AppendLine()
-                    .AppendLine("| variant | busy samples | in nftables chains | in conntrack |").AppendLine("|---|---:|---:|---:|");
+                    .AppendLine("| variant | busy samples | in nftables chains | in conntrack | the chains' samples, by what nft_do_chain called |").AppendLine("|---|---:|---:|---:|---|");
                 foreach (var p in profiles)
                 {
-                    md.AppendLine(Inv($"| {p.Variant} | {p.Busy:N0} | {p.InChains:N0} ({p.ChainsPercent:0.00} %) | {p.InConntrack:N0} ({p.ConntrackPercent:0.00} %) |"));
+                    md.AppendLine(Inv($"| {p.Variant} | {p.Busy:N0} | {p.InChains:N0} ({p.ChainsPercent:0.00} %) | {p.InConntrack:N0} ({p.ConntrackPercent:0.00} %) | ") +
+                                  string.Join(", ", p.ChainCallees.Select(c => Inv($"{c.Function} {c.Samples}"))) + " |");
                 }
 
                 md.AppendLine();

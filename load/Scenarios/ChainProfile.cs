@@ -14,6 +14,9 @@ namespace Switchover.Load.Scenarios;
 /// </summary>
 internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, ConnectionMode Mode, long Samples, long Busy, long InChains, long InConntrack)
 {
+    /// <summary>What the chains' samples were in: the function <c>nft_do_chain</c> called (itself when in its own code), most first.</summary>
+    public IReadOnlyList<(string Function, long Samples)> ChainCallees { get; init; } = [];
+
     /// <summary>The share of busy CPU samples spent in nftables chains, in percent.</summary>
     public double ChainsPercent => Busy > 0 ? 100.0 * InChains / Busy : double.NaN;
 
@@ -48,10 +51,13 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
                 return (null, $"perf script failed ({script.ExitCode}): {script.StandardError.Trim()}");
             }
 
-            var (samples, busy, chains, conntrack) = Count(script.StandardOutput);
+            var (samples, busy, chains, conntrack, callees) = Count(script.StandardOutput);
             return samples == 0
                 ? (null, "perf recorded no sample")
-                : (new ChainProfile(variant, client, mode, samples, busy, chains, conntrack), null);
+                : (new ChainProfile(variant, client, mode, samples, busy, chains, conntrack)
+                {
+                    ChainCallees = [.. callees.OrderByDescending(c => c.Value).Take(6).Select(c => (c.Key, c.Value))],
+                }, null);
         }
         catch (CommandNotFoundException)
         {
@@ -68,9 +74,10 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
     /// Counts <c>perf script -F comm,ip,sym</c> output: one block a sample (its command, then one frame a line,
     /// "address symbol", innermost first), blocks separated by an empty line.
     /// </summary>
-    internal static (long Samples, long Busy, long InChains, long InConntrack) Count(string script)
+    internal static (long Samples, long Busy, long InChains, long InConntrack, Dictionary<string, long> ChainCallees) Count(string script)
     {
         long samples = 0, busy = 0, chains = 0, conntrack = 0;
+        var callees = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var block in script.Split("\n\n", StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var frames = block.Split('\n', StringSplitOptions.TrimEntries).Skip(1)
@@ -89,9 +96,12 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
             }
 
             busy++;
-            if (Has("nft_do_chain"))
+            var chain = frames.FindIndex(f => f.StartsWith("nft_do_chain", StringComparison.Ordinal));
+            if (chain >= 0)
             {
                 chains++;
+                var callee = chain == 0 ? frames[0] : frames[chain - 1];
+                callees[callee] = callees.GetValueOrDefault(callee) + 1;
             }
 
             if (Has("nf_conntrack_in"))
@@ -100,6 +110,6 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
             }
         }
 
-        return (samples, busy, chains, conntrack);
+        return (samples, busy, chains, conntrack, callees);
     }
 }
