@@ -48,6 +48,14 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
 {
     private const int Port = 8080;
 
+    private readonly List<ChainProfile> _profiles = [];
+
+    /// <summary>One profiled round per variant, client and mode, after the measured ones (perf costs CPU: never in them).</summary>
+    public IReadOnlyList<ChainProfile> Profiles => _profiles;
+
+    /// <summary>Why there is no profile, when perf could not be used.</summary>
+    public string? ProfileProblem { get; private set; }
+
     public async Task<IReadOnlyList<OverheadRound>> RunAsync(CancellationToken cancellationToken)
     {
         var hosts = new List<Host>();
@@ -80,6 +88,11 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
                         }
                     }
 
+                    if (settings.OverheadProfile)
+                    {
+                        await ProfileAsync(hosts, client, mode, cancellationToken);
+                    }
+
                     var line = string.Join(", ", hosts.Select(h =>
                     {
                         var mine = rounds.Where(r => r.Variant == h.Variant && r.Client == client && r.Mode == mode).ToList();
@@ -99,6 +112,32 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
                 await host.DisposeAsync();
             }
         }
+    }
+
+    private async Task ProfileAsync(List<Host> hosts, ClientKind client, ConnectionMode mode, CancellationToken cancellationToken)
+    {
+        foreach (var host in hosts)
+        {
+            if (ProfileProblem is not null)
+            {
+                return;
+            }
+
+            var (profile, why) = await ChainProfile.MeasureAsync(host.Variant, client, mode, settings.OverheadRoundDuration,
+                () => MeasureAsync(host, client, mode, -1, settings.OverheadRoundDuration, cancellationToken), cancellationToken);
+            if (profile is null)
+            {
+                ProfileProblem = why;
+                progress.Line($"  overhead: NO CPU PROFILE of the chains: {why}");
+                return;
+            }
+
+            _profiles.Add(profile);
+        }
+
+        progress.Line("  overhead profile (share of busy CPU in nftables chains / conntrack): " + string.Join(", ",
+            _profiles.Where(p => p.Client == client && p.Mode == mode).Select(p => string.Create(CultureInfo.InvariantCulture,
+                $"{p.Variant} {p.ChainsPercent:0.00} % / {p.ConntrackPercent:0.00} %"))));
     }
 
     private async Task<OverheadRound> MeasureAsync(Host host, ClientKind client, ConnectionMode mode, int round, TimeSpan duration, CancellationToken cancellationToken)

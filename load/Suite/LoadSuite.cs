@@ -51,6 +51,7 @@ internal static class LoadSuite
         var errors = new List<string>();
         IReadOnlyList<RollingRun> rolling = [];
         IReadOnlyList<OverheadRound> overhead = [];
+        OverheadScenario? overheadScenario = null;
         TimingResult? timing = null;
 
         if (settings.RunRolling)
@@ -60,7 +61,8 @@ internal static class LoadSuite
 
         if (settings.RunOverhead && !token.IsCancellationRequested)
         {
-            overhead = await Guard("overhead", () => new OverheadScenario(settings, progress).RunAsync(token), errors, progress) ?? [];
+            overheadScenario = new OverheadScenario(settings, progress);
+            overhead = await Guard("overhead", () => overheadScenario.RunAsync(token), errors, progress) ?? [];
         }
 
         if (settings.RunTiming && !token.IsCancellationRequested)
@@ -99,6 +101,8 @@ internal static class LoadSuite
             rolling, overhead, timing, errors)
         {
             Drain = drain,
+            ChainProfiles = overheadScenario?.Profiles ?? [],
+            ChainProfileProblem = overheadScenario?.ProfileProblem,
             Kernel = kernel,
             Soak = soak,
         };

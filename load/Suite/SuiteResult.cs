@@ -20,6 +20,11 @@ internal sealed record SuiteResult(
 {
     /// <summary>The drain scenario's runs, one per idle-connection policy (empty when it did not run).</summary>
     public IReadOnlyList<DrainPolicyRun> Drain { get; init; } = [];
+    /// <summary>The overhead scenario's CPU profiles (empty when perf could not be used: see <see cref="ChainProfileProblem"/>).</summary>
+    public IReadOnlyList<ChainProfile> ChainProfiles { get; init; } = [];
+
+    public string? ChainProfileProblem { get; init; }
+
     /// <summary>The kernel scenario's measurements, when it ran.</summary>
     public KernelResult? Kernel { get; init; }
 

@@ -91,6 +91,9 @@ internal sealed record SuiteSettings
 
     public int OverheadRounds { get; init; } = 3;
 
+    /// <summary>One more round per variant under <c>perf record -a -g</c>: the share of CPU in nftables chains and conntrack.</summary>
+    public bool OverheadProfile { get; init; } = true;
+
     public TimeSpan OverheadRoundDuration { get; init; } = TimeSpan.FromSeconds(3);
 
     /// <summary>Handoffs without load but a light probe, for rule-transaction and launch-to-serving percentiles.</summary>

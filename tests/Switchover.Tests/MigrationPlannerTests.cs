@@ -89,7 +89,7 @@ public sealed class MigrationPlannerTests
         var spec = Old with { Side = MigrationSide.New, LocalOuter = IPAddress.Parse("203.0.113.1"), RemoteOuter = IPAddress.Parse("192.0.2.1") };
         var facts = Fresh with { LocalAddresses = [IPAddress.Parse("203.0.113.1")] };
 
-        var plan = MigrationPlanner.Plan(spec with { Control = new IPEndPoint(IPAddress.Parse("192.0.2.1"), 2222) }, facts, createKernelTunnel: false);
+        var plan = MigrationPlanner.Plan(spec with { Control = [new IPEndPoint(IPAddress.Parse("192.0.2.1"), 2222)] }, facts, createKernelTunnel: false);
 
         var rule = plan.Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto tcp dport 2222");
         Assert.Equal(["ip", "-4", "rule", "add", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "dport", "2222", "lookup", "main"], rule.Apply.Single().Arguments);
@@ -101,9 +101,13 @@ public sealed class MigrationPlannerTests
         Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "sport", "22", "lookup", "main"], session.Undo.Single().Arguments);
         Assert.Null(MigrationSpec.ParseSshConnection("not an ssh connection"));
 
+        // A peer named by a host name that resolves to several moved addresses: a rule for each, once each.
+        IPEndPoint[] named = [new(IPAddress.Parse("192.0.2.1"), 22), new(IPAddress.Parse("192.0.2.1"), 22), new(IPAddress.Parse("192.0.2.9"), 22)];
+        Assert.Single(MigrationPlanner.Plan(spec with { Control = named }, facts, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
+
         // Not when the peer is reached at an address that is not moved, nor on the old host.
-        Assert.DoesNotContain(MigrationPlanner.Plan(spec with { Control = new IPEndPoint(IPAddress.Parse("192.0.2.9"), 22) }, facts, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
-        Assert.DoesNotContain(MigrationPlanner.Plan(Old with { Control = new IPEndPoint(IPAddress.Parse("203.0.113.1"), 22) }, Fresh, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
+        Assert.DoesNotContain(MigrationPlanner.Plan(spec with { Control = [new IPEndPoint(IPAddress.Parse("192.0.2.9"), 22)] }, facts, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
+        Assert.DoesNotContain(MigrationPlanner.Plan(Old with { Control = [new IPEndPoint(IPAddress.Parse("203.0.113.1"), 22)] }, Fresh, false), c => c.Id.Contains("dport", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -54,6 +54,23 @@ public sealed class SshPeerTests
     }
 
     [Fact]
+    public void Where_ssh_connects_is_read_from_its_own_configuration_with_the_same_options_and_no_remote_command()
+    {
+        var arguments = SshCommandLine.Configuration(Peer);
+
+        Assert.Equal(["-G", "--", "192.0.2.1"], arguments.TakeLast(3));
+        Assert.Contains("StrictHostKeyChecking=yes", arguments);
+        Assert.DoesNotContain(arguments, a => a.Contains("migrate", StringComparison.Ordinal));
+
+        // As OpenSSH 9.2's 'ssh -G' prints it (an ssh_config alias already applied: "hostname" is the real host).
+        const string printed = "host oldbox\nuser root\nhostname old.example\nport 2222\naddressfamily inet6\nbatchmode yes\n";
+        Assert.Equal(("old.example", 2222, System.Net.Sockets.AddressFamily.InterNetworkV6), SshCommandLine.ParseConfiguration(printed));
+        Assert.Equal(("192.0.2.1", 22, System.Net.Sockets.AddressFamily.Unspecified), SshCommandLine.ParseConfiguration("hostname 192.0.2.1\nport 22\naddressfamily any\n"));
+        Assert.Null(SshCommandLine.ParseConfiguration("user root\nport 22\n"));
+        Assert.Null(SshCommandLine.ParseConfiguration("hostname old.example\nport 0\n"));
+    }
+
+    [Fact]
     public void A_known_hosts_path_with_a_space_is_quoted_for_ssh_and_a_short_timeout_shortens_the_connect_timeout()
     {
         var arguments = SshCommandLine.Build(Peer with { KnownHostsFile = "/srv/my keys/known_hosts", Timeout = TimeSpan.FromSeconds(6) }, []);

@@ -126,11 +126,12 @@ public sealed record MigrationSpec(
     }
 
     /// <summary>
-    /// The other host's SSH endpoint, when this host drives it (setup --peer). On the new host, when it is one of the
-    /// moved addresses (the old host's only address, typically), that address is local here too: a rule lets the SSH
-    /// connections to it still leave by the uplink, as the outer GRE packets do. Not part of <see cref="Settings"/>.
+    /// The other host's SSH endpoints, when this host drives it (setup --peer): each address ssh may connect to (a
+    /// name can resolve to several). On the new host, when one is a moved address (the old host's only address,
+    /// typically), that address is local here too: a rule lets the SSH connections to it still leave by the uplink,
+    /// as the outer GRE packets do. Not part of <see cref="Settings"/>.
     /// </summary>
-    public IPEndPoint? Control { get; init; }
+    public IReadOnlyList<IPEndPoint> Control { get; init; } = [];
 
     /// <summary>
     /// The SSH session this setup runs in, as sshd reports it (SSH_CONNECTION): the client's address and this host's

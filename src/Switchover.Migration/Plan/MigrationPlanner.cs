@@ -288,7 +288,7 @@ public static class MigrationPlanner
                         ["to", spec.RemoteOuter.ToString(), "ipproto", "gre"], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
                 }
 
-                if (spec.Control is { } control && (control.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(control.Address))
+                foreach (var control in spec.Control.Where(c => (c.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(c.Address)).Distinct())
                 {
                     // This host drives the old one over SSH at an address it now holds itself: those connections must still leave.
                     var port = control.Port.ToString(CultureInfo.InvariantCulture);

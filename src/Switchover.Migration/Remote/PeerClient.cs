@@ -1,3 +1,4 @@
+using System.Net;
 using Switchover.Processes;
 
 namespace Switchover.Migration.Remote;
@@ -26,6 +27,49 @@ internal sealed class PeerClient(ICommandRunner runner, PeerConnection peer)
         }
 
         return result.StandardOutput.Trim();
+    }
+
+    /// <summary>
+    /// The addresses ssh connects to for the peer: its configuration (<c>ssh -G</c>, so an ssh_config alias counts)
+    /// resolved the way ssh resolves it (getaddrinfo, in the address family ssh is told to use). One address for a
+    /// literal; each address of a name, since ssh takes the first that answers.
+    /// </summary>
+    public async Task<IReadOnlyList<IPEndPoint>> ResolveAsync(CancellationToken cancellationToken)
+    {
+        var command = new Command(SshCommandLine.Program, SshCommandLine.Configuration(peer)) { Timeout = peer.Timeout };
+        CommandResult result;
+        try
+        {
+            result = await runner.TryRunAsync(command, cancellationToken).ConfigureAwait(false);
+        }
+        catch (CommandNotFoundException e)
+        {
+            throw new PeerException(SshFailureKind.Other, $"The OpenSSH client could not be started ({e.Message}). Install openssh-client.");
+        }
+
+        if (result.ExitCode != 0 || SshCommandLine.ParseConfiguration(result.StandardOutput) is not { } target)
+        {
+            throw new PeerException(SshFailureKind.Other,
+                $"'ssh -G {peer.Address.Host}' did not say which host ssh connects to (exit {result.ExitCode}): {Trim(result.StandardError)}.");
+        }
+
+        if (IPAddress.TryParse(target.Host, out var literal))
+        {
+            return [new IPEndPoint(literal, target.Port)];
+        }
+
+        IPAddress[] addresses;
+        try
+        {
+            addresses = await Dns.GetHostAddressesAsync(target.Host, target.Family, cancellationToken).ConfigureAwait(false);
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            throw new PeerException(SshFailureKind.Other,
+                $"{target.Host} (the host ssh connects to for {peer.Address}) could not be resolved here: {e.Message}. Give the peer by its address.");
+        }
+
+        return [.. addresses.Distinct().Select(a => new IPEndPoint(a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a, target.Port))];
     }
 
     /// <summary>

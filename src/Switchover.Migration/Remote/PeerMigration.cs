@@ -56,10 +56,7 @@ public sealed class PeerMigration
         var existed = await _host.ReadAsync(spec.Name, cancellationToken).ConfigureAwait(false) is not null;
 
         var local = spec.Side == MigrationSide.Old ? spec with { Tuples = [] } : spec;
-        if (System.Net.IPAddress.TryParse(peer.Address.Host, out var peerAddress))
-        {
-            local = local with { Control = new System.Net.IPEndPoint(peerAddress, peer.Address.Port) };
-        }
+        local = local with { Control = await ResolveAsync(client, cancellationToken).ConfigureAwait(false) };
 
         MigrationOutcome outcome;
         try
@@ -318,11 +315,18 @@ public sealed class PeerMigration
         }
     }
 
-    private static async Task<string> CheckAsync(PeerClient client, CancellationToken cancellationToken)
+    private static Task<IReadOnlyList<System.Net.IPEndPoint>> ResolveAsync(PeerClient client, CancellationToken cancellationToken) =>
+        BeforeAnyChangeAsync(() => client.ResolveAsync(cancellationToken));
+
+    private static Task<string> CheckAsync(PeerClient client, CancellationToken cancellationToken) =>
+        BeforeAnyChangeAsync(() => client.CheckAsync(cancellationToken));
+
+    /// <summary>A call to the peer made before either host changed: its failure says so.</summary>
+    private static async Task<T> BeforeAnyChangeAsync<T>(Func<Task<T>> call)
     {
         try
         {
-            return await client.CheckAsync(cancellationToken).ConfigureAwait(false);
+            return await call().ConfigureAwait(false);
         }
         catch (PeerException e)
         {

@@ -14,6 +14,64 @@ internal static class SshCommandLine
 
     public static IReadOnlyList<string> Build(PeerConnection peer, IReadOnlyList<string> remoteArguments)
     {
+        var arguments = Options(peer);
+        arguments.AddRange(["--", peer.Address.Host, RemoteCommand(peer.Command, remoteArguments)]);
+        return arguments;
+    }
+
+    /// <summary>
+    /// <c>ssh -G</c> with the same options: the configuration ssh would use for the peer (its ssh_config aliases
+    /// applied), printed without connecting.
+    /// </summary>
+    public static IReadOnlyList<string> Configuration(PeerConnection peer)
+    {
+        var arguments = Options(peer);
+        arguments.AddRange(["-G", "--", peer.Address.Host]);
+        return arguments;
+    }
+
+    /// <summary>
+    /// The address and port ssh connects to, from <c>ssh -G</c>'s output ("hostname", "port" and "addressfamily"
+    /// lines): the host as ssh would resolve it, or null when it names none.
+    /// </summary>
+    public static (string Host, int Port, System.Net.Sockets.AddressFamily Family)? ParseConfiguration(string output)
+    {
+        string? host = null;
+        int? port = null;
+        var family = System.Net.Sockets.AddressFamily.Unspecified;
+        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (space <= 0)
+            {
+                continue;
+            }
+
+            var value = line[(space + 1)..].Trim();
+            switch (line[..space])
+            {
+                case "hostname":
+                    host = value;
+                    break;
+                case "port" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var p) && p is > 0 and < 65536:
+                    port = p;
+                    break;
+                case "addressfamily":
+                    family = value switch
+                    {
+                        "inet" => System.Net.Sockets.AddressFamily.InterNetwork,
+                        "inet6" => System.Net.Sockets.AddressFamily.InterNetworkV6,
+                        _ => System.Net.Sockets.AddressFamily.Unspecified,
+                    };
+                    break;
+            }
+        }
+
+        return host is { Length: > 0 } && port is { } found ? (host, found, family) : null;
+    }
+
+    private static List<string> Options(PeerConnection peer)
+    {
         var address = peer.Address;
         var arguments = new List<string>
         {
@@ -36,7 +94,6 @@ internal static class SshCommandLine
             arguments.AddRange(["-l", user]);
         }
 
-        arguments.AddRange(["--", address.Host, RemoteCommand(peer.Command, remoteArguments)]);
         return arguments;
     }
 

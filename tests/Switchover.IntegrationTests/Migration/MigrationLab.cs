@@ -1,3 +1,4 @@
+using System.Net;
 using Switchover.Lab;
 using Switchover.Migration.Gre;
 
@@ -33,18 +34,22 @@ internal static class MigrationLab
         }
     }
 
-    /// <summary>Userspace GRE in this process between the old and the new host's outer IPv4 addresses.</summary>
-    public static async Task<Tunnels> StartTunnelsAsync(FourHostLab lab, CancellationToken cancellationToken)
+    /// <summary>
+    /// Userspace GRE in this process between the old and the new host's outer IPv4 addresses: the old host's own
+    /// address, or <paramref name="oldOuter"/> (another address of the old host's).
+    /// </summary>
+    public static async Task<Tunnels> StartTunnelsAsync(FourHostLab lab, CancellationToken cancellationToken, IPAddress? oldOuter = null)
     {
+        oldOuter ??= lab.OldV4;
         var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
         {
-            Name = Tunnel, Local = lab.OldV4, Remote = lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.Old.Name,
+            Name = Tunnel, Local = oldOuter, Remote = lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.Old.Name,
         }, cancellationToken);
         try
         {
             var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
             {
-                Name = Tunnel, Local = lab.NewV4, Remote = lab.OldV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.New.Name,
+                Name = Tunnel, Local = lab.NewV4, Remote = oldOuter, Key = Key, Mtu = 1472, NetworkNamespace = lab.New.Name,
             }, cancellationToken);
             return new Tunnels(old, @new);
         }

@@ -173,6 +173,98 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact(Timeout = 300_000)]
+    public async Task A_peer_named_by_a_host_name_that_resolves_to_the_moved_address_stays_reachable_over_ssh_after_setup()
+    {
+        // The new host resolves the old host's name through its own /etc/hosts (ip netns exec mounts /etc/netns/NS/hosts).
+        var etc = Path.Combine("/etc/netns", _lab.New.Name);
+        Directory.CreateDirectory(etc);
+        try
+        {
+            await File.WriteAllTextAsync(Path.Combine(etc, "hosts"), $"127.0.0.1 localhost\n{_lab.OldV4} {_sshd.HostName}\n", Token);
+            await using var tunnels = await StartTunnelsAsync();
+            var oldBefore = await SnapshotAsync(_lab.Old);
+            var newBefore = await SnapshotAsync(_lab.New);
+            var peer = $"ssh://root@{_sshd.HostName}";
+            string[] options = [.. PeerOptions(_sshd.ClientKey, _sshd.KnownHosts).Select(o => o == PeerUri ? peer : o)];
+
+            var setup = await NewAsync("setup", [.. NewSide, "--tuple", "tcp/192.0.2.1:25", .. options]);
+            output.WriteLine(setup);
+
+            // 192.0.2.1 is on lo here now; the name's address gets the rule that keeps SSH to it leaving by the uplink.
+            Assert.Contains("to 192.0.2.1 ipproto tcp dport 22 lookup main", (await _lab.New.RunAsync("ip", ["rule"], Token)).StandardOutput, StringComparison.Ordinal);
+            using var mail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
+            var move = await NewAsync("move", ["tcp/192.0.2.1:25"]);
+            Assert.Contains("did: move tcp/192.0.2.1:25", move, StringComparison.Ordinal);
+            Assert.Contains($"migration {_name} (old side)", await NewAsync("status", []), StringComparison.Ordinal);
+            using (var moved = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+            {
+                Assert.StartsWith("new-25 sees 198.51.100.10:", await moved.ReadLineAsync(Token), StringComparison.Ordinal);
+            }
+
+            var teardown = await NewAsync("teardown", []);
+            Assert.Contains($"peer {peer}:", teardown, StringComparison.Ordinal);
+            Assert.Equal(oldBefore, await SnapshotAsync(_lab.Old));
+            Assert.Equal(newBefore, await SnapshotAsync(_lab.New));
+            AssertNoJournal(_lab.Old);
+            AssertNoJournal(_lab.New);
+        }
+        finally
+        {
+            Directory.Delete(etc, recursive: true);
+        }
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task Finalize_watch_from_the_new_host_finalizes_once_the_router_sends_the_ip_here_and_tears_down_the_old_host_over_ssh()
+    {
+        // The usual rented box: the moved IP and a second address of the old host's own, for SSH and the tunnel, which
+        // the provider's re-route leaves where it is.
+        var management = IPAddress.Parse("192.0.2.2");
+        await _lab.Old.RunAsync("ip", ["addr", "add", "192.0.2.2/24", "dev", FourHostLab.Link], Token);
+        await using var sshd = await Sshd.StartAsync(_lab.Old, management, _name + "m", Token);
+        await using var tunnels = await MigrationLab.StartTunnelsAsync(_lab, Token, management);
+        var oldBefore = await SnapshotAsync(_lab.Old);
+        var peer = $"ssh://root@{management}";
+        string[] options = [.. PeerOptions(sshd.ClientKey, sshd.KnownHosts).Select(o => o == PeerUri ? peer : o)];
+        string[] side = [.. NewSide.Select(o => o == "192.0.2.1" ? "192.0.2.2" : o)];
+        await NewAsync("setup", [.. side, "--tuple", "tcp/192.0.2.1:25", .. options]);
+        using var mail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
+        await NewAsync("move", ["tcp/192.0.2.1:25"]);
+
+        await using var watch = _lab.New.StartProcess("dotnet", [Artifacts.Cli, "migrate", "finalize", "--name", _name, "--watch", "--direct-packets", "1",
+            "--quiet", "1s", "--timeout", "120s", "--state-dir", StateDirectory(_lab.New)]);
+        using (var viaTunnel = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await viaTunnel.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(3), Token);
+        Assert.False(watch.HasExited, "finalize --watch finalized while the IP was still routed to the old host:\n" + watch.Output);
+
+        // The provider moves the IP (only it): the router now sends 192.0.2.1 to the new host; 192.0.2.2 stays.
+        await _lab.Router.RunAsync("ip", ["route", "add", "192.0.2.1/32", "via", "203.0.113.1"], Token);
+        using (var direct = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+        {
+            Assert.StartsWith("new-25 sees 198.51.100.10:", await direct.ReadLineAsync(Token), StringComparison.Ordinal);
+        }
+
+        Assert.True(await watch.Exited.WaitAsync(TimeSpan.FromSeconds(90), Token) == 0, "finalize --watch did not finalize:\n" + watch.Output +
+            $"\nsshd:\n{string.Join('\n', sshd.Log)}");
+        output.WriteLine(watch.Output);
+        Assert.Matches(@"[1-9]\d* packets arrived directly and none through the tunnel for", watch.Output);
+        Assert.Contains($"peer {peer}:", watch.Output, StringComparison.Ordinal);
+
+        // The old host is as it was, its side torn down over SSH; this host serves the IP directly.
+        Assert.Equal(oldBefore, await SnapshotAsync(_lab.Old));
+        AssertNoJournal(_lab.Old);
+        AssertNoJournal(_lab.New);
+        Assert.DoesNotContain("lookup 47", (await _lab.New.RunAsync("ip", ["rule"], Token)).StandardOutput, StringComparison.Ordinal);
+        using var after = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token);
+        Assert.StartsWith("new-25 sees 198.51.100.10:", await after.ReadLineAsync(Token), StringComparison.Ordinal);
+        Assert.Equal("new-25: served directly", await after.AskAsync("served directly", Token));
+    }
+
+    [Fact(Timeout = 300_000)]
     public async Task A_wrong_key_and_an_unknown_host_key_are_each_refused_with_a_clear_error_and_change_nothing_on_either_host()
     {
         await using var tunnels = await StartTunnelsAsync();
@@ -354,13 +446,17 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         private readonly bool _createdPrivilegeSeparationDirectory;
         private LabProcess? _process;
 
-        private Sshd(string directory, bool createdPrivilegeSeparationDirectory)
+        private Sshd(string directory, bool createdPrivilegeSeparationDirectory, string name)
         {
             _directory = directory;
+            HostName = "sshd-" + name;
             _createdPrivilegeSeparationDirectory = createdPrivilegeSeparationDirectory;
         }
 
         public string ClientKey => Path.Combine(_directory, "client");
+
+        /// <summary>A host name its known_hosts also holds (resolved through a lab host's own /etc/hosts).</summary>
+        public string HostName { get; }
 
         public string WrongKey => Path.Combine(_directory, "wrong");
 
@@ -381,7 +477,7 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
                 Directory.CreateDirectory(PrivilegeSeparationDirectory);
             }
 
-            var sshd = new Sshd(directory, created);
+            var sshd = new Sshd(directory, created, name);
             try
             {
                 foreach (var key in new[] { "host", "other-host", "client", "wrong" })
@@ -390,7 +486,7 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
                 }
 
                 File.Copy(Path.Combine(directory, "client.pub"), Path.Combine(directory, "authorized_keys"));
-                await File.WriteAllTextAsync(sshd.KnownHosts, $"{address} {PublicKey(directory, "host")}\n", cancellationToken);
+                await File.WriteAllTextAsync(sshd.KnownHosts, $"{address},{sshd.HostName} {PublicKey(directory, "host")}\n", cancellationToken);
                 await File.WriteAllTextAsync(sshd.EmptyKnownHosts, string.Empty, cancellationToken);
                 await File.WriteAllTextAsync(sshd.WrongKnownHosts, $"{address} {PublicKey(directory, "other-host")}\n", cancellationToken);
                 var config = Path.Combine(directory, "sshd_config");

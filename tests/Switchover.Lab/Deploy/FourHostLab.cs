@@ -9,7 +9,8 @@ namespace Switchover.Lab;
 /// </summary>
 public sealed class FourHostLab : IAsyncDisposable
 {
-    private const string Link = "eth0";
+    /// <summary>Each host's one link to the router.</summary>
+    public const string Link = "eth0";
 
     private FourHostLab(NetworkNamespace peer, NetworkNamespace router, NetworkNamespace old, NetworkNamespace @new)
     {

@@ -1,0 +1,115 @@
+using System.Globalization;
+using Switchover.Lab;
+using Switchover.Load.Suite;
+using Switchover.Processes;
+
+namespace Switchover.Load.Scenarios;
+
+/// <summary>
+/// Where the machine's CPU went during one profiled overhead round, from <c>perf record -a -g</c> (cpu-clock samples
+/// with kernel call chains): of the busy samples (all but the idle loop; packet processing in an idle CPU's softirq
+/// counts as busy), those with <c>nft_do_chain</c> on the stack (every nftables chain the packets traversed: in the
+/// Switchover variants only Switchover's own, since its namespace has no other table) and those in conntrack
+/// (<c>nf_conntrack_in</c>).
+/// </summary>
+internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, ConnectionMode Mode, long Samples, long Busy, long InChains, long InConntrack)
+{
+    /// <summary>What the chains' samples were in: the function <c>nft_do_chain</c> called (itself when in its own code), most first.</summary>
+    public IReadOnlyList<(string Function, long Samples)> ChainCallees { get; init; } = [];
+
+    /// <summary>The share of busy CPU samples spent in nftables chains, in percent.</summary>
+    public double ChainsPercent => Busy > 0 ? 100.0 * InChains / Busy : double.NaN;
+
+    public double ConntrackPercent => Busy > 0 ? 100.0 * InConntrack / Busy : double.NaN;
+
+    /// <summary>
+    /// Profiles the whole machine while <paramref name="load"/> runs for <paramref name="duration"/>. Null (with the
+    /// reason in <paramref name="why"/>) when perf is missing or may not sample the kernel here.
+    /// </summary>
+    public static async Task<(ChainProfile? Profile, string? Why)> MeasureAsync(OverheadVariant variant, ClientKind client, ConnectionMode mode,
+        TimeSpan duration, Func<Task> load, CancellationToken cancellationToken)
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"switchover-perf-{Guid.NewGuid():N}.data");
+        try
+        {
+            var seconds = (duration + TimeSpan.FromSeconds(0.5)).TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture);
+            var record = CommandRunner.Instance.TryRunAsync(
+                Command.Create("perf", "record", "-a", "-g", "-F", "1999", "-q", "-o", file, "--", "sleep", seconds) with { Timeout = duration + TimeSpan.FromSeconds(60) },
+                cancellationToken);
+            await Task.Delay(TimeSpan.FromMilliseconds(250), cancellationToken);
+            await load();
+            var recorded = await record;
+            if (recorded.ExitCode != 0)
+            {
+                return (null, $"perf record failed ({recorded.ExitCode}): {recorded.StandardError.Trim()}");
+            }
+
+            var script = await CommandRunner.Instance.TryRunAsync(
+                Command.Create("perf", "script", "-i", file, "-F", "comm,ip,sym") with { Timeout = TimeSpan.FromMinutes(2) }, cancellationToken);
+            if (script.ExitCode != 0)
+            {
+                return (null, $"perf script failed ({script.ExitCode}): {script.StandardError.Trim()}");
+            }
+
+            var (samples, busy, chains, conntrack, callees) = Count(script.StandardOutput);
+            return samples == 0
+                ? (null, "perf recorded no sample")
+                : (new ChainProfile(variant, client, mode, samples, busy, chains, conntrack)
+                {
+                    ChainCallees = [.. callees.OrderByDescending(c => c.Value).Take(6).Select(c => (c.Key, c.Value))],
+                }, null);
+        }
+        catch (CommandNotFoundException)
+        {
+            return (null, "perf was not found (apt-get install linux-perf)");
+        }
+        finally
+        {
+            File.Delete(file);
+            File.Delete(file + ".old");
+        }
+    }
+
+    /// <summary>
+    /// Counts <c>perf script -F comm,ip,sym</c> output: one block a sample (its command, then one frame a line,
+    /// "address symbol", innermost first), blocks separated by an empty line.
+    /// </summary>
+    internal static (long Samples, long Busy, long InChains, long InConntrack, Dictionary<string, long> ChainCallees) Count(string script)
+    {
+        long samples = 0, busy = 0, chains = 0, conntrack = 0;
+        var callees = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var block in script.Split("\n\n", StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var frames = block.Split('\n', StringSplitOptions.TrimEntries).Skip(1)
+                .Select(f => f.IndexOf(' ', StringComparison.Ordinal) is var space and >= 0 ? f[(space + 1)..] : f).ToList();
+            if (frames.Count == 0)
+            {
+                continue;
+            }
+
+            samples++;
+            bool Has(string prefix) => frames.Any(f => f.StartsWith(prefix, StringComparison.Ordinal));
+            var softirq = Has("handle_softirqs") || Has("__do_softirq") || Has("net_rx_action");
+            if (!softirq && (Has("do_idle") || Has("cpuidle_enter") || Has("default_idle")))
+            {
+                continue;
+            }
+
+            busy++;
+            var chain = frames.FindIndex(f => f.StartsWith("nft_do_chain", StringComparison.Ordinal));
+            if (chain >= 0)
+            {
+                chains++;
+                var callee = chain == 0 ? frames[0] : frames[chain - 1];
+                callees[callee] = callees.GetValueOrDefault(callee) + 1;
+            }
+
+            if (Has("nf_conntrack_in"))
+            {
+                conntrack++;
+            }
+        }
+
+        return (samples, busy, chains, conntrack, callees);
+    }
+}
