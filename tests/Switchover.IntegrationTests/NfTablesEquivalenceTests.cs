@@ -120,6 +120,54 @@ public sealed partial class NfTablesEquivalenceTests(ITestOutputHelper output) :
         await nft.DeleteTableAsync(Echo, Token);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_thread_without_cap_net_admin_is_told_to_run_as_root_or_grant_it_and_nothing_changes()
+    {
+        var table = ShapeTables["tproxy, three generations guarded"];
+        var (apply, check) = InNamespace(_netlinkNs, () =>
+        {
+            // This thread alone gives up CAP_NET_ADMIN (capabilities are per thread), then opens its socket.
+            DropNetAdmin();
+            using var netlink = NfTablesNetlink.OpenHere();
+            var nft = new NftClient(new UnusedTextBackend(), netlink);
+            var apply = Record.Exception(() => nft.ApplyAsync(table, CancellationToken.None).GetAwaiter().GetResult());
+            var check = Record.Exception(() => nft.CheckAsync(Echo, CancellationToken.None).GetAwaiter().GetResult());
+            return (apply, check);
+        });
+
+        Assert.All(new[] { apply, check }, e =>
+        {
+            var nft = Assert.IsType<NftException>(e);
+            output.WriteLine(nft.Message);
+            Assert.Contains("Run as root or grant CAP_NET_ADMIN", nft.Message, StringComparison.Ordinal);
+            Assert.Contains("errno 1", nft.Message, StringComparison.Ordinal);
+        });
+        Assert.Equal(string.Empty, await ListTablesAsync(_netlinkNs));
+    }
+
+    private static unsafe void DropNetAdmin()
+    {
+        const int CapNetAdmin = 12;
+        var header = stackalloc uint[2] { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
+        var data = stackalloc uint[6]; // two of { effective, permitted, inheritable }
+        if (CapGet(header, data) != 0)
+        {
+            throw new InvalidOperationException($"capget failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+
+        data[0] &= ~(1u << CapNetAdmin);
+        if (CapSet(header, data) != 0)
+        {
+            throw new InvalidOperationException($"capset failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "capget", SetLastError = true)]
+    private static unsafe partial int CapGet(uint* header, uint* data);
+
+    [LibraryImport("libc", EntryPoint = "capset", SetLastError = true)]
+    private static unsafe partial int CapSet(uint* header, uint* data);
+
     private async Task ApplyBothAsync(HandoffTable table)
     {
         using (var netlink = InNamespace(_netlinkNs, NfTablesNetlink.OpenHere))

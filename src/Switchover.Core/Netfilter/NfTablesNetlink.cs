@@ -205,7 +205,7 @@ internal sealed class NfTablesNetlink : IDisposable
         var text = Marshal.GetPInvokeErrorMessage(errno);
         var error = errno == EOPNOTSUPP && whole ? Unavailable(errno) : text;
         return NftClient.Explain(new CommandException(Name, 1, error,
-            $"'{Name}' refused to {what} (message {sequence}): {text} (errno {errno}); nothing was changed"));
+            $"'{Name}' refused to {what} (netlink sequence {sequence}): {text} (errno {errno}); nothing was changed"));
     }
 
     private static string Unavailable(int errno) => $"nf_tables is not available in this kernel: {Marshal.GetPInvokeErrorMessage(errno)}";
