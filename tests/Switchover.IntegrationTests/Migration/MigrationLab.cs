@@ -60,6 +60,32 @@ internal static class MigrationLab
         }
     }
 
+    /// <summary>
+    /// Starts <c>migrate finalize --watch</c> on the new host (one direct packet, 1 s quiet, 120 s bound) and proves it
+    /// waits while the moved tuple tcp/192.0.2.1:25 is still reached through the tunnel (where <paramref name="service"/> greets).
+    /// </summary>
+    public static async Task<LabProcess> StartFinalizeWatchAsync(FourHostLab lab, string name, string service, CancellationToken cancellationToken)
+    {
+        var watch = lab.New.StartProcess("dotnet", [Artifacts.Cli, "migrate", "finalize", "--name", name, "--watch", "--direct-packets", "1",
+            "--quiet", "1s", "--timeout", "120s", "--state-dir", StateDirectory(lab.New)]);
+        try
+        {
+            using (var viaTunnel = await LineClient.ConnectAsync(lab.Peer, new IPEndPoint(lab.OldV4, 25), cancellationToken))
+            {
+                Assert.StartsWith($"{service} sees {lab.PeerV4}:", await viaTunnel.ReadLineAsync(cancellationToken), StringComparison.Ordinal);
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(3), cancellationToken);
+            Assert.False(watch.HasExited, "finalize --watch finalized while the IP was still routed to the old host:\n" + watch.Output);
+            return watch;
+        }
+        catch
+        {
+            await watch.DisposeAsync();
+            throw;
+        }
+    }
+
     public static string TunnelSocket(NetworkNamespace host) => Path.Combine(StateDirectory(host), "tunnel.sock");
 
     /// <summary>The userspace tunnel as an operator runs it: a long-lived <c>switchover tunnel run</c> agent on each host.</summary>

@@ -207,15 +207,7 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         Assert.DoesNotContain("arrived here directly", await MigrateAsync(_lab.New, "status"), StringComparison.Ordinal);
 
         // finalize --watch waits while everything still comes through the tunnel.
-        await using var watch = _lab.New.StartProcess("dotnet", [Artifacts.Cli, "migrate", "finalize", "--name", _name, "--watch", "--direct-packets", "1",
-            "--quiet", "1s", "--timeout", "120s", "--state-dir", StateDirectory(_lab.New)]);
-        using (var viaTunnel = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
-        {
-            Assert.StartsWith("new-25 sees 198.51.100.10:", await viaTunnel.ReadLineAsync(Token), StringComparison.Ordinal);
-        }
-
-        await Task.Delay(TimeSpan.FromSeconds(3), Token);
-        Assert.False(watch.HasExited, "finalize --watch finalized while the IP was still routed to the old host:\n" + watch.Output);
+        await using var watch = await MigrationLab.StartFinalizeWatchAsync(_lab, _name, "new-25", Token);
 
         // The provider moves the IP: the router now sends 192.0.2.1 to the new host.
         // The old host's only address was also the tunnel's end, so the tunnel is cut: the SYN arrives, the reply is lost

@@ -231,15 +231,7 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         using var mail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
         await NewAsync("move", ["tcp/192.0.2.1:25"]);
 
-        await using var watch = _lab.New.StartProcess("dotnet", [Artifacts.Cli, "migrate", "finalize", "--name", _name, "--watch", "--direct-packets", "1",
-            "--quiet", "1s", "--timeout", "120s", "--state-dir", StateDirectory(_lab.New)]);
-        using (var viaTunnel = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
-        {
-            Assert.StartsWith("new-25 sees 198.51.100.10:", await viaTunnel.ReadLineAsync(Token), StringComparison.Ordinal);
-        }
-
-        await Task.Delay(TimeSpan.FromSeconds(3), Token);
-        Assert.False(watch.HasExited, "finalize --watch finalized while the IP was still routed to the old host:\n" + watch.Output);
+        await using var watch = await MigrationLab.StartFinalizeWatchAsync(_lab, _name, "new-25", Token);
 
         // The provider moves the IP (only it): the router now sends 192.0.2.1 to the new host; 192.0.2.2 stays.
         await _lab.Router.RunAsync("ip", ["route", "add", "192.0.2.1/32", "via", "203.0.113.1"], Token);
