@@ -181,38 +181,7 @@ public sealed partial class KernelInterfaceTests : IAsyncLifetime
 
     private async Task<string> ListTablesAsync() => (await _ns.RunAsync("nft", ["list", "tables"], Token)).StandardOutput;
 
-    /// <summary>Runs <paramref name="action"/> on a thread of its own that joined the test's namespace, and lets that thread end.</summary>
-    private T InNamespace<T>(Func<T> action)
-    {
-        T result = default!;
-        ExceptionDispatchInfo? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using var handle = File.OpenHandle("/var/run/netns/" + _ns.Name, FileMode.Open, FileAccess.Read);
-                if (SetNs(handle, 0x40000000 /* CLONE_NEWNET */) != 0)
-                {
-                    throw new InvalidOperationException($"setns failed: errno {Marshal.GetLastPInvokeError()}");
-                }
-
-                result = action();
-            }
-#pragma warning disable CA1031 // Rethrown on the caller's thread.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                error = ExceptionDispatchInfo.Capture(e);
-            }
-        });
-        thread.Start();
-        thread.Join();
-        error?.Throw();
-        return result;
-    }
-
-    [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
-    private static partial int SetNs(SafeFileHandle fd, int nsType);
+    private T InNamespace<T>(Func<T> action) => _ns.RunOnThreadInside(action);
 
     /// <summary>Runs each command inside the namespace (<c>ip netns exec</c>).</summary>
     private sealed class InNamespaceRunner(NetworkNamespace ns) : ICommandRunner

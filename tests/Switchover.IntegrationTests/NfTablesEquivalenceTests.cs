@@ -202,38 +202,7 @@ public sealed partial class NfTablesEquivalenceTests(ITestOutputHelper output) :
     private static GenerationRecord Generation(long id, GenerationState state, Steering steering, params PortMapping[] ports) =>
         new(id, 1000 + (int)id, 42, state, DateTimeOffset.UnixEpoch, ports, steering);
 
-    /// <summary>Runs <paramref name="action"/> on a thread of its own that joined the namespace, and lets that thread end.</summary>
-    private static T InNamespace<T>(NetworkNamespace ns, Func<T> action)
-    {
-        T result = default!;
-        ExceptionDispatchInfo? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using var handle = File.OpenHandle("/var/run/netns/" + ns.Name, FileMode.Open, FileAccess.Read);
-                if (SetNs(handle, 0x40000000 /* CLONE_NEWNET */) != 0)
-                {
-                    throw new InvalidOperationException($"setns failed: errno {Marshal.GetLastPInvokeError()}");
-                }
-
-                result = action();
-            }
-#pragma warning disable CA1031 // Rethrown on the caller's thread.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                error = ExceptionDispatchInfo.Capture(e);
-            }
-        });
-        thread.Start();
-        thread.Join();
-        error?.Throw();
-        return result;
-    }
-
-    [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
-    private static partial int SetNs(SafeFileHandle fd, int nsType);
+    private static T InNamespace<T>(NetworkNamespace ns, Func<T> action) => ns.RunOnThreadInside(action);
 
     /// <summary>The netlink path must not fall back to text: any use of this backend fails the test.</summary>
     private sealed class UnusedTextBackend : INftBackend

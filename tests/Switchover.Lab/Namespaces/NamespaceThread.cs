@@ -112,18 +112,51 @@ internal sealed class NamespaceThread : IDisposable
         _requests.Dispose();
     }
 
+    /// <summary>
+    /// Runs <paramref name="action"/> on a new thread that joined the namespace at <paramref name="path"/>, which then
+    /// ends (a thread that joined a namespace must never serve anything else), and returns its result or rethrows.
+    /// </summary>
+    public static T RunOnce<T>(string path, Func<T> action)
+    {
+        T result = default!;
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                Join(path);
+                result = action();
+            }
+#pragma warning disable CA1031 // Rethrown on the caller's thread.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                error = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+            }
+        });
+        thread.Start();
+        thread.Join();
+        error?.Throw();
+        return result;
+    }
+
+    private static void Join(string path)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
+        if (Interop.Libc.SetNs(handle, Interop.Libc.CloneNewNet) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new InvalidOperationException(
+                $"setns({path}, CLONE_NEWNET) failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}). Run as root or grant CAP_SYS_ADMIN.");
+        }
+    }
+
     private void Run(object? state)
     {
         var (path, joined) = ((string, TaskCompletionSource))state!;
         try
         {
-            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
-            if (Interop.Libc.SetNs(handle, Interop.Libc.CloneNewNet) != 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                throw new InvalidOperationException(
-                    $"setns({path}, CLONE_NEWNET) failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}). Run as root or grant CAP_SYS_ADMIN.");
-            }
+            Join(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
         {

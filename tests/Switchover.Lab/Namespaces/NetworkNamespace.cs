@@ -40,6 +40,9 @@ public sealed partial class NetworkNamespace : IAsyncDisposable
     /// <summary>The namespace name, as <c>ip netns</c> knows it: the prefix, a dash and six random hex digits.</summary>
     public string Name { get; }
 
+    /// <summary>Runs <paramref name="action"/> on a thread of its own inside the namespace, which then ends; its result or its exception.</summary>
+    public T RunOnThreadInside<T>(Func<T> action) => NamespaceThread.RunOnce("/var/run/netns/" + Name, action);
+
     /// <summary>The inode of the network namespace (what /proc/PID/ns/net of a process in it links to as net:[INODE]).</summary>
     public ulong Inode => Switchover.State.NetworkNamespaces.Of("/var/run/netns/" + Name)
         ?? throw new InvalidOperationException($"/var/run/netns/{Name} is gone: the network namespace was deleted.");
