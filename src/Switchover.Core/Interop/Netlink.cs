@@ -65,39 +65,14 @@ internal sealed partial class NetlinkSocket : IDisposable
     /// Sends a dump request and hands each answer's type and payload (after the nlmsghdr) to <paramref name="onMessage"/>
     /// until NLMSG_DONE. An NLMSG_ERROR becomes a <see cref="NetlinkException"/>.
     /// </summary>
-    public unsafe void Dump(ReadOnlySpan<byte> request, NetlinkMessageHandler onMessage, CancellationToken cancellationToken)
+    public void Dump(ReadOnlySpan<byte> request, NetlinkMessageHandler onMessage, CancellationToken cancellationToken)
     {
         var sequence = BinaryPrimitives.ReadUInt32LittleEndian(request[8..]);
-        fixed (byte* p = request)
-        {
-            if (SendNative(_fd, p, request.Length, 0) < 0)
-            {
-                throw NetlinkException.FromErrno(Marshal.GetLastPInvokeError(), "send");
-            }
-        }
-
-        _buffer ??= new byte[ReceiveBufferLength];
+        Send(request);
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            long received;
-            fixed (byte* p = _buffer)
-            {
-                received = ReceiveNative(_fd, p, _buffer.Length, 0);
-            }
-
-            if (received < 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.EINTR)
-                {
-                    continue;
-                }
-
-                throw NetlinkException.FromErrno(errno, errno == Libc.EWOULDBLOCK ? "recv (no answer within 5 s)" : "recv");
-            }
-
-            if (Walk(_buffer.AsSpan(0, (int)received), sequence, onMessage))
+            if (Walk(Receive(wait: true), sequence, onMessage))
             {
                 return;
             }
