@@ -457,7 +457,7 @@ public sealed class Handoff
         NamespaceState? state;
         try
         {
-            state = legacy.ReadJson(path, StateJsonContext.Default.NamespaceState);
+            state = legacy.ReadJson(path, static bytes => StateJson.DeserializeState(bytes));
         }
         catch (StateException)
         {

@@ -363,7 +363,7 @@ public sealed class HandoffRollbackTests : IDisposable
         var legacy = Path.Combine(_root, "echo");
         Directory.CreateDirectory(legacy);
         var old = NamespaceState.Empty(Echo).With(new GenerationRecord(1, 101, 7, GenerationState.Active, DateTimeOffset.UnixEpoch, Ports(40001)));
-        File.WriteAllText(Path.Combine(legacy, "state.json"), System.Text.Json.JsonSerializer.Serialize(old, StateJsonContext.Default.NamespaceState));
+        File.WriteAllText(Path.Combine(legacy, "state.json"), System.Text.Json.JsonSerializer.Serialize(old, SerializerJsonContext.Default.NamespaceState));
         var handoff = NewHandoff();
 
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() => handoff.RegisterAsync(Process(102), Ports(40002), CancellationToken.None));

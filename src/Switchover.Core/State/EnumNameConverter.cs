@@ -13,7 +13,20 @@ namespace Switchover.State;
 public sealed class EnumNameConverter<TEnum> : JsonConverter<TEnum>
     where TEnum : struct, Enum
 {
-    public override TEnum Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    public override TEnum Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => EnumNames.Read<TEnum>(ref reader);
+
+    public override void Write(Utf8JsonWriter writer, TEnum value, JsonSerializerOptions options) => EnumNames.Write(writer, value);
+}
+
+/// <summary>
+/// What <see cref="EnumNameConverter{TEnum}"/> does, for <see cref="StateJson"/>'s own reader and writer (which use no
+/// converter, so that no converter type over our enums is loaded).
+/// </summary>
+internal static class EnumNames
+{
+    /// <summary>The current token as a declared name of <typeparamref name="TEnum"/>, without regard to case.</summary>
+    public static TEnum Read<TEnum>(ref Utf8JsonReader reader)
+        where TEnum : struct, Enum
     {
         if (reader.TokenType != JsonTokenType.String)
         {
@@ -32,6 +45,7 @@ public sealed class EnumNameConverter<TEnum> : JsonConverter<TEnum>
         throw new JsonException($"'{text}' is not a {typeof(TEnum).Name}: one of {string.Join(", ", Enum.GetNames<TEnum>())}.");
     }
 
-    public override void Write(Utf8JsonWriter writer, TEnum value, JsonSerializerOptions options) =>
+    public static void Write<TEnum>(Utf8JsonWriter writer, TEnum value)
+        where TEnum : struct, Enum =>
         writer.WriteStringValue(Enum.GetName(value) ?? throw new JsonException($"{value} is not a declared {typeof(TEnum).Name}."));
 }

@@ -81,7 +81,7 @@ public static class OutcomeFile
     {
         try
         {
-            var outcome = JsonSerializer.Deserialize(File.ReadAllBytes(path), OutcomeJsonContext.Default.GenerationOutcome);
+            var outcome = StateJson.DeserializeOutcome(File.ReadAllBytes(path));
             return outcome is { Version: CurrentVersion, LogLines: not null } ? outcome : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
@@ -95,7 +95,7 @@ public static class OutcomeFile
     /// <summary>Replaces the outcome file atomically (temporary file, rename): a reader sees the old or the new record.</summary>
     /// <exception cref="StateException">The file cannot be written; the message says why.</exception>
     public static void Write(string path, GenerationOutcome outcome) =>
-        StateStore.WriteJson(path, outcome, OutcomeJsonContext.Default.GenerationOutcome);
+        StateStore.WriteAtomically(path, StateJson.Serialize(outcome));
 
     public static void Remove(string path)
     {
@@ -158,7 +158,3 @@ public static class OutcomeFile
             : null;
     }
 }
-
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
-[JsonSerializable(typeof(GenerationOutcome))]
-internal sealed partial class OutcomeJsonContext : JsonSerializerContext;

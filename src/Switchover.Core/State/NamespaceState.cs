@@ -115,7 +115,3 @@ public sealed record NamespaceState(int Version, string Namespace, long LastGene
         return removed.Count == 0 ? this : this with { Generations = [.. Generations.Where(g => isAlive(g.Process))] };
     }
 }
-
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
-[JsonSerializable(typeof(NamespaceState))]
-internal sealed partial class StateJsonContext : JsonSerializerContext;

@@ -210,7 +210,7 @@ public sealed class StateStore
 
     internal NamespaceState? ReadFile()
     {
-        var state = ReadJson(StatePath, StateJsonContext.Default.NamespaceState);
+        var state = ReadJson(StatePath, static bytes => StateJson.DeserializeState(bytes));
         if (state is not null && (state.Version != NamespaceState.CurrentVersion || state.Namespace != Name.Value || state.Generations is null))
         {
             throw Corrupt(StatePath, $"version {state.Version} / namespace '{state.Namespace}' does not match version {NamespaceState.CurrentVersion} / '{Name.Value}'", null);
@@ -219,10 +219,15 @@ public sealed class StateStore
         return state;
     }
 
-    internal void WriteFile(NamespaceState state) => WriteJson(StatePath, state, StateJsonContext.Default.NamespaceState);
+    internal void WriteFile(NamespaceState state) => WriteAtomically(StatePath, StateJson.Serialize(state));
 
     /// <summary>Reads a JSON file of this namespace's directory; null when it is absent or empty, <see cref="StateException"/> when corrupt.</summary>
     internal T? ReadJson<T>(string path, JsonTypeInfo<T> typeInfo)
+        where T : class => ReadJson(path, bytes => JsonSerializer.Deserialize(bytes, typeInfo));
+
+    /// <inheritdoc cref="ReadJson{T}(string, JsonTypeInfo{T})"/>
+    /// <param name="deserialize">Reads the file's bytes: null for a JSON null, <see cref="JsonException"/> when they are not a <typeparamref name="T"/>.</param>
+    internal T? ReadJson<T>(string path, Func<byte[], T?> deserialize)
         where T : class
     {
         byte[] bytes;
@@ -242,7 +247,7 @@ public sealed class StateStore
 
         try
         {
-            return JsonSerializer.Deserialize(bytes, typeInfo) ?? throw new JsonException("the file holds null");
+            return deserialize(bytes) ?? throw new JsonException("the file holds null");
         }
         catch (JsonException e)
         {
@@ -251,14 +256,18 @@ public sealed class StateStore
     }
 
     /// <summary>Replaces a JSON file atomically: temporary file, fsync, rename.</summary>
-    internal static void WriteJson<T>(string path, T value, JsonTypeInfo<T> typeInfo)
+    internal static void WriteJson<T>(string path, T value, JsonTypeInfo<T> typeInfo) =>
+        WriteAtomically(path, JsonSerializer.SerializeToUtf8Bytes(value, typeInfo));
+
+    /// <summary>Replaces a file atomically: temporary file, fsync, rename.</summary>
+    internal static void WriteAtomically(string path, byte[] bytes)
     {
         var temp = path + ".tmp";
         try
         {
             using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
             {
-                JsonSerializer.Serialize(stream, value, typeInfo);
+                stream.Write(bytes);
                 stream.Flush(flushToDisk: true);
             }
 
