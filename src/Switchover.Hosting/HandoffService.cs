@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -263,7 +262,7 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
 
     private async Task<DateTime> ReadyAtAsync(IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
     {
-        await new Readiness(_services.GetService<HealthCheckService>(), _options, _logger)
+        await new Readiness(AppHealthChecks.Find(_services), _options, _logger)
             .WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
         return DateTime.UtcNow;
     }

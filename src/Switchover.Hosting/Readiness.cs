@@ -1,5 +1,7 @@
 using System.Net;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Switchover.State;
 
@@ -10,7 +12,8 @@ namespace Switchover.Hosting;
 /// to each of its own private ports is answered without a server error: HTTP/1.1 on a plain socket
 /// (<see cref="StatusLineProbe"/>), HTTP/2 where the endpoint speaks only that.
 /// </summary>
-internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOptions options, ILogger logger)
+/// <param name="healthChecks">The app's health checks (<see cref="AppHealthChecks.Find"/>): null when healthy, otherwise why not.</param>
+internal sealed class Readiness(Func<CancellationToken, Task<string?>>? healthChecks, SwitchoverOptions options, ILogger logger)
 {
     private static readonly TimeSpan RetryInterval = TimeSpan.FromMilliseconds(100);
 
@@ -70,15 +73,9 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
     private async Task<string?> CheckOnceAsync(Http2Fallback http2, IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts,
         TimeSpan requestTimeout, CancellationToken cancellationToken)
     {
-        if (healthChecks is not null)
+        if (healthChecks is not null && await healthChecks(cancellationToken).ConfigureAwait(false) is { } unhealthy)
         {
-            var report = await healthChecks.CheckHealthAsync(cancellationToken).ConfigureAwait(false);
-            if (report.Status != HealthStatus.Healthy)
-            {
-                var failing = report.Entries.Where(e => e.Value.Status != HealthStatus.Healthy)
-                    .Select(e => $"{e.Key}={e.Value.Status}{(e.Value.Description is { } d ? $" ({d})" : string.Empty)}");
-                return $"health checks report {report.Status}: {string.Join(", ", failing)}";
-            }
+            return unhealthy;
         }
 
         foreach (var port in ports)
@@ -200,5 +197,40 @@ internal sealed class Readiness(HealthCheckService? healthChecks, SwitchoverOpti
                 return $"timed out: {e.Message}";
             }
         }
+    }
+}
+
+/// <summary>The app's health checks, for <see cref="Readiness"/>, when it has any.</summary>
+/// <remarks>
+/// Asking the container for <see cref="HealthCheckService"/> loads its assembly (and its abstractions), about 0.25 MB
+/// resident, in every app, also in the many that register no health checks. Only code that references the type can
+/// register it, and running that code loaded the assembly: when it is not loaded once the host is built, the app has
+/// none, and the container is not asked. The types are referenced only in methods of their own (never inlined), so that
+/// compiling the readiness code does not load them either.
+/// </remarks>
+internal static class AppHealthChecks
+{
+    private const string AssemblyName = "Microsoft.Extensions.Diagnostics.HealthChecks";
+
+    /// <summary>The app's registered health checks as a check that returns null when healthy; null when it registered none.</summary>
+    public static Func<CancellationToken, Task<string?>>? Find(IServiceProvider services) =>
+        AppDomain.CurrentDomain.GetAssemblies().Any(a => a.GetName().Name == AssemblyName) ? Resolve(services) : null;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Func<CancellationToken, Task<string?>>? Resolve(IServiceProvider services) =>
+        services.GetService<HealthCheckService>() is { } service ? cancellationToken => FailingAsync(service, cancellationToken) : null;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<string?> FailingAsync(HealthCheckService service, CancellationToken cancellationToken)
+    {
+        var report = await service.CheckHealthAsync(cancellationToken).ConfigureAwait(false);
+        if (report.Status == HealthStatus.Healthy)
+        {
+            return null;
+        }
+
+        var failing = report.Entries.Where(e => e.Value.Status != HealthStatus.Healthy)
+            .Select(e => $"{e.Key}={e.Value.Status}{(e.Value.Description is { } d ? $" ({d})" : string.Empty)}");
+        return $"health checks report {report.Status}: {string.Join(", ", failing)}";
     }
 }
