@@ -18,7 +18,7 @@ namespace Switchover.State;
 /// serializer's metadata for these records is generic over their value types (JsonPropertyInfoValues&lt;long&gt;,
 /// converters over our records), which the framework's precompiled image does not hold. That was about 590 methods
 /// JIT-compiled on every start, on the launch's critical path, and their code and metadata resident for the process's
-/// life (docs/kernel-speed.md, "The state file without the serializer"). The reader and writer themselves are
+/// life (docs/kernel-speed.md, "Third pass"). The reader and writer themselves are
 /// precompiled in the framework.
 /// </remarks>
 internal static class StateJson
@@ -463,6 +463,7 @@ internal static class StateJson
         };
     }
 
+    /// <summary>At a property name, its value; at a value already (an array's item), that one.</summary>
     private static string? String(ref Utf8JsonReader reader, string name)
     {
         if (reader.TokenType is JsonTokenType.PropertyName)
