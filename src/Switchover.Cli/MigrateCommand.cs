@@ -539,6 +539,11 @@ internal static class MigrateCommand
         {
             result.AddError("--mark must not be 0: every packet without a mark has 0. Leave --mark out to get a free one.");
         }
+        else if (!Switchover.Netfilter.SteeringTable.FitsConnectionMark(value))
+        {
+            result.AddError(string.Create(CultureInfo.InvariantCulture,
+                $"--mark 0x{value:x} uses the bits 0x{Switchover.Netfilter.HandoffTable.CtMarkMask:x8}, where Switchover hosting keeps its generations' connection marks. Give a mark without them (e.g. 0x2f), or leave --mark out to get a free one."));
+        }
 
         return value;
     }

@@ -74,6 +74,22 @@ public sealed class CliTests : IDisposable
         Assert.EndsWith($"See '{help}'.", error.ToString().TrimEnd(), StringComparison.Ordinal);
     }
 
+    [Theory(Timeout = 10000)]
+    [InlineData("0x30002f")]
+    [InlineData("65536")]
+    public async Task A_migration_mark_in_the_hosting_generations_bits_is_refused_before_anything_runs(string mark)
+    {
+        var error = new StringWriter();
+        var code = await SwitchoverCli.RunAsync(
+            ["migrate", "setup", "--name", "mail", "--side", "old", "--local", "192.0.2.2", "--remote", "198.51.100.2", "--key", "42", "--mark", mark,
+                "--state-dir", _root],
+            new System.CommandLine.InvocationConfiguration { Error = error, Output = TextWriter.Null });
+
+        Assert.Equal(2, code);
+        Assert.Contains("uses the bits 0x00ff0000, where Switchover hosting keeps its generations' connection marks", error.ToString(), StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_root));
+    }
+
     [Theory]
     [InlineData(42, "42s")]
     [InlineData(185, "3m05s")]

@@ -80,7 +80,7 @@ public sealed class MigrationPlannerTests
         Assert.Contains("rule:4:60:from 192.0.2.1 iif lo", ids);
         Assert.Contains("rule:4:50:to 192.0.2.1 ipproto gre", ids);
         Assert.Contains("rule:4:100:fwmark 0x2f", ids);
-        Assert.Contains("ct mark 0x2f meta mark set 0x2f", plan.Single(c => c.Id == "nft:switchover_mig_mail").Apply[0].Input, StringComparison.Ordinal);
+        Assert.Contains("ct mark & 0xff00ffff == 0x2f meta mark set 0x2f", plan.Single(c => c.Id == "nft:switchover_mig_mail").Apply[0].Input, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -275,14 +275,17 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
-    public void Flows_are_counted_as_tunnelled_only_when_their_mark_is_exactly_the_migrations()
+    public void Flows_are_counted_as_tunnelled_only_when_their_mark_carries_the_migrations_beside_a_hosting_generations()
     {
         const string output = """
             tcp      6 431999 ESTABLISHED src=198.51.100.7 dst=192.0.2.1 sport=40000 dport=25 src=192.0.2.1 dst=198.51.100.7 sport=25 dport=40000 [ASSURED] mark=47 use=1
             tcp      6 431999 ESTABLISHED src=198.51.100.8 dst=192.0.2.1 sport=40001 dport=25 src=192.0.2.1 dst=198.51.100.8 sport=25 dport=40001 [ASSURED] mark=470 use=1
             tcp      6 431999 ESTABLISHED src=198.51.100.9 dst=192.0.2.1 sport=40002 dport=25 src=192.0.2.1 dst=198.51.100.9 sport=25 dport=40002 [ASSURED] mark=0 use=1
+            tcp      6 431999 ESTABLISHED src=198.51.100.10 dst=192.0.2.1 sport=40003 dport=25 src=192.0.2.1 dst=198.51.100.10 sport=25 dport=40003 [ASSURED] mark=3145775 use=1
+            tcp      6 431999 ESTABLISHED src=198.51.100.11 dst=192.0.2.1 sport=40004 dport=25 src=192.0.2.1 dst=198.51.100.11 sport=25 dport=40004 [ASSURED] mark=3145728 use=1
             """;
-        Assert.Equal((1, 2), MigrationStatusReader.CountMarked(output, 47));
+        // 3145775 is 0x0030002f: generation bits 0x00300000 of a Switchover app on this host, and the migration's 47.
+        Assert.Equal((2, 3), MigrationStatusReader.CountMarked(output, 47));
     }
 
     private static (uint Mark, int Table) Pair(MigrationSpec spec) => (spec.Mark, spec.RouteTable);

@@ -70,11 +70,27 @@ public sealed record SteeringTable(
 {
     public string TableName => "switchover_mig_" + Name;
 
+    /// <summary>
+    /// The bits of the connection mark a migration sets and matches: all but <see cref="HandoffTable.CtMarkMask"/>,
+    /// where Switchover hosting keeps the generation of each TPROXY'd flow. A moved tuple served by a Switchover app
+    /// keeps both marks: the migration's (its replies go back through the tunnel) and the generation's (its drain
+    /// counts the flow). A whole-mark set or an exact match would lose one or the other, whichever chain ran second.
+    /// </summary>
+    public const uint CtMarkMask = ~HandoffTable.CtMarkMask;
+
+    /// <summary>Whether <paramref name="mark"/> fits the migration's bits of the connection mark (<see cref="CtMarkMask"/>).</summary>
+    public static bool FitsConnectionMark(uint mark) => mark != 0 && (mark & ~CtMarkMask) == 0;
+
+    /// <summary>Whether a connection mark, as conntrack shows it, carries the migration's <paramref name="mark"/>.</summary>
+    public static bool CarriesMark(uint connectionMark, uint mark) => (connectionMark & CtMarkMask) == mark;
+
     public string Render()
     {
         var table = "inet " + TableName;
         var mark = "0x" + Mark.ToString("x", CultureInfo.InvariantCulture);
         var tun = Quote(TunnelDevice);
+        var setMark = string.Create(CultureInfo.InvariantCulture, $"ct mark set ct mark & 0x{HandoffTable.CtMarkMask:x8} | {mark}");
+        var marked = string.Create(CultureInfo.InvariantCulture, $"ct mark & 0x{CtMarkMask:x8} == {mark}");
         var sb = new StringBuilder();
         sb.Append("table ").Append(table).Append(" {\n}\nflush table ").Append(table).Append('\n');
         sb.Append("table ").Append(table).Append(" {\n");
@@ -83,10 +99,10 @@ public sealed record SteeringTable(
             AppendSet(sb, "tuples4", "ipv4_addr . inet_proto . inet_service", Tuples.Where(t => !t.IsIPv6).Select(t => t.Element));
             AppendSet(sb, "tuples6", "ipv6_addr . inet_proto . inet_service", Tuples.Where(t => t.IsIPv6).Select(t => t.Element));
             sb.Append("\tchain prerouting {\n\t\ttype filter hook prerouting priority -150; policy accept;\n");
-            sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ct mark set {mark} return\n");
-            sb.Append(CultureInfo.InvariantCulture, $"\t\tip daddr . meta l4proto . th dport @tuples4 ct state new ct mark set {mark}\n");
-            sb.Append(CultureInfo.InvariantCulture, $"\t\tip6 daddr . meta l4proto . th dport @tuples6 ct state new ct mark set {mark}\n");
-            sb.Append(CultureInfo.InvariantCulture, $"\t\tct mark {mark} meta mark set {mark}\n\t}}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} {setMark} return\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\tip daddr . meta l4proto . th dport @tuples4 ct state new {setMark}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\tip6 daddr . meta l4proto . th dport @tuples6 ct state new {setMark}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\t{marked} meta mark set {mark}\n\t}}\n");
             sb.Append("\tchain mss {\n\t\ttype filter hook forward priority mangle; policy accept;\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\toifname {tun} tcp flags syn tcp option maxseg size set rt mtu\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} tcp flags syn tcp option maxseg size set rt mtu\n\t}}\n");
@@ -99,13 +115,13 @@ public sealed record SteeringTable(
             sb.Append("\tchain prerouting {\n\t\ttype filter hook prerouting priority -150; policy accept;\n");
 
             // Flows that came through the tunnel answer through it, whatever local address (or NAT redirect) took them.
-            sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ct mark set {mark}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} {setMark}\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ip daddr @moved4 counter name \"tunnelled\"\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname {tun} ip6 daddr @moved6 counter name \"tunnelled\"\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname != {{ {tun}, \"lo\" }} ip daddr @moved4 counter name \"direct\"\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\tiifname != {{ {tun}, \"lo\" }} ip6 daddr @moved6 counter name \"direct\"\n\t}}\n");
             sb.Append("\tchain reply {\n\t\ttype route hook output priority mangle; policy accept;\n");
-            sb.Append(CultureInfo.InvariantCulture, $"\t\tct mark {mark} meta mark set {mark}\n\t}}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"\t\t{marked} meta mark set {mark}\n\t}}\n");
             sb.Append("\tchain mss {\n\t\ttype filter hook output priority mangle; policy accept;\n");
             sb.Append(CultureInfo.InvariantCulture, $"\t\toifname {tun} tcp flags syn tcp option maxseg size set rt mtu\n\t}}\n");
         }

@@ -128,12 +128,17 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
         return (tunnelled, local, null);
     }
 
-    /// <summary>Entries of `conntrack -L` whose mark is exactly <paramref name="mark"/> (mark=47, not mark=470), and the others.</summary>
+    /// <summary>
+    /// Entries of `conntrack -L` whose mark carries <paramref name="mark"/> in the migration's bits
+    /// (<see cref="SteeringTable.CtMarkMask"/>: mark=47, or 47 with a hosting generation's bits, never mark=470), and the others.
+    /// </summary>
     internal static (int Marked, int Other) CountMarked(string conntrackOutput, uint mark)
     {
-        var marked = "mark=" + mark.ToString(CultureInfo.InvariantCulture);
         var lines = conntrackOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        var count = lines.Count(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Contains(marked, StringComparer.Ordinal));
+        var count = lines.Count(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Any(field =>
+            field.StartsWith("mark=", StringComparison.Ordinal)
+            && uint.TryParse(field.AsSpan("mark=".Length), NumberStyles.None, CultureInfo.InvariantCulture, out var value)
+            && SteeringTable.CarriesMark(value, mark)));
         return (count, lines.Length - count);
     }
 

@@ -41,6 +41,7 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         await using (var mail = new SwitchoverService(_lab.New, Artifacts.Path("GreetingServer", "GreetingServer.dll"), publicPort: 25))
         {
             await mail.DeployAsync("new-25", TimeSpan.FromSeconds(60), Token);
+            var generation = mail.Store.ReadUnlocked()!.Active!.Id;
             await MigrateAsync(_lab.Old, "setup", "--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}");
             await MigrateAsync(_lab.New, "setup", "--side", "new", "--tunnel", Tunnel, "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", $"{Key}",
                 "--tuple", "tcp/192.0.2.1:25");
@@ -82,6 +83,18 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
             {
                 Assert.StartsWith("220 new-25 ready, you are 198.51.100.10:", await moved.ReadLineAsync(Token), StringComparison.Ordinal);
                 Assert.Equal("250 hello", await moved.AskAsync("ECHO hello", Token));
+
+                // 4. On the new host the moved flow carries both connection marks: the migration's (its replies go
+                // back through the tunnel) and the Switchover generation's that serves it (its drain counts the flow),
+                // whichever chain set its own first.
+                var flows = (await _lab.New.RunAsync("conntrack", ["-L", "-p", "tcp", "--orig-src", "198.51.100.10", "--dport", "25", "--state", "ESTABLISHED"], Token)).StandardOutput;
+                var marks = flows.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                    .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Single(f => f.StartsWith("mark=", StringComparison.Ordinal)))
+                    .Select(f => uint.Parse(f["mark=".Length..], System.Globalization.CultureInfo.InvariantCulture))
+                    .ToList();
+                Assert.True(marks.Count == 1, "conntrack on the new host:\n" + flows);
+                Assert.Equal(0x2fu, marks[0] & Switchover.Netfilter.SteeringTable.CtMarkMask);
+                Assert.Equal(Switchover.Netfilter.HandoffTable.CtMarkOf(generation), marks[0] & Switchover.Netfilter.HandoffTable.CtMarkMask);
 
                 // 3. An outbound connection from the new host, from the old IP, leaves from the old host.
                 var outbound = await moved.AskAsync("CONNECT 198.51.100.10 7000 from 192.0.2.1", Token);
