@@ -111,15 +111,7 @@ internal static class StateJson
         writer.WriteString("namespace"u8, outcome.Namespace);
         WriteNullable(writer, "generationId"u8, outcome.GenerationId);
         writer.WriteString("reason"u8, outcome.Reason);
-        if (outcome.LaunchToServingMs is { } ms)
-        {
-            writer.WriteNumber("launchToServingMs"u8, ms);
-        }
-        else
-        {
-            writer.WriteNull("launchToServingMs"u8);
-        }
-
+        WriteNullable(writer, "launchToServingMs"u8, outcome.LaunchToServingMs);
         WriteList(writer, "logLines"u8, outcome.LogLines, static (w, line) => w.WriteStringValue(line));
         writer.WriteString("at"u8, outcome.At);
         writer.WriteNumber("version"u8, outcome.Version);
@@ -144,6 +136,18 @@ internal static class StateJson
     }
 
     private static void WriteNullable(Utf8JsonWriter writer, ReadOnlySpan<byte> name, long? value)
+    {
+        if (value is { } v)
+        {
+            writer.WriteNumber(name, v);
+        }
+        else
+        {
+            writer.WriteNull(name);
+        }
+    }
+
+    private static void WriteNullable(Utf8JsonWriter writer, ReadOnlySpan<byte> name, double? value)
     {
         if (value is { } v)
         {
@@ -355,7 +359,7 @@ internal static class StateJson
             }
             else if (reader.ValueTextEquals("logLines"u8))
             {
-                lines = List(ref reader, "logLines", static (ref Utf8JsonReader r) => String(ref r, "logLines")!);
+                lines = List(ref reader, "logLines", static (ref Utf8JsonReader r) => StringHere(ref r, "logLines")!);
             }
             else if (reader.ValueTextEquals("at"u8))
             {
@@ -463,21 +467,20 @@ internal static class StateJson
         };
     }
 
-    /// <summary>At a property name, its value; at a value already (an array's item), that one.</summary>
     private static string? String(ref Utf8JsonReader reader, string name)
     {
-        if (reader.TokenType is JsonTokenType.PropertyName)
-        {
-            Next(ref reader);
-        }
+        Next(ref reader);
+        return StringHere(ref reader, name);
+    }
 
-        return reader.TokenType switch
+    /// <summary>The string at the reader's current token (an array's item).</summary>
+    private static string? StringHere(ref Utf8JsonReader reader, string name) =>
+        reader.TokenType switch
         {
             JsonTokenType.Null => null,
             JsonTokenType.String => reader.GetString(),
             _ => throw Invalid(name, "a string"),
         };
-    }
 
     private static DateTimeOffset? Time(ref Utf8JsonReader reader, string name)
     {
