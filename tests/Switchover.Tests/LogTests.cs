@@ -33,7 +33,9 @@ public sealed class LogTests
         [nameof(Log.TookOver)] = new(l => Log.TookOver(l, "shop", "5, 6", 7, "8080->40000", "8080->40001", 0.56, 657.6), LogLevel.Information, 4,
             "Handoff in namespace '{Namespace}': generation {PreviousIds} -> {GenerationId}, {PreviousPorts} -> {Ports}; rule transaction {TransactionMs:0.0} ms, launch to serving {LaunchToServingMs:0} ms.",
             "Handoff in namespace 'shop': generation 5, 6 -> 7, 8080->40000 -> 8080->40001; rule transaction 0.6 ms, launch to serving 658 ms.",
-            ("@namespace", "shop"), ("PreviousIds", "5, 6"), ("GenerationId", 7L), ("PreviousPorts", "8080->40000"), ("Ports", "8080->40001"),
+            // "Namespace" as the template and the other messages name it ([LoggerMessage] named this one "@namespace",
+            // after the parameter, in the struct it generates for more than six arguments).
+            ("Namespace", "shop"), ("PreviousIds", "5, 6"), ("GenerationId", 7L), ("PreviousPorts", "8080->40000"), ("Ports", "8080->40001"),
             ("TransactionMs", 0.56), ("LaunchToServingMs", 657.6)),
         [nameof(Log.Superseded)] = new(l => Log.Superseded(l, 7, "generation 8 took over"), LogLevel.Warning, 5,
             "Generation {GenerationId} steps aside: {Reason}",
