@@ -91,32 +91,44 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
     {
         await using var lab = await Labs.CreateAsync(cancellationToken);
         using var worker = NamespaceWorker.Start(lab.Server.Name);
-        progress.Line($"kernel: lab {lab.Server.Name} <-> {lab.Client.Name}; {settings.KernelTransactions} transactions per transport and phase, " +
+        var parts = settings.KernelParts;
+        progress.Line($"kernel: lab {lab.Server.Name} <-> {lab.Client.Name}; parts {string.Join(", ", SuiteSettings.KernelPartNames.Where(parts.Contains))}; " +
+                      $"{settings.KernelTransactions} transactions per transport and phase, " +
                       $"idle connections {string.Join(", ", settings.KernelIdleConnections.Select(n => n.ToString("N0", CultureInfo.InvariantCulture)))}");
 
         var transactions = new List<Timings>();
         using var libnftables = worker.Run(LibNftablesBackend.OpenHere);
         using var netlink = worker.Run(NfTablesNetlink.OpenHere);
         var bench = new BenchTable(new NftClient(libnftables, netlink), new NftClient(libnftables), new NftClient(CommandRunner.Instance, "nft"), worker);
-        transactions.AddRange(bench.Run("no load", settings.KernelTransactions, TimeSpan.Zero));
-        bench.Delete();
-        progress.Line("  " + string.Join("; ", transactions.Select(Describe)));
+        if (parts.Contains("transactions"))
+        {
+            transactions.AddRange(bench.Run("no load", settings.KernelTransactions, TimeSpan.Zero));
+            bench.Delete();
+            progress.Line("  " + string.Join("; ", transactions.Select(Describe)));
+        }
 
         await using var service = new SwitchoverService(lab.Server, Artifacts.EchoServer, Port);
         var current = await service.DeployAsync(Next(), Timeout, cancellationToken);
-        var (underLoad, generationLogged, load) = await UnderRollingLoadAsync(lab, service, bench, g => current = g, cancellationToken);
-        transactions.AddRange(underLoad);
-        transactions.Add(generationLogged);
-        bench.Delete();
-        progress.Line("  under rolling load: " + string.Join("; ", underLoad.Append(generationLogged).Select(Describe)) +
-                      $"; load {load.TotalRequests:N0} requests, {load.FailureCount + load.StaleConnectionsDiscarded} failed");
-        if (load.FailureCount + load.StaleConnectionsDiscarded > 0)
+        var (loadRequests, loadFailures) = (0L, 0L);
+        if (parts.Contains("transactions"))
         {
-            _problems.Add($"{load.FailureCount + load.StaleConnectionsDiscarded} requests failed under the rolling load");
+            var (underLoad, generationLogged, load) = await UnderRollingLoadAsync(lab, service, bench, g => current = g, cancellationToken);
+            transactions.AddRange(underLoad);
+            transactions.Add(generationLogged);
+            bench.Delete();
+            (loadRequests, loadFailures) = (load.TotalRequests, load.FailureCount + load.StaleConnectionsDiscarded);
+            progress.Line("  under rolling load: " + string.Join("; ", underLoad.Append(generationLogged).Select(Describe)) +
+                          $"; load {load.TotalRequests:N0} requests, {loadFailures} failed");
+            if (loadFailures > 0)
+            {
+                _problems.Add($"{loadFailures} requests failed under the rolling load");
+            }
         }
 
         var execs = new List<ExecCount>();
-        foreach (var (name, arguments) in new[] { ("nf_tables netlink + ctnetlink + sock_diag (default)", Array.Empty<string>()), ("nft and conntrack programs (NftPath, ConntrackPath)", OldWay) })
+        foreach (var (name, arguments) in parts.Contains("programs")
+            ? new[] { ("nf_tables netlink + ctnetlink + sock_diag (default)", Array.Empty<string>()), ("nft and conntrack programs (NftPath, ConntrackPath)", OldWay) }
+            : [])
         {
             current = await service.DeployAsync(Next(), Timeout, cancellationToken, arguments);
             var (count, next) = await CountExecsAsync(service, current, name, arguments, cancellationToken);
@@ -126,7 +138,7 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
                           (count.Programs.Count > 0 ? " (" + string.Join(", ", count.Programs.Select(p => $"{p.Value} {p.Key}")) + ")" : string.Empty));
         }
 
-        if (execs[0].NewGeneration + execs[0].OldGeneration > 0)
+        if (execs.Count > 0 && execs[0].NewGeneration + execs[0].OldGeneration > 0)
         {
             _problems.Add($"the default configuration started {execs[0].NewGeneration + execs[0].OldGeneration} programs during a handoff: " +
                           string.Join(", ", execs[0].Programs.Select(p => $"{p.Value} {p.Key}")));
@@ -134,16 +146,16 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
 
         // Handoffs without load and without idle connections: what the idle handoffs are compared with.
         var plain = new List<double>();
-        for (var i = 0; i < 3; i++)
+        var polls = new List<PollCost>();
+        var idleHandoffs = new List<IdleHandoff>();
+        var openFiles = ResourceLimits.RaiseOpenFiles(0);
+        for (var i = 0; i < (parts.Contains("idle") ? 3 : 0); i++)
         {
             current = await service.DeployAsync(Next(), Timeout, cancellationToken);
             plain.Add(current.LaunchToServing.TotalMilliseconds);
         }
 
-        var polls = new List<PollCost>();
-        var idleHandoffs = new List<IdleHandoff>();
-        var openFiles = ResourceLimits.RaiseOpenFiles(0);
-        foreach (var idle in settings.KernelIdleConnections)
+        foreach (var idle in parts.Contains("idle") ? settings.KernelIdleConnections : [])
         {
             if ((ulong)idle + 5_000 > openFiles)
             {
@@ -156,10 +168,9 @@ internal sealed partial class KernelScenario(SuiteSettings settings, Progress pr
             current = await IdleAsync(lab, service, worker, current, idle, polls, idleHandoffs, cancellationToken);
         }
 
-        var launches = await LaunchesAsync(lab, service, cancellationToken);
-        var memory = await MemoryAsync(lab, service, cancellationToken);
-        return new KernelResult(transactions, execs, polls, idleHandoffs, Stats.Percentile(plain, 50), memory, launches, load.TotalRequests,
-            load.FailureCount + load.StaleConnectionsDiscarded, _problems, _notes);
+        var launches = parts.Contains("launch") ? await LaunchesAsync(lab, service, cancellationToken) : [];
+        var memory = parts.Contains("memory") ? await MemoryAsync(lab, service, cancellationToken) : [];
+        return new KernelResult(transactions, execs, polls, idleHandoffs, Stats.Percentile(plain, 50), memory, launches, loadRequests, loadFailures, _problems, _notes);
     }
 
     private static string Describe(Timings t) =>

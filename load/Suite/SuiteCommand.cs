@@ -62,6 +62,11 @@ internal static class SuiteCommand
             Description = "Idle connection counts of the kernel scenario's drain polls and handoffs (default 10000 50000; quick 10000).",
             AllowMultipleArgumentsPerToken = true,
         };
+        var kernelParts = new Option<string[]>("--kernel-parts")
+        {
+            Description = "Parts of the kernel scenario to run (default all): transactions programs idle launch memory.",
+            AllowMultipleArgumentsPerToken = true,
+        };
         var seed = new Option<int?>("--seed") { Description = "Soak: seeds the plan of faults, steps and delays (default: a random seed, printed first)." };
         var soakRounds = new Option<int?>("--soak-rounds") { Description = "Soak: rounds at most (default 30)." };
         var soakMinutes = new Option<double?>("--soak-minutes") { Description = "Soak: no round starts after this many minutes (default 20)." };
@@ -73,7 +78,7 @@ internal static class SuiteCommand
             "showed no failure either (the harness did not see drops).")
         {
             quick, scenarios, modes, contenders, clients, handoffs, baselineHandoffs, minRequests, interval, concurrency, rate, swaps, idle, idleSwaps, rounds,
-            roundSeconds, drainKeepAlive, drainAbandoned, transactions, kernelIdle, seed, soakRounds, soakMinutes, maxMinutes, output,
+            roundSeconds, drainKeepAlive, drainAbandoned, transactions, kernelIdle, kernelParts, seed, soakRounds, soakMinutes, maxMinutes, output,
         };
 
         root.SetAction(async (parse, cancellationToken) =>
@@ -99,6 +104,7 @@ internal static class SuiteCommand
                     KernelIdleConnections = parse.GetValue(kernelIdle) is { Length: > 0 } k
                         ? [.. k.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries)).Select(v => int.Parse(v, CultureInfo.InvariantCulture))]
                         : settings.KernelIdleConnections,
+                    KernelParts = Pick(parse.GetValue(kernelParts), "kernel part", SuiteSettings.KernelPartNames)?.ToHashSet() ?? settings.KernelParts,
                     Modes = Pick(parse.GetValue(modes), "mode", ["keepalive", "newconn"])?
                         .Select(m => m == "keepalive" ? ConnectionMode.KeepAlive : ConnectionMode.NewConnectionPerRequest).ToList() ?? settings.Modes,
                     Contenders = Pick(parse.GetValue(contenders), "contender", ["switchover", "naive", "reuseport"])?

@@ -44,6 +44,15 @@ internal sealed record SuiteSettings
     /// <summary>Idle connections held on the old generation for the kernel scenario's drain polls and handoffs, one handoff each.</summary>
     public IReadOnlyList<int> KernelIdleConnections { get; init; } = [10_000, 50_000];
 
+    /// <summary>
+    /// The kernel scenario's parts that run: "transactions" (no load, then under rolling load), "programs" (strace of a
+    /// handoff), "idle" (the drain polls and handoffs with idle connections, after three plain handoffs), "launch" and
+    /// "memory". All by default; e.g. only "idle" in a VM where the open-file limit can be raised.
+    /// </summary>
+    public IReadOnlySet<string> KernelParts { get; init; } = KernelPartNames.ToHashSet();
+
+    public static readonly string[] KernelPartNames = ["transactions", "programs", "idle", "launch", "memory"];
+
     /// <summary>Alternating rounds of the memory comparison (Switchover, then Mode=Disabled).</summary>
     public int KernelMemoryRounds { get; init; } = 5;
 

@@ -94,15 +94,16 @@ public sealed class KernelGreVmFixture : VmFixture
     /// <summary>
     /// The pairings run (OLD:NEW:OUTER, see MigrationTests.Dataplanes): SWITCHOVER_MIGRATION_DATAPLANES when it is set
     /// (all six: "kernel:kernel:ipv4 kernel:userspace:ipv4 userspace:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv6
-    /// userspace:kernel:ipv6"), otherwise the CI's few: kernel GRE on both hosts over IPv4, one mixed case per outer
-    /// family with the kernel on the old host (its packets reach our userspace receiver with partial checksums), and
-    /// the refusal of a kernel ip6gre new host (setup only, see MigrationPlanner.ValidateKernelTunnel). Durations of each
-    /// case are in the VM lab README.
+    /// userspace:kernel:ipv6"), otherwise the CI's few: kernel GRE on both hosts over each outer family, one mixed case
+    /// per outer family with the kernel on the old host (its packets reach our userspace receiver with partial
+    /// checksums), and userspace:kernel:ipv6. A kernel ip6gre new host is refused while the old host's tunnel end is the
+    /// moved address (MigrationPlanner.ValidateKernelTunnel), then runs with a second address as that end. Durations of
+    /// each case are in the VM lab README.
     /// </summary>
     public static readonly string[] KernelPairings =
         (Environment.GetEnvironmentVariable("SWITCHOVER_MIGRATION_DATAPLANES") is { Length: > 0 } chosen
             ? chosen
-            : "kernel:kernel:ipv4 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6")
+            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6")
         .Split([' ', ','], StringSplitOptions.RemoveEmptyEntries);
 
     private readonly string _root;

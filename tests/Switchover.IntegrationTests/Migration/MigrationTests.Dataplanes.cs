@@ -17,8 +17,9 @@ public sealed partial class MigrationTests
 {
     /// <summary>
     /// Which pairings the theory runs: "OLD:NEW:OUTER" words, e.g. "kernel:userspace:ipv6". A kernel new host with an
-    /// IPv6 outer ("*:kernel:ipv6") is refused at setup, which the theory asserts: the old host's only address is also
-    /// its tunnel end here, and ip6gre will not send a packet whose inner source is its remote end.
+    /// IPv6 outer ("*:kernel:ipv6") is refused at setup when the old host's only address is also its tunnel end (ip6gre
+    /// will not send a packet whose inner source is its remote end), which the theory asserts; it then gives the old
+    /// host a second address for the tunnel's end, as the refusal says, and runs the flow over it.
     /// </summary>
     public const string PairingsVariable = "SWITCHOVER_MIGRATION_DATAPLANES";
 
@@ -54,27 +55,34 @@ public sealed partial class MigrationTests
         string oldDataplane, string newDataplane, string outer)
     {
         var v6 = outer == "ipv6";
-        var (oldOuter, newOuter, peer) = v6 ? (_lab.OldV6, _lab.NewV6, _lab.PeerV6) : (_lab.OldV4, _lab.NewV4, _lab.PeerV4);
+        var (movedAddress, newOuter, peer) = v6 ? (_lab.OldV6, _lab.NewV6, _lab.PeerV6) : (_lab.OldV4, _lab.NewV4, _lab.PeerV4);
         // The moved address is the old host's only one, also its tunnel end: the case the outer-GRE rule is for.
-        var moved = new IPEndPoint(oldOuter, Port);
-        var tuple = v6 ? $"tcp/[{oldOuter}]:{Port}" : $"tcp/{oldOuter}:{Port}";
+        var oldOuter = movedAddress;
+        var moved = new IPEndPoint(movedAddress, Port);
+        var tuple = v6 ? $"tcp/[{movedAddress}]:{Port}" : $"tcp/{movedAddress}:{Port}";
         var mtu = v6 ? "1452" : "1472";
         var peerPrefix = v6 ? $"[{peer}]:" : $"{peer}:";
-        var oldBefore = await SnapshotAsync(_lab.Old);
-        var newBefore = await SnapshotAsync(_lab.New);
         if (newDataplane == "kernel" && v6)
         {
             // The kernel's ip6gre drops every packet whose inner source is the tunnel's remote end, here the moved address
             // of every reply (MigrationPlanner.ValidateKernelTunnel): setup refuses the new host, says what to run, changes nothing.
+            var newUntouched = await SnapshotAsync(_lab.New);
             var refused = await CliAsync(_lab.New, ["migrate", "setup", "--name", _name, "--side", "new", "--tunnel", Tunnel, "--local", $"{newOuter}",
                 "--remote", $"{oldOuter}", "--key", $"{Key}", "--mtu", mtu, "--tuple", tuple]);
             Assert.True(refused.ExitCode != 0, $"setup of a kernel ip6gre new host whose remote end is moved was not refused:\n{refused.StandardOutput}");
             Assert.Contains("drops every IPv6 packet whose source is the tunnel's remote end", refused.StandardError, StringComparison.Ordinal);
             Assert.Contains("switchover tunnel run --dataplane userspace", refused.StandardError, StringComparison.Ordinal);
-            Assert.Equal(newBefore, await SnapshotAsync(_lab.New));
-            return;
+            Assert.Contains("give the old host a second IPv6 address for its tunnel end", refused.StandardError, StringComparison.Ordinal);
+            Assert.Equal(newUntouched, await SnapshotAsync(_lab.New));
+
+            // What the refusal offers instead, and what a rented box with a /64 can do: a second address of the old host's
+            // own for the tunnel's end, which is not moved. Then the kernel's ip6gre carries the new host's replies.
+            oldOuter = IPAddress.Parse("2001:db8:2::2");
+            await _lab.Old.RunAsync("ip", ["-6", "addr", "add", $"{oldOuter}/64", "dev", FourHostLab.Link, "nodad"], Token);
         }
 
+        var oldBefore = await SnapshotAsync(_lab.Old);
+        var newBefore = await SnapshotAsync(_lab.New);
         using var oldMail = new GreeterServer(_lab.Old, moved, "old-25");
         using var peerServer = new GreeterServer(_lab.Peer, new IPEndPoint(peer, PeerPort), "peer-7000");
 
@@ -119,9 +127,9 @@ public sealed partial class MigrationTests
             }
 
             // What the new host sends from the old IP leaves from the old host.
-            using (var outbound = await ConnectOrDescribeAsync(_lab.New, new IPEndPoint(peer, PeerPort), userspace, source: new IPEndPoint(oldOuter, 0)))
+            using (var outbound = await ConnectOrDescribeAsync(_lab.New, new IPEndPoint(peer, PeerPort), userspace, source: new IPEndPoint(movedAddress, 0)))
             {
-                Assert.StartsWith($"peer-7000 sees {(v6 ? $"[{oldOuter}]:" : $"{oldOuter}:")}", await outbound.ReadLineAsync(Token), StringComparison.Ordinal);
+                Assert.StartsWith($"peer-7000 sees {(v6 ? $"[{movedAddress}]:" : $"{movedAddress}:")}", await outbound.ReadLineAsync(Token), StringComparison.Ordinal);
             }
 
             // GRE with the right key from another source (the peer) is dropped by each host: by the kernel host's nft table,
@@ -143,7 +151,7 @@ public sealed partial class MigrationTests
 
             capture.SendSignal(Signals.Interrupt);
             await capture.Exited.WaitAsync(TimeSpan.FromSeconds(60), Token);
-            AssertCaptureDecodesBothWays(capture, oldOuter, newOuter, peer, oldOuter);
+            AssertCaptureDecodesBothWays(capture, oldOuter, newOuter, peer, movedAddress);
 
             await Task.WhenAll(MigrateAsync(_lab.Old, "teardown"), MigrateAsync(_lab.New, "teardown"));
         }
@@ -291,7 +299,8 @@ public sealed partial class MigrationTests
             else if (IsHealthCheck(source, destination) || IsHealthCheck(destination, source))
             {
                 // The health check of `move`: the old host connects to the moved tuple through the tunnel, from itself
-                // (the moved address, or the tunnel's link address, whichever source the kernel picks for the device).
+                // (the moved address, the tunnel's link address, or the old host's own tunnel end where that is another
+                // address: whichever source the kernel picks for the device).
                 continue;
             }
             else
@@ -301,7 +310,7 @@ public sealed partial class MigrationTests
         }
 
         bool IsHealthCheck(string from, string to) =>
-            to == $"{movedAddress}" && (from == $"{movedAddress}" || from.StartsWith("169.254.", StringComparison.Ordinal));
+            to == $"{movedAddress}" && (from == $"{movedAddress}" || from == $"{oldOuter}" || from.StartsWith("169.254.", StringComparison.Ordinal));
 
         Assert.True(intoTunnel >= 3 && outOfTunnel >= 3, $"tshark decoded {intoTunnel} inner TCP packets old -> new and {outOfTunnel} new -> old:\n{text}");
         Assert.True(strays == 1, $"tshark saw {strays} GRE packets from the peer on the old host's link; one was sent:\n{text}");
