@@ -29,7 +29,9 @@ Console.WriteLine();
 
 var direct = new PathResults("direct veth", bench.DirectB);
 var tunnel = new PathResults(options.Offload ? "userspace GRE" : "GRE no offload", bench.InnerB);
-foreach (var path in new[] { direct, tunnel })
+var udpTunnel = new PathResults(options.Offload ? "GRE in UDP" : "GRE/UDP no offl.", bench.UdpInnerB);
+var paths = new[] { direct, tunnel, udpTunnel };
+foreach (var path in paths)
 {
     await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(1));
     Measure.UdpRoundTrips(bench, path.Target, 1000, options.Payload);
@@ -38,7 +40,7 @@ foreach (var path in new[] { direct, tunnel })
 var gcBefore = GC.CollectionCount(0);
 for (var run = 0; run < options.Repeat; run++)
 {
-    foreach (var path in new[] { direct, tunnel })
+    foreach (var path in paths)
     {
         path.Throughput.Add(await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(options.Seconds)));
         path.ThroughputStreams.Add(await Measure.TcpThroughputAsync(bench, path.Target, options.Streams, TimeSpan.FromSeconds(options.Seconds)));
@@ -48,32 +50,40 @@ for (var run = 0; run < options.Repeat; run++)
 
 var gcRuns = GC.CollectionCount(0) - gcBefore;
 var streams = $"{options.Streams} streams";
-Console.WriteLine($"{"path",-15} {"1 stream Mbit/s",16} {streams + " Mbit/s",16} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9}");
-foreach (var path in new[] { direct, tunnel })
+Console.WriteLine($"{"path",-16} {"1 stream Mbit/s",16} {streams + " Mbit/s",16} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9}");
+foreach (var path in paths)
 {
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"{path.Name,-15} {PathResults.Median(path.Throughput),16:0} {PathResults.Median(path.ThroughputStreams),16:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0}"));
+        $"{path.Name,-16} {PathResults.Median(path.Throughput),16:0} {PathResults.Median(path.ThroughputStreams),16:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0}"));
 }
 
 Console.WriteLine();
-Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"tunnel/direct: 1 stream {PathResults.Median(tunnel.Throughput) / PathResults.Median(direct.Throughput):0.00}x, " +
-    $"{streams} {PathResults.Median(tunnel.ThroughputStreams) / PathResults.Median(direct.ThroughputStreams):0.00}x, " +
-    $"RTT p50 +{tunnel.Percentile(0.5) - direct.Percentile(0.5):0.0} µs, p99 +{tunnel.Percentile(0.99) - direct.Percentile(0.99):0.0} µs"));
-Console.WriteLine("runs (Mbit/s), 1 stream: direct " + PathResults.List(direct.Throughput) + "; tunnel " + PathResults.List(tunnel.Throughput));
-Console.WriteLine($"runs (Mbit/s), {streams}: direct " + PathResults.List(direct.ThroughputStreams) + "; tunnel " + PathResults.List(tunnel.ThroughputStreams));
+foreach (var path in new[] { tunnel, udpTunnel })
+{
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"{path.Name}/direct: 1 stream {PathResults.Median(path.Throughput) / PathResults.Median(direct.Throughput):0.00}x, " +
+        $"{streams} {PathResults.Median(path.ThroughputStreams) / PathResults.Median(direct.ThroughputStreams):0.00}x, " +
+        $"RTT p50 +{path.Percentile(0.5) - direct.Percentile(0.5):0.0} µs, p99 +{path.Percentile(0.99) - direct.Percentile(0.99):0.0} µs"));
+}
+
+Console.WriteLine("runs (Mbit/s), 1 stream: " + string.Join("; ", paths.Select(p => p.Name + " " + PathResults.List(p.Throughput))));
+Console.WriteLine($"runs (Mbit/s), {streams}: " + string.Join("; ", paths.Select(p => p.Name + " " + PathResults.List(p.ThroughputStreams))));
 Console.WriteLine($"load average after: {LoadAverage()}; gen0 collections in this process during the runs: {gcRuns}");
-foreach (var (name, t) in new[] { ("A", bench.TunnelA), ("B", bench.TunnelB) })
+var tunnels = new[] { ("GRE A", bench.TunnelA), ("GRE B", bench.TunnelB), ("GRE in UDP A", bench.UdpTunnelA), ("GRE in UDP B", bench.UdpTunnelB) };
+foreach (var (name, t) in tunnels)
 {
     var c = t.Counters;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"tunnel {name}: offloads 0x{t.Offloads:x}; {c}; packets per TUN read {(double)c.TxPackets / Math.Max(1, t.TunCalls.Reads):0.0}, per write {(double)c.RxPackets / Math.Max(1, t.TunCalls.Writes):0.0}"));
+        $"{name}: offloads 0x{t.Offloads:x}; {c}; packets per TUN read {(double)c.TxPackets / Math.Max(1, t.TunCalls.Reads):0.0}, per write {(double)c.RxPackets / Math.Max(1, t.TunCalls.Writes):0.0}"));
 }
 
-var dropped = bench.TunnelA.Counters.RxDropped + bench.TunnelB.Counters.RxDropped + bench.TunnelA.Counters.TxErrors + bench.TunnelB.Counters.TxErrors;
-await bench.TunnelA.DisposeAsync();
-await bench.TunnelB.DisposeAsync();
-Console.WriteLine($"bytes the packet loops allocated (tx, rx): A {bench.TunnelA.LoopAllocations}, B {bench.TunnelB.LoopAllocations}");
+var dropped = tunnels.Sum(t => t.Item2.Counters.RxDropped + t.Item2.Counters.TxErrors);
+foreach (var (_, t) in tunnels)
+{
+    await t.DisposeAsync();
+}
+
+Console.WriteLine("bytes the packet loops allocated (tx, rx): " + string.Join(", ", tunnels.Select(t => $"{t.Item1} {t.Item2.LoopAllocations}")));
 return dropped == 0 ? 0 : 1;
 
 static string LoadAverage() => File.ReadAllText("/proc/loadavg").Split(' ').Take(3) is var l ? string.Join(' ', l) : "";
@@ -144,8 +154,9 @@ namespace Switchover.Migration.Bench
     }
 
     /// <summary>
-    /// Hosts A and B on one veth link (198.51.100.1/.2 or 2001:db8:100::1/::2), a userspace GRE tunnel between them
-    /// with a key, and inner addresses 203.0.113.1/.2 on it. The tunnels run in this process, as the agent runs them.
+    /// Hosts A and B on one veth link (198.51.100.1/.2 or 2001:db8:100::1/::2) and two userspace GRE tunnels between
+    /// them with a key: GRE with inner addresses 203.0.113.1/.2 (a /25), GRE in UDP with 203.0.113.129/.130. The
+    /// tunnels run in this process, as the agent runs them.
     /// </summary>
     internal sealed class BenchLab : IAsyncDisposable
     {
@@ -164,9 +175,15 @@ namespace Switchover.Migration.Bench
 
         public IPAddress InnerB { get; } = IPAddress.Parse("203.0.113.2");
 
+        public IPAddress UdpInnerB { get; } = IPAddress.Parse("203.0.113.130");
+
         public UserspaceGreTunnel TunnelA { get; private set; } = null!;
 
         public UserspaceGreTunnel TunnelB { get; private set; } = null!;
+
+        public UserspaceGreTunnel UdpTunnelA { get; private set; } = null!;
+
+        public UserspaceGreTunnel UdpTunnelB { get; private set; } = null!;
 
         public static async Task<BenchLab> CreateAsync(bool outerV6, bool offload)
         {
@@ -197,6 +214,16 @@ namespace Switchover.Migration.Bench
                 await TunnelB.DisposeAsync();
             }
 
+            if (UdpTunnelA is not null)
+            {
+                await UdpTunnelA.DisposeAsync();
+            }
+
+            if (UdpTunnelB is not null)
+            {
+                await UdpTunnelB.DisposeAsync();
+            }
+
             await B.DisposeAsync();
             await A.DisposeAsync();
         }
@@ -223,8 +250,14 @@ namespace Switchover.Migration.Bench
             {
                 Name = "gre1", Local = DirectB, Remote = localA, Key = 1, NetworkNamespace = B.Name, DisableOffload = !offload,
             }, CancellationToken.None);
-            await A.RunAsync("ip", ["addr", "add", "203.0.113.1/24", "dev", "gre1"], CancellationToken.None);
-            await B.RunAsync("ip", ["addr", "add", "203.0.113.2/24", "dev", "gre1"], CancellationToken.None);
+            UdpTunnelA = await UserspaceGreTunnel.StartAsync(TunnelA.Options with { Name = "gre2", Encapsulation = TunnelEncapsulation.GreInUdp },
+                CancellationToken.None);
+            UdpTunnelB = await UserspaceGreTunnel.StartAsync(TunnelB.Options with { Name = "gre2", Encapsulation = TunnelEncapsulation.GreInUdp },
+                CancellationToken.None);
+            await A.RunAsync("ip", ["addr", "add", "203.0.113.1/25", "dev", "gre1"], CancellationToken.None);
+            await B.RunAsync("ip", ["addr", "add", "203.0.113.2/25", "dev", "gre1"], CancellationToken.None);
+            await A.RunAsync("ip", ["addr", "add", "203.0.113.129/25", "dev", "gre2"], CancellationToken.None);
+            await B.RunAsync("ip", ["addr", "add", "203.0.113.130/25", "dev", "gre2"], CancellationToken.None);
             await Task.Delay(500); // carrier on the veth pair
         }
     }

@@ -20,7 +20,9 @@ namespace Switchover.Migration.Gre;
 /// </list>
 /// The packets stay in the caller's buffers: a merged payload is copied behind its super-packet's head, whose buffer
 /// needs <see cref="MaxLength"/> bytes of room, and <see cref="VirtioNetHeader.Size"/> bytes of room in front for the
-/// header. Allocation-free after construction. Not thread-safe: one per receive loop.
+/// header. Packets may share a buffer, in order (the datagrams of one UDP GRO read): a super-packet then grows only
+/// up to the next packet that is an entry of its own, so segments of two flows interleaved in one buffer are passed
+/// on as they came. Allocation-free after construction. Not thread-safe: one per receive loop.
 /// </summary>
 internal sealed unsafe class TcpCoalescer
 {
@@ -37,6 +39,9 @@ internal sealed unsafe class TcpCoalescer
 
     /// <summary>Packets (and super-packets) of this batch so far, in order.</summary>
     public int Count { get; private set; }
+
+    /// <summary>Packets a batch can hold.</summary>
+    public int Capacity => _entries.Length;
 
     /// <summary>Starts a new batch.</summary>
     public void Reset() => Count = 0;
@@ -63,6 +68,7 @@ internal sealed unsafe class TcpCoalescer
                 return true;
             }
 
+            Bound(packet);
             _entries[Count++] = new Entry
             {
                 Packet = packet,
@@ -89,6 +95,7 @@ internal sealed unsafe class TcpCoalescer
             }
         }
 
+        Bound(packet);
         _entries[Count++] = new Entry { Packet = packet, Length = length, Segments = 1, Bytes = length };
         return false;
     }
@@ -143,6 +150,22 @@ internal sealed unsafe class TcpCoalescer
         }
 
         return ((IntPtr)header, entry.Length + VirtioNetHeader.Size, entry.Segments, entry.Bytes);
+    }
+
+    /// <summary>
+    /// Several packets may share one buffer (datagrams that the kernel's UDP GRO merged into one read): a super-packet
+    /// must not grow over the next packet that is an entry of its own, so the entry before it ends where it starts.
+    /// </summary>
+    private void Bound(byte* packet)
+    {
+        if (Count > 0)
+        {
+            ref var previous = ref _entries[Count - 1];
+            if (previous.Packet < packet && packet < previous.Packet + previous.Capacity)
+            {
+                previous.Capacity = (int)(packet - previous.Packet);
+            }
+        }
     }
 
     private static uint Sequence(byte* packet, int ipHeaderLength) =>
@@ -274,13 +297,15 @@ internal sealed unsafe class TcpCoalescer
             return false;
         }
 
+        // The flags first: in a shared buffer (a UDP GRO read) the payload may be moved over this packet's own headers.
+        var pushed = (packet[t + 13] & TcpPsh) != 0;
         new ReadOnlySpan<byte>(packet + ipHeaderLength + tcpHeaderLength, payload).CopyTo(new Span<byte>(head + entry.Length, payload));
         entry.Length += payload;
         entry.Bytes += length;
         entry.Segments++;
         entry.NextSequence = unchecked(entry.NextSequence + (uint)payload);
         entry.ShortTail = payload < entry.GsoSize;
-        if ((packet[t + 13] & TcpPsh) != 0)
+        if (pushed)
         {
             entry.Pushed = true;
             head[t + 13] |= TcpPsh;

@@ -20,6 +20,13 @@ public sealed record TunnelCounters
     /// <summary>Packets read from the interface that were neither IPv4 nor IPv6, and were not sent.</summary>
     public long TxDropped { get; init; }
 
+    /// <summary>
+    /// GRE in UDP: reports from the remote host that a datagram found no socket on port 4754 there (ICMP port
+    /// unreachable), e.g. while its end of the tunnel is not up yet. The socket keeps one report at a time, so this
+    /// counts reports, not datagrams. Not part of <see cref="TxErrors"/>.
+    /// </summary>
+    public long TxRefused { get; init; }
+
     public long RxPackets { get; init; }
 
     public long RxBytes { get; init; }

@@ -14,6 +14,10 @@ public sealed partial record TunnelOptions
     /// <summary>Outer header bytes before the GRE header: IPv4 without options, IPv6 without extension headers.</summary>
     private const int IPv4HeaderLength = 20;
     private const int IPv6HeaderLength = 40;
+    private const int UdpHeaderLength = 8;
+
+    /// <summary>The UDP port of GRE in UDP (RFC 8086 §3.2), source and destination at both ends.</summary>
+    public const ushort GreInUdpPort = 4754;
 
     /// <summary>The interface name, e.g. "gre0": 1 to 15 characters of [A-Za-z0-9_.-].</summary>
     public required string Name { get; init; }
@@ -42,6 +46,15 @@ public sealed partial record TunnelOptions
     /// </summary>
     public uint? FirewallMark { get; init; }
 
+    /// <summary>
+    /// How the GRE packets travel: straight over IP as protocol 47 (<see cref="TunnelEncapsulation.Gre"/>, RFC 2784,
+    /// the default), or inside UDP datagrams to port 4754 (<see cref="TunnelEncapsulation.GreInUdp"/>, RFC 8086).
+    /// Both ends must agree. GRE in UDP costs 8 bytes more per packet and lets the userspace dataplane hand the kernel
+    /// 64 KiB of GRE packets at a time (UDP segmentation and GRO) instead of one: see docs/gre-offload.md. The kernel's
+    /// GRE speaks it as a FOU encapsulation (`encap fou`).
+    /// </summary>
+    public TunnelEncapsulation Encapsulation { get; init; }
+
     /// <summary>The TTL (IPv4) or hop limit (IPv6) of the outer packets. Default 64, as `ip link add … ttl 64`.</summary>
     public int Ttl { get; init; } = 64;
 
@@ -68,7 +81,8 @@ public sealed partial record TunnelOptions
 
     /// <summary>Bytes added to every inner packet: the outer IP header and the GRE header with its optional fields.</summary>
     public int Overhead =>
-        (OuterFamily == AddressFamily.InterNetworkV6 ? IPv6HeaderLength : IPv4HeaderLength) + GreHeaderLength;
+        (OuterFamily == AddressFamily.InterNetworkV6 ? IPv6HeaderLength : IPv4HeaderLength) +
+        (Encapsulation == TunnelEncapsulation.GreInUdp ? UdpHeaderLength : 0) + GreHeaderLength;
 
     /// <summary>The MTU the interface gets: <see cref="Mtu"/>, or 1500 minus <see cref="Overhead"/>.</summary>
     public int EffectiveMtu => Mtu ?? 1500 - Overhead;
@@ -125,6 +139,11 @@ public sealed partial record TunnelOptions
                 "usually the outer link's MTU minus " + (Local is null ? "the overhead" : Overhead.ToString(CultureInfo.InvariantCulture)) + ".");
         }
 
+        if (!Enum.IsDefined(Encapsulation))
+        {
+            errors.Add($"Encapsulation {(int)Encapsulation} is unknown: use Gre or GreInUdp.");
+        }
+
         if (Ttl is < 1 or > 255)
         {
             errors.Add($"Ttl {Ttl} is out of range: use 1 to 255 (64 is usual).");
@@ -158,4 +177,14 @@ public sealed partial record TunnelOptions
 
     [GeneratedRegex("^[A-Za-z0-9_.-]{1,64}$", RegexOptions.CultureInvariant)]
     private static partial Regex NamespacePattern();
+}
+
+/// <summary>How a tunnel's GRE packets are carried between the hosts.</summary>
+public enum TunnelEncapsulation
+{
+    /// <summary>IP protocol 47 (RFC 2784, with the key and sequence number of RFC 2890).</summary>
+    Gre,
+
+    /// <summary>The same GRE header and payload in a UDP datagram, port 4754 at both ends (RFC 8086).</summary>
+    GreInUdp,
 }

@@ -34,6 +34,18 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
     /// <summary>GRE packets per sendmmsg at most: a batch is sent when the next super-packet's segments would not fit.</summary>
     internal const int MaxMessages = 256;
 
+    /// <summary>The packet loops' nice value: ahead of ordinary processes (0), behind what asks for more.</summary>
+    internal const int LoopNice = -10;
+
+    /// <summary>Datagrams per UDP GSO send at most (UDP_MAX_SEGMENTS, 64 before Linux 6.10).</summary>
+    internal const int UdpMaxSegments = 64;
+
+    /// <summary>Datagrams one GRO read can hold at most: the kernel merges up to 64 (UDP_GRO_CNT_MAX); a GSO packet from the same kernel can carry 128.</summary>
+    private const int MaxDatagramsPerRead = 128;
+
+    /// <summary>The most UDP payload one send takes: 65535 less the IPv4 and UDP headers.</summary>
+    private const int UdpMaxPayload = 65535 - 20 - 8;
+
     // A receive slot holds one GRE packet of up to 64 KiB, whatever MTU someone sets on the link later (a read into a
     // shorter buffer silently truncates the packet), behind room for the virtio_net_hdr; a super-packet merged into it
     // grows in place up to 64 KiB. A read buffer holds a virtio_net_hdr and a 64 KiB super-packet.
@@ -95,6 +107,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         TxErrors = Volatile.Read(ref _tx.Errors),
         TxTooBig = Volatile.Read(ref _tx.TooBig),
         TxDropped = Volatile.Read(ref _tx.Dropped),
+        TxRefused = Volatile.Read(ref _rx.Refused),
         RxPackets = Volatile.Read(ref _rx.Packets),
         RxBytes = Volatile.Read(ref _rx.Bytes),
         RxErrors = Volatile.Read(ref _rx.Errors),
@@ -229,11 +242,16 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
     private static unsafe FileDescriptor OpenSocket(TunnelOptions options)
     {
         var v6 = options.OuterFamily == AddressFamily.InterNetworkV6;
-        var fd = Libc.Socket(v6 ? Libc.AF_INET6 : Libc.AF_INET, Libc.SOCK_RAW | Libc.SOCK_CLOEXEC, Libc.IPPROTO_GRE);
+        var udp = options.Encapsulation == TunnelEncapsulation.GreInUdp;
+        var fd = udp
+            ? Libc.Socket(v6 ? Libc.AF_INET6 : Libc.AF_INET, Libc.SOCK_DGRAM | Libc.SOCK_CLOEXEC, Libc.IPPROTO_UDP)
+            : Libc.Socket(v6 ? Libc.AF_INET6 : Libc.AF_INET, Libc.SOCK_RAW | Libc.SOCK_CLOEXEC, Libc.IPPROTO_GRE);
         if (fd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
-            throw new TunnelException($"Could not open a raw GRE socket: {Libc.Describe(errno)}. Run as root or grant CAP_NET_RAW.", errno);
+            throw new TunnelException(udp
+                ? $"Could not open a UDP socket for GRE in UDP: {Libc.Describe(errno)}."
+                : $"Could not open a raw GRE socket: {Libc.Describe(errno)}. Run as root or grant CAP_NET_RAW.", errno);
         }
 
         var socket = new FileDescriptor(fd);
@@ -262,18 +280,42 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             long* timeout = stackalloc long[2] { 1, 0 };
             _ = Libc.SetSockOpt(fd, Libc.SOL_SOCKET, Libc.SO_SNDTIMEO, timeout, 16);
 
-            // Binding a raw socket sets the source of what it sends and accepts only packets to that address.
+            // Binding a raw socket sets the source of what it sends and accepts only packets to that address. A UDP
+            // socket is bound to port 4754 of it and connected to the remote's, so that the kernel delivers only the
+            // remote's datagrams, and it takes 64 KiB of them at a time: GRO merges consecutive datagrams of the
+            // remote into one read, which says their size (UDP_GRO).
+            var port = udp ? TunnelOptions.GreInUdpPort : (ushort)0;
             byte* address = stackalloc byte[Libc.SockaddrStorageSize];
-            var length = Libc.WriteSockaddr(options.Local, new Span<byte>(address, Libc.SockaddrStorageSize));
+            var length = Libc.WriteSockaddr(options.Local, port, new Span<byte>(address, Libc.SockaddrStorageSize));
             if (Libc.Bind(fd, address, (uint)length) != 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
-                throw new TunnelException($"Could not bind the GRE socket to local address {options.Local}: {Libc.Describe(errno)}. " +
+                throw new TunnelException($"Could not bind the GRE socket to local address {options.Local}" + (udp ? $" port {port}" : "") +
+                    $": {Libc.Describe(errno)}. " +
                     (errno == Libc.EADDRNOTAVAIL
                         ? $"{options.Local} is not an address of this host" + (options.NetworkNamespace is { } ns ? $" (namespace {ns})" : "") +
                           ": add it to an interface, or give the right Local address."
-                        : "Check the Local address."),
+                        : udp && errno == Libc.EADDRINUSE
+                            ? $"Another socket holds UDP port {port} on {options.Local}: one GRE-in-UDP tunnel per local address."
+                            : "Check the Local address."),
                     errno);
+            }
+
+            if (udp)
+            {
+                length = Libc.WriteSockaddr(options.Remote, port, new Span<byte>(address, Libc.SockaddrStorageSize));
+                if (Libc.Connect(fd, address, (uint)length) != 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    throw new TunnelException($"Could not connect the GRE-in-UDP socket to {options.Remote} port {port}: {Libc.Describe(errno)}. " +
+                        "Is there a route to the remote address?", errno);
+                }
+
+                if (Libc.SetSockOpt(fd, Libc.SOL_UDP, Libc.UDP_GRO, 1) != 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    throw new TunnelException($"Could not enable UDP GRO on the GRE-in-UDP socket: {Libc.Describe(errno)}. It needs Linux 5.0 or later.", errno);
+                }
             }
 
             return socket;
@@ -326,11 +368,13 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         Exception? fault = null;
         var tunAdded = false;
         var socketAdded = false;
-        var memory = (byte*)NativeMemory.AlignedAlloc((nuint)(ReadBuffers * ReadStride + MaxMessages * (HeaderStride + sizeof(MMsgHdr) + 2 * sizeof(IoVec)) +
+        var memory = (byte*)NativeMemory.AlignedAlloc((nuint)(ReadBuffers * ReadStride +
+            MaxMessages * (HeaderStride + sizeof(MMsgHdr) + 2 * sizeof(IoVec) + CMsgHdr.Space8) +
             ReadBuffers * sizeof(byte*) + Libc.SockaddrStorageSize), 64);
         var segments = new GsoSegment[MaxMessages];
         try
         {
+            RaisePriority();
             _tun.DangerousAddRef(ref tunAdded);
             _socket.DangerousAddRef(ref socketAdded);
             int tun = _tun.Value, socket = _socket.Value, wake = _wake.Value;
@@ -338,7 +382,8 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             var headers = memory + ReadBuffers * ReadStride;
             var messages = (MMsgHdr*)(headers + MaxMessages * HeaderStride);
             var iovs = (IoVec*)(messages + MaxMessages);
-            var buffers = (byte**)(iovs + 2 * MaxMessages);
+            var controls = (byte*)(iovs + 2 * MaxMessages);
+            var buffers = (byte**)(controls + MaxMessages * CMsgHdr.Space8);
             var remote = (byte*)(buffers + ReadBuffers);
             var remoteLength = (uint)Libc.WriteSockaddr(Options.Remote, new Span<byte>(remote, Libc.SockaddrStorageSize));
             for (var i = 0; i < ReadBuffers; i++)
@@ -346,14 +391,22 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                 buffers[i] = memory + i * ReadStride;
             }
 
+            // GRE: a message per packet, to the remote's address. GRE in UDP: the socket is connected, and a message
+            // carries a run of equal-sized GRE packets (a super-packet's segments) that the kernel sends as one
+            // UDP GSO packet, cut at the size in its UDP_SEGMENT cmsg.
+            var udp = Options.Encapsulation == TunnelEncapsulation.GreInUdp;
             for (var i = 0; i < MaxMessages; i++)
             {
                 iovs[2 * i].Base = headers + i * HeaderStride;
                 messages[i] = default;
-                messages[i].Header.Name = remote;
-                messages[i].Header.NameLength = remoteLength;
+                messages[i].Header.Name = udp ? null : remote;
+                messages[i].Header.NameLength = udp ? 0 : remoteLength;
                 messages[i].Header.Iov = iovs + 2 * i;
                 messages[i].Header.IovLength = 2;
+                var control = (CMsgHdr*)(controls + i * CMsgHdr.Space8);
+                control->Length = CMsgHdr.Size + sizeof(ushort);
+                control->Level = Libc.SOL_UDP;
+                control->Type = Libc.UDP_SEGMENT;
             }
 
             var key = Options.Key;
@@ -381,16 +434,19 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                     break;
                 }
 
-                // Read until the device is empty, or the read buffers or the messages run out: a batch is one sendmmsg.
-                // A segment's headers are in its header slot behind the GRE header; its payload stays in the read buffer.
+                // Read until the device is empty, or the read buffers or the header slots run out: a batch is one
+                // sendmmsg. A GRE packet's headers are in its header slot (count of them used) behind the GRE header;
+                // its payload stays in the read buffer. sent counts the messages of the batch.
                 var count = 0;
+                var sent = 0;
                 var used = 0;
                 while (true)
                 {
                     if (used == ReadBuffers)
                     {
-                        Send(socket, messages, count, prefix);
+                        Send(socket, messages, sent, prefix);
                         count = 0;
+                        sent = 0;
                         used = 0;
                     }
 
@@ -433,8 +489,9 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
 
                         if (count == MaxMessages)
                         {
-                            Send(socket, messages, count, prefix);
+                            Send(socket, messages, sent, prefix);
                             count = 0;
+                            sent = 0;
                             Swap(buffers, used);
                             used = 0;
                         }
@@ -444,6 +501,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         iovs[2 * count].Length = (nuint)prefix;
                         iovs[2 * count + 1].Base = buffer + VirtioNetHeader.Size;
                         iovs[2 * count + 1].Length = (nuint)packet.Length;
+                        Message(messages, controls, sent++, iovs, count, 1, null);
                         count++;
                         used++;
                         continue;
@@ -453,9 +511,10 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         HeaderStride, prefix, segments.AsSpan(0, MaxMessages - count), out var split);
                     if (status == GsoStatus.TooManySegments && count > 0)
                     {
-                        // Not enough messages left in this batch: send it, then split into an empty one.
-                        Send(socket, messages, count, prefix);
+                        // Not enough header slots left in this batch: send it, then split into an empty one.
+                        Send(socket, messages, sent, prefix);
                         count = 0;
+                        sent = 0;
                         Swap(buffers, used);
                         used = 0;
                         buffer = buffers[0];
@@ -470,6 +529,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         continue;
                     }
 
+                    var first = count;
                     for (var i = 0; i < split; i++)
                     {
                         var segment = segments[i];
@@ -480,13 +540,29 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         iovs[2 * count].Length = (nuint)(prefix + segment.HeaderLength);
                         iovs[2 * count + 1].Base = buffer + VirtioNetHeader.Size + segment.PayloadOffset;
                         iovs[2 * count + 1].Length = (nuint)segment.PayloadLength;
+                        if (!udp)
+                        {
+                            Message(messages, controls, sent++, iovs, count, 1, null);
+                        }
+
                         count++;
+                    }
+
+                    if (udp)
+                    {
+                        // Every segment but the last has the first one's size: runs of as many as one UDP GSO send takes.
+                        var size = prefix + segments[0].Length;
+                        var run = Math.Min(UdpMaxSegments, UdpMaxPayload / size);
+                        for (var at = 0; at < split; at += run)
+                        {
+                            Message(messages, controls, sent++, iovs, first + at, Math.Min(run, split - at), (ushort)size);
+                        }
                     }
 
                     used++;
                 }
 
-                Send(socket, messages, count, prefix);
+                Send(socket, messages, sent, prefix);
                 if (fault is not null)
                 {
                     break;
@@ -518,6 +594,36 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Makes message <paramref name="index"/> of a batch carry <paramref name="packets"/> GRE packets from iovec pair
+    /// <paramref name="first"/> on: one, or with <paramref name="segmentSize"/> a run that the kernel cuts into
+    /// datagrams of that size (its control buffer, set up once, holds the UDP_SEGMENT cmsg).
+    /// </summary>
+    private static unsafe void Message(MMsgHdr* messages, byte* controls, int index, IoVec* iovs, int first, int packets, ushort? segmentSize)
+    {
+        ref var header = ref messages[index].Header;
+        header.Iov = iovs + 2 * first;
+        header.IovLength = (nuint)(2 * packets);
+        if (segmentSize is { } size && packets > 1)
+        {
+            header.Control = controls + index * CMsgHdr.Space8;
+            *(ushort*)((byte*)header.Control + CMsgHdr.Size) = size;
+            header.ControlLength = CMsgHdr.Space8;
+        }
+        else
+        {
+            header.Control = null;
+            header.ControlLength = 0;
+        }
+    }
+
+    /// <summary>
+    /// The kernel's own GRE runs in softirq context, ahead of every process; a packet loop that waits behind the
+    /// processes whose traffic it carries throttles them. So each loop's thread takes nice <see cref="LoopNice"/>,
+    /// where it may (CAP_SYS_NICE, as root); elsewhere it keeps its nice value.
+    /// </summary>
+    private static void RaisePriority() => _ = Libc.SetPriority(Libc.PRIO_PROCESS, (uint)Libc.GetTid(), LoopNice);
+
     private static unsafe void Swap(byte** buffers, int used)
     {
         var first = buffers[0];
@@ -539,22 +645,28 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                     continue;
                 }
 
-                // The first message of the rest failed: count it and go on with the next one.
-                _tx.Errors++;
+                // The first message of the rest failed: count its packets and go on with the next one.
+                var lost = (long)messages[sent].Header.IovLength / 2;
+                _tx.Errors += lost;
                 if (errno == Libc.EMSGSIZE)
                 {
-                    _tx.TooBig++;
+                    _tx.TooBig += lost;
                 }
 
                 sent++;
                 continue;
             }
 
+            // Each message carries one or more GRE packets, an iovec pair each (headers, payload).
             for (var i = sent; i < sent + result; i++)
             {
                 var iov = messages[i].Header.Iov;
-                _tx.Packets++;
-                _tx.Bytes += (long)(iov[0].Length + iov[1].Length) - headerLength;
+                var end = iov + messages[i].Header.IovLength;
+                for (; iov < end; iov += 2)
+                {
+                    _tx.Packets++;
+                    _tx.Bytes += (long)(iov[0].Length + iov[1].Length) - headerLength;
+                }
             }
 
             sent += result;
@@ -567,10 +679,14 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         var tunAdded = false;
         var socketAdded = false;
         var memory = (byte*)NativeMemory.AlignedAlloc(
-            (nuint)(BatchSize * (SlotSize + sizeof(MMsgHdr) + sizeof(IoVec) + Libc.SockaddrStorageSize + 4)), 64);
-        var coalescer = new TcpCoalescer(BatchSize);
+            (nuint)(BatchSize * (SlotSize + sizeof(MMsgHdr) + sizeof(IoVec) + CMsgHdr.Space8 + Libc.SockaddrStorageSize + 4)), 64);
+        var udp = Options.Encapsulation == TunnelEncapsulation.GreInUdp;
+
+        // GRE in UDP: a read is a run of datagrams that GRO merged, each a GRE packet, up to 64 KiB.
+        var coalescer = new TcpCoalescer(udp ? BatchSize * MaxDatagramsPerRead : BatchSize);
         try
         {
+            RaisePriority();
             _tun.DangerousAddRef(ref tunAdded);
             _socket.DangerousAddRef(ref socketAdded);
             int tun = _tun.Value, socket = _socket.Value, wake = _wake.Value;
@@ -578,7 +694,8 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             var slots = memory;
             var messages = (MMsgHdr*)(slots + BatchSize * SlotSize);
             var iovs = (IoVec*)(messages + BatchSize);
-            var names = (byte*)(iovs + BatchSize);
+            var controls = (byte*)(iovs + BatchSize);
+            var names = controls + BatchSize * CMsgHdr.Space8;
             const int NameSize = Libc.SockaddrStorageSize + 4;
             for (var i = 0; i < BatchSize; i++)
             {
@@ -589,7 +706,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                 messages[i] = default;
                 messages[i].Header.Iov = iovs + i;
                 messages[i].Header.IovLength = 1;
-                messages[i].Header.Name = names + i * NameSize;
+                messages[i].Header.Name = udp ? null : names + i * NameSize;
             }
 
             var v4 = Options.OuterFamily == AddressFamily.InterNetwork;
@@ -601,12 +718,21 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             fds[1] = new PollFd { Fd = wake, Events = Libc.POLLIN };
             ResolveNativeCalls(messages);
             var allocated = GC.GetAllocatedBytesForCurrentThread();
-            while (WaitReadable(fds, "the GRE socket", out fault))
+            while (WaitReadable(fds, "the GRE socket", out fault, udp ? _rx : null))
             {
                 for (var i = 0; i < BatchSize; i++)
                 {
-                    messages[i].Header.NameLength = NameSize;
-                    messages[i].Header.Flags = 0;
+                    ref var header = ref messages[i].Header;
+                    header.Flags = 0;
+                    if (udp)
+                    {
+                        header.Control = controls + i * CMsgHdr.Space8;
+                        header.ControlLength = CMsgHdr.Space8;
+                    }
+                    else
+                    {
+                        header.NameLength = NameSize;
+                    }
                 }
 
                 var count = Libc.RecvMmsg(socket, messages, BatchSize, Libc.MSG_DONTWAIT, null);
@@ -624,16 +750,39 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                 coalescer.Reset();
                 for (var i = 0; i < count; i++)
                 {
-                    if (Decapsulate(ref messages[i], remote, v4, key, out var inner, out var length))
+                    ref var message = ref messages[i];
+                    var end = slots + (i + 1) * SlotSize;
+                    if ((message.Header.Flags & Libc.MSG_TRUNC) != 0)
                     {
-                        var end = slots + (i + 1) * SlotSize;
-                        if (coalesce)
+                        _rx.Malformed++;
+                        continue;
+                    }
+
+                    var data = new ReadOnlySpan<byte>(message.Header.Iov->Base, (int)message.Length);
+                    if (!udp)
+                    {
+                        if (Unwrap(ref message, remote, v4, ref data) && Decapsulate(data, key, out var inner, out var length))
                         {
-                            coalescer.Add(inner, length, (int)(end - inner));
+                            Offer(coalescer, coalesce, inner, length, end);
                         }
-                        else
+
+                        continue;
+                    }
+
+                    // The kernel's GRO gives the size of the datagrams it merged (all but the last have it); a read
+                    // without the cmsg is one datagram.
+                    var size = GroSegmentSize(ref message.Header) is var gro and > 0 ? gro : data.Length;
+                    for (var at = 0; at < data.Length; at += size)
+                    {
+                        if (coalescer.Count == coalescer.Capacity)
                         {
-                            coalescer.AddAlone(inner, length);
+                            _rx.Malformed++;
+                            break;
+                        }
+
+                        if (Decapsulate(data.Slice(at, Math.Min(size, data.Length - at)), key, out var inner, out var length))
+                        {
+                            Offer(coalescer, coalesce, inner, length, end);
                         }
                     }
                 }
@@ -678,31 +827,50 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         }
     }
 
-    /// <summary>Checks one received GRE packet; true with the inner packet when it is to be delivered.</summary>
-    private unsafe bool Decapsulate(ref MMsgHdr message, ReadOnlySpan<byte> remote, bool v4, uint? key, out byte* inner, out int length)
+    private static unsafe void Offer(TcpCoalescer coalescer, bool coalesce, byte* inner, int length, byte* end)
     {
-        inner = null;
-        length = 0;
+        if (coalesce)
+        {
+            coalescer.Add(inner, length, (int)(end - inner));
+        }
+        else
+        {
+            coalescer.AddAlone(inner, length);
+        }
+    }
 
+    /// <summary>The gso_size of a UDP_GRO cmsg that recvmsg left in the message's control buffer, or 0.</summary>
+    private static unsafe int GroSegmentSize(ref MsgHdr header)
+    {
+        if (header.ControlLength < CMsgHdr.Size + sizeof(int))
+        {
+            return 0;
+        }
+
+        var control = (CMsgHdr*)header.Control;
+        return control->Level == Libc.SOL_UDP && control->Type == Libc.UDP_GRO ? *(int*)((byte*)control + CMsgHdr.Size) : 0;
+    }
+
+    /// <summary>
+    /// A raw socket's packet: checks its source against the remote and takes off the outer IPv4 header (an IPv6 raw
+    /// socket delivers none); false when it is to be dropped (counted).
+    /// </summary>
+    private bool Unwrap(ref MMsgHdr message, ReadOnlySpan<byte> remote, bool v4, ref ReadOnlySpan<byte> data)
+    {
         // The source first: nothing from a stranger is parsed beyond what it takes to count it.
-        var name = message.Header.Name;
-        var source = v4 ? new ReadOnlySpan<byte>(name + 4, 4) : new ReadOnlySpan<byte>(name + 8, 16);
-        if (!source.SequenceEqual(remote))
+        unsafe
         {
-            _rx.Stray++;
-            return false;
+            var name = message.Header.Name;
+            var source = v4 ? new ReadOnlySpan<byte>(name + 4, 4) : new ReadOnlySpan<byte>(name + 8, 16);
+            if (!source.SequenceEqual(remote))
+            {
+                _rx.Stray++;
+                return false;
+            }
         }
 
-        if ((message.Header.Flags & Libc.MSG_TRUNC) != 0)
-        {
-            _rx.Malformed++;
-            return false;
-        }
-
-        var data = new ReadOnlySpan<byte>(message.Header.Iov->Base, (int)message.Length);
         if (v4)
         {
-            // An IPv4 raw socket delivers the outer IP header too (an IPv6 one does not).
             var headerLength = data.IsEmpty ? 0 : (data[0] & 0x0F) * 4;
             if (data.IsEmpty || data[0] >> 4 != 4 || headerLength < 20 || headerLength > data.Length)
             {
@@ -713,6 +881,14 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             data = data[headerLength..];
         }
 
+        return true;
+    }
+
+    /// <summary>Checks one GRE packet from the remote; true with the inner packet when it is to be delivered.</summary>
+    private unsafe bool Decapsulate(ReadOnlySpan<byte> data, uint? key, out byte* inner, out int length)
+    {
+        inner = null;
+        length = 0;
         var status = GreCodec.Decode(data, out var header, out var payload);
         if (status != GreDecodeStatus.Ok)
         {
@@ -756,11 +932,17 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         _ = Libc.Write(-1, null, 0);
         _ = Libc.SendMmsg(-1, messages, 0, 0);
         _ = Libc.RecvMmsg(-1, messages, 0, Libc.MSG_DONTWAIT, null);
+        _ = Libc.GetSockOpt(-1, 0, 0, null, null);
         _ = Marshal.GetLastPInvokeError();
     }
 
-    /// <summary>Blocks until the descriptor is readable (true) or the eventfd asks to stop or the descriptor failed (false).</summary>
-    private static unsafe bool WaitReadable(PollFd* fds, string what, out Exception? fault)
+    /// <summary>
+    /// Blocks until the descriptor is readable (true) or the eventfd asks to stop or the descriptor failed (false).
+    /// With <paramref name="socketErrors"/>, the descriptor is a connected UDP socket: an error pending on it is taken
+    /// off and counted there (an ICMP port unreachable, while the other end is not up yet, as Refused), and the wait
+    /// goes on.
+    /// </summary>
+    private static unsafe bool WaitReadable(PollFd* fds, string what, out Exception? fault, DirectionCounters? socketErrors = null)
     {
         fault = null;
         while (true)
@@ -783,6 +965,30 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             if (fds[1].ReturnedEvents != 0)
             {
                 return false;
+            }
+
+            if (socketErrors is not null && (fds[0].ReturnedEvents & Libc.POLLERR) != 0)
+            {
+                int error;
+                uint length = sizeof(int);
+                if (Libc.GetSockOpt(fds[0].Fd, Libc.SOL_SOCKET, Libc.SO_ERROR, &error, &length) == 0)
+                {
+                    if (error == Libc.ECONNREFUSED)
+                    {
+                        socketErrors.Refused++;
+                    }
+                    else
+                    {
+                        socketErrors.Errors++;
+                    }
+
+                    if ((fds[0].ReturnedEvents & Libc.POLLIN) == 0)
+                    {
+                        continue;
+                    }
+
+                    return true;
+                }
             }
 
             if ((fds[0].ReturnedEvents & (Libc.POLLERR | Libc.POLLHUP | Libc.POLLNVAL)) != 0)
@@ -816,6 +1022,9 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
         public long Stray;
         public long WrongKey;
         public long Malformed;
+
+        /// <summary>GRE in UDP: ICMP port unreachable reports from the remote, taken off the socket by the rx thread.</summary>
+        public long Refused;
 
         /// <summary>Reads from (tx) or writes to (rx) the TUN device that carried a packet: with offloads, fewer than Packets.</summary>
         public long TunCalls;

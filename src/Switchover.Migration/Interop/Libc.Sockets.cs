@@ -9,12 +9,20 @@ internal static partial class Libc
 {
     public const int AF_INET = 2;
     public const int AF_INET6 = 10;
+    public const int SOCK_DGRAM = 2;
     public const int SOCK_RAW = 3;
     public const int SOCK_CLOEXEC = 0x80000;
     public const int IPPROTO_GRE = 47;
+    public const int IPPROTO_UDP = 17;
+
+    /// <summary>SOL_UDP options (include/uapi/linux/udp.h): the sender's segment size (a cmsg) and the receiver's GRO.</summary>
+    public const int SOL_UDP = 17;
+    public const int UDP_SEGMENT = 103;
+    public const int UDP_GRO = 104;
 
     public const int SOL_SOCKET = 1;
     public const int SO_SNDBUF = 7;
+    public const int SO_ERROR = 4;
     public const int SO_RCVBUF = 8;
     public const int SO_PEERCRED = 17;
     public const int SO_SNDTIMEO = 21;
@@ -40,8 +48,14 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "setsockopt", SetLastError = true)]
     public static unsafe partial int SetSockOpt(int fd, int level, int name, void* value, uint length);
 
+    [LibraryImport(Library, EntryPoint = "getsockopt", SetLastError = true)]
+    public static unsafe partial int GetSockOpt(int fd, int level, int name, void* value, uint* length);
+
     [LibraryImport(Library, EntryPoint = "bind", SetLastError = true)]
     public static unsafe partial int Bind(int fd, byte* address, uint length);
+
+    [LibraryImport(Library, EntryPoint = "connect", SetLastError = true)]
+    public static unsafe partial int Connect(int fd, byte* address, uint length);
 
     [LibraryImport(Library, EntryPoint = "recvmmsg", SetLastError = true)]
     public static unsafe partial int RecvMmsg(int fd, MMsgHdr* messages, uint count, int flags, void* timeout);
@@ -56,9 +70,14 @@ internal static partial class Libc
     /// Writes a sockaddr_in (16 bytes) or sockaddr_in6 (28 bytes) for <paramref name="address"/>, port 0, into
     /// <paramref name="destination"/> and returns its length.
     /// </summary>
-    public static int WriteSockaddr(IPAddress address, Span<byte> destination)
+    public static int WriteSockaddr(IPAddress address, Span<byte> destination) => WriteSockaddr(address, 0, destination);
+
+    /// <summary>The same with a port (in network order in the structure).</summary>
+    public static int WriteSockaddr(IPAddress address, ushort port, Span<byte> destination)
     {
         destination[..SockaddrStorageSize].Clear();
+        destination[2] = (byte)(port >> 8);
+        destination[3] = (byte)port;
         if (address.AddressFamily == AddressFamily.InterNetwork)
         {
             BitConverter.TryWriteBytes(destination, (ushort)AF_INET);
@@ -92,6 +111,21 @@ internal unsafe struct MsgHdr
     public void* Control;
     public nuint ControlLength;
     public int Flags;
+}
+
+/// <summary>
+/// struct cmsghdr (LP64: 16 bytes), followed by its data. A cmsg of up to 8 data bytes takes <see cref="Space8"/>
+/// bytes of control buffer (CMSG_SPACE).
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct CMsgHdr
+{
+    public const int Size = 16;
+    public const int Space8 = Size + 8;
+
+    public nuint Length;
+    public int Level;
+    public int Type;
 }
 
 /// <summary>struct mmsghdr (LP64: 64 bytes): one message of a recvmmsg or sendmmsg batch, and the bytes it carried.</summary>

@@ -19,8 +19,10 @@ internal static partial class Libc
     public const int EBUSY = 16;
     public const int EINVAL = 22;
     public const int EMSGSIZE = 90;
+    public const int EADDRINUSE = 98;
     public const int EADDRNOTAVAIL = 99;
     public const int ENOBUFS = 105;
+    public const int ECONNREFUSED = 111;
 
     public const int O_RDWR = 0x2;
     public const int O_NONBLOCK = 0x800;
@@ -40,6 +42,15 @@ internal static partial class Libc
 
     [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]
     public static unsafe partial int Ioctl(int fd, nuint request, void* argument);
+
+    public const int PRIO_PROCESS = 0;
+
+    [LibraryImport(Library, EntryPoint = "gettid")]
+    public static partial int GetTid();
+
+    /// <summary>setpriority(2): with PRIO_PROCESS and a thread id, that thread's nice value.</summary>
+    [LibraryImport(Library, EntryPoint = "setpriority", SetLastError = true)]
+    public static partial int SetPriority(int which, uint who, int priority);
 
     [LibraryImport(Library, EntryPoint = "geteuid")]
     public static partial uint GetEffectiveUserId();

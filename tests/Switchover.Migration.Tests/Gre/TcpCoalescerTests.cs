@@ -67,6 +67,29 @@ public sealed unsafe class TcpCoalescerTests
     }
 
     [Fact]
+    public void Packets_that_share_one_buffer_as_a_UDP_GRO_read_has_them_merge_only_up_to_the_next_packet_left_alone()
+    {
+        // A GRO read of GRE in UDP: datagrams back to back, each a GRE header (8 bytes with a key) and a packet. A
+        // super-packet grows in place over the datagrams behind it, so it stops at the first one that is an entry of
+        // its own (here the UDP datagram, or the other flow's segment), and what follows starts another.
+        var a = Enumerable.Range(0, 4).Select(i => Packets.TcpSegment(false, (uint)(i * 1000), Packets.Ack, Packets.Pattern(1000, seed: i), sourcePort: 1111)).ToArray();
+        var b = Enumerable.Range(0, 2).Select(i => Packets.TcpSegment(false, (uint)(9000 + i * 1000), Packets.Ack, Packets.Pattern(1000, seed: 7 + i), sourcePort: 2222)).ToArray();
+        var udp = Packets.UdpDatagram(false, Packets.Pattern(500, seed: 3));
+        var cases = new (byte[][] Batch, List<(VirtioNetHeader Header, byte[] Packet, int Count, int Bytes)> Expected)[]
+        {
+            ([a[0], a[1], a[2], a[3]], Coalesce(a[0], a[1], a[2], a[3])),
+            ([a[0], a[1], udp, a[2], a[3]], [.. Coalesce(a[0], a[1]), .. Coalesce(udp), .. Coalesce(a[2], a[3])]),
+            ([a[0], b[0], a[1], b[1], a[2]], [.. new[] { a[0], b[0], a[1], b[1], a[2] }.SelectMany(p => Coalesce(p))]),
+        };
+        foreach (var (batch, expected) in cases)
+        {
+            var shared = Coalesce(gap: 8, batch);
+            Assert.Equal(expected.Select(w => (w.Header, w.Count, w.Bytes)), shared.Select(w => (w.Header, w.Count, w.Bytes)));
+            Assert.Equal(expected.Select(w => w.Packet), shared.Select(w => w.Packet));
+        }
+    }
+
+    [Fact]
     public void A_segment_with_a_bad_checksum_is_not_merged_and_goes_to_the_kernel_as_it_came()
     {
         var first = Packets.TcpSegment(false, 0, Packets.Ack, Packets.Pattern(1000));
@@ -150,18 +173,27 @@ public sealed unsafe class TcpCoalescerTests
         Assert.Equal([first, second], Coalesce(first, second).Select(w => w.Packet));
 
     /// <summary>Runs one batch through the coalescer, each packet in a slot of its own as the receive loop has them.</summary>
-    private static List<(VirtioNetHeader Header, byte[] Packet, int Count, int Bytes)> Coalesce(params byte[][] packets)
+    private static List<(VirtioNetHeader Header, byte[] Packet, int Count, int Bytes)> Coalesce(params byte[][] packets) => Coalesce(-1, packets);
+
+    /// <summary>
+    /// The same; with a <paramref name="gap"/> of 0 or more, all packets in one buffer, each <paramref name="gap"/>
+    /// bytes behind the one before, as datagrams of one UDP GRO read are.
+    /// </summary>
+    private static List<(VirtioNetHeader Header, byte[] Packet, int Count, int Bytes)> Coalesce(int gap, params byte[][] packets)
     {
         var memory = (byte*)NativeMemory.Alloc((nuint)(packets.Length * SlotSize));
         try
         {
             var coalescer = new TcpCoalescer(packets.Length);
             coalescer.Reset();
+            var end = memory + packets.Length * SlotSize;
+            var next = memory + Room;
             for (var i = 0; i < packets.Length; i++)
             {
-                var at = memory + i * SlotSize + Room;
+                var at = gap < 0 ? memory + i * SlotSize + Room : next;
                 packets[i].CopyTo(new Span<byte>(at, packets[i].Length));
-                coalescer.Add(at, packets[i].Length, SlotSize - Room);
+                next = at + packets[i].Length + gap;
+                coalescer.Add(at, packets[i].Length, gap < 0 ? SlotSize - Room : (int)(end - at));
             }
 
             var written = new List<(VirtioNetHeader, byte[], int, int)>();

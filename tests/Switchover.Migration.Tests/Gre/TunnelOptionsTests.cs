@@ -17,6 +17,10 @@ public sealed class TunnelOptionsTests
         Assert.Equal(1456, V6.EffectiveMtu);
         Assert.Equal(1452, (V6 with { Key = 1 }).EffectiveMtu);
         Assert.Equal(1400, (V4 with { Mtu = 1400 }).EffectiveMtu);
+
+        // GRE in UDP: 8 bytes of UDP header more.
+        Assert.Equal(1464, (V4 with { Key = 1, Encapsulation = TunnelEncapsulation.GreInUdp }).EffectiveMtu);
+        Assert.Equal(1444, (V6 with { Key = 1, Encapsulation = TunnelEncapsulation.GreInUdp }).EffectiveMtu);
     }
 
     [Fact]
@@ -28,6 +32,7 @@ public sealed class TunnelOptionsTests
         Assert.False(V4.SendChecksum);
         Assert.False(V4.SendSequenceNumbers);
         Assert.Null(V4.NetworkNamespace);
+        Assert.Equal(TunnelEncapsulation.Gre, V4.Encapsulation);
         Assert.Empty(V4.Validate());
         Assert.Empty(V6.Validate());
     }
@@ -43,9 +48,11 @@ public sealed class TunnelOptionsTests
             Mtu = 40,
             Ttl = 0,
             NetworkNamespace = "../etc",
+            Encapsulation = (TunnelEncapsulation)7,
         };
         var errors = options.Validate();
-        Assert.Equal(5, errors.Count);
+        Assert.Equal(6, errors.Count);
+        Assert.Contains(errors, e => e.Contains("Encapsulation 7 is unknown", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.Contains("not a valid interface name", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.Contains("a tunnel to itself", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.Contains("Mtu 40 is out of range", StringComparison.Ordinal));

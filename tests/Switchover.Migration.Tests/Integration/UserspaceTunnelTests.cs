@@ -11,11 +11,13 @@ public sealed class UserspaceTunnelTests
     private const uint Key = 0x5A5A;
 
     [Theory(Timeout = 90_000)]
-    [InlineData(AddressFamily.InterNetwork)]
-    [InlineData(AddressFamily.InterNetworkV6)]
-    public async Task Tcp_and_udp_cross_the_tunnel_both_ways_with_IPv4_and_IPv6_inside(AddressFamily outer)
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    public async Task Tcp_and_udp_cross_the_tunnel_both_ways_with_IPv4_and_IPv6_inside(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
-        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });
         foreach (var (innerA, innerB) in new[] { (GreLab.InnerA4, GreLab.InnerB4), (GreLab.InnerA6, GreLab.InnerB6) })
         {
             Assert.Equal(innerA, await Traffic.TcpEchoAsync(lab.B, innerB, lab.A, 10_000));
@@ -33,12 +35,14 @@ public sealed class UserspaceTunnelTests
     }
 
     [Theory(Timeout = 120_000)]
-    [InlineData(AddressFamily.InterNetwork)]
-    [InlineData(AddressFamily.InterNetworkV6)]
-    public async Task A_bulk_transfer_far_larger_than_the_MTU_arrives_intact_both_ways(AddressFamily outer)
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    public async Task A_bulk_transfer_far_larger_than_the_MTU_arrives_intact_both_ways(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
-        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
-        Assert.Equal(outer == AddressFamily.InterNetwork ? 1472 : 1452, lab.TunnelA!.Options.EffectiveMtu);
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });
+        Assert.Equal((outer == AddressFamily.InterNetwork ? 1472 : 1452) - (encapsulation == TunnelEncapsulation.GreInUdp ? 8 : 0), lab.TunnelA!.Options.EffectiveMtu);
         await Traffic.TcpBulkAsync(lab.B, GreLab.InnerB4, lab.A, 16 << 20);
         await Traffic.TcpBulkAsync(lab.A, GreLab.InnerA6, lab.B, 4 << 20);
 
@@ -63,11 +67,13 @@ public sealed class UserspaceTunnelTests
     }
 
     [Theory(Timeout = 120_000)]
-    [InlineData(AddressFamily.InterNetwork)]
-    [InlineData(AddressFamily.InterNetworkV6)]
-    public async Task A_bulk_TCP_transfer_crosses_the_TUN_devices_in_super_packets_and_the_wire_in_MTU_sized_GRE(AddressFamily outer)
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    public async Task A_bulk_TCP_transfer_crosses_the_TUN_devices_in_super_packets_and_the_wire_in_MTU_sized_GRE(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
-        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None);
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });
         Assert.Equal(Interop.Libc.TUN_F_CSUM | Interop.Libc.TUN_F_TSO4 | Interop.Libc.TUN_F_TSO6,
             lab.TunnelA!.Offloads & (Interop.Libc.TUN_F_CSUM | Interop.Libc.TUN_F_TSO4 | Interop.Libc.TUN_F_TSO6));
         foreach (var inner in new[] { GreLab.InnerB4, GreLab.InnerB6 })
@@ -119,6 +125,51 @@ public sealed class UserspaceTunnelTests
 
         Assert.False(await Traffic.ReceivesAsync(receiver, TimeSpan.FromMilliseconds(500)), "a dropped packet was delivered");
         Assert.Equal(0, counters.RxStray);
+    }
+
+    [Theory(Timeout = 60_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task Gre_in_udp_is_taken_only_from_the_remote_port_4754_and_with_the_right_key(AddressFamily outer)
+    {
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = TunnelEncapsulation.GreInUdp });
+        using var receiver = lab.A.CreateSocket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        receiver.Bind(new IPEndPoint(GreLab.InnerA4, 0));
+        var port = ((IPEndPoint)receiver.LocalEndPoint!).Port;
+        var inner = Traffic.Udp4Packet(GreLab.InnerB4, GreLab.InnerA4, port, Encoding.ASCII.GetBytes("crafted"));
+        byte[] Datagram(GreHeader header)
+        {
+            var datagram = new byte[header.Length + inner.Length];
+            GreCodec.Encode(header, inner, datagram);
+            return datagram;
+        }
+
+        // B's tunnel gives up port 4754 of B's address to a plain UDP socket, which crafts what A receives.
+        await lab.TunnelB!.DisposeAsync();
+        var a = new IPEndPoint(lab.OuterA, TunnelOptions.GreInUdpPort);
+        using var remote = lab.B.CreateSocket(outer, SocketType.Dgram, ProtocolType.Udp);
+        remote.Bind(new IPEndPoint(lab.OuterB, TunnelOptions.GreInUdpPort));
+        remote.SendTo(Datagram(new GreHeader(GreCodec.ProtocolIPv4, Key)), a);
+        Assert.True(await Traffic.ReceivesAsync(receiver, TimeSpan.FromSeconds(5)), "a crafted datagram with the right key was not delivered");
+
+        remote.SendTo(Datagram(new GreHeader(GreCodec.ProtocolIPv4, Key + 1)), a);
+        remote.SendTo(Datagram(new GreHeader(GreCodec.ProtocolIPv4)), a);
+        remote.SendTo(Datagram(new GreHeader(0x6558, Key)), a);
+        var counters = await GreLab.WaitForCountersAsync(lab.TunnelA!, c => c is { RxWrongKey: 2, RxMalformed: 1 }, "two wrong-key drops and one malformed");
+
+        // From another address of B, or another port of B's address, the kernel does not deliver to the connected socket.
+        using var stray = lab.B.CreateSocket(outer, SocketType.Dgram, ProtocolType.Udp);
+        stray.Bind(new IPEndPoint(lab.StrayB, TunnelOptions.GreInUdpPort));
+        using var otherPort = lab.B.CreateSocket(outer, SocketType.Dgram, ProtocolType.Udp);
+        otherPort.Bind(new IPEndPoint(lab.OuterB, 0));
+        for (var i = 0; i < 3; i++)
+        {
+            stray.SendTo(Datagram(new GreHeader(GreCodec.ProtocolIPv4, Key)), a);
+            otherPort.SendTo(Datagram(new GreHeader(GreCodec.ProtocolIPv4, Key)), a);
+        }
+
+        Assert.False(await Traffic.ReceivesAsync(receiver, TimeSpan.FromMilliseconds(500)), "a dropped datagram was delivered");
+        Assert.Equal(counters.RxPackets, lab.TunnelA!.Counters.RxPackets);
     }
 
     [Fact(Timeout = 60_000)]

@@ -13,12 +13,14 @@ public sealed class WireTests
     private const int SigInt = 2;
 
     [Theory(Timeout = 90_000)]
-    [InlineData(AddressFamily.InterNetwork)]
-    [InlineData(AddressFamily.InterNetworkV6)]
-    public async Task A_capture_on_the_link_decodes_as_GRE_with_the_configured_key_and_the_inner_packets(AddressFamily outer)
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
+    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
+    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    public async Task A_capture_on_the_link_decodes_as_GRE_with_the_configured_key_and_the_inner_packets(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
         const uint key = 0x00C0FFEE;
-        await using var lab = await GreLab.CreateAsync(outer, key, CancellationToken.None);
+        await using var lab = await GreLab.CreateAsync(outer, key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });
         var packets = await CaptureAsync(lab, async () =>
         {
             await Traffic.UdpRoundTripAsync(lab.B, GreLab.InnerB4, lab.A);
@@ -33,6 +35,9 @@ public sealed class WireTests
             Assert.True(packet.Source == lab.OuterA.ToString() || packet.Source == lab.OuterB.ToString(), packet.ToString());
             Assert.Null(packet.Checksum);
             Assert.Null(packet.Sequence);
+
+            // GRE in UDP (RFC 8086): from port 4754 to port 4754, which a dissector decodes as GRE by itself.
+            Assert.True(packet.OuterPorts == (encapsulation == TunnelEncapsulation.GreInUdp ? "4754/4754" : null), packet.ToString());
         }
 
         Assert.Contains(udp, p => p.Protocol == GreCodec.ProtocolIPv4 && p.Source == lab.OuterA.ToString());
@@ -69,48 +74,58 @@ public sealed class WireTests
     /// </summary>
     private static async Task<List<Decoded>> CaptureAsync(GreLab lab, Func<Task> traffic)
     {
-        var filter = lab.OuterFamily == AddressFamily.InterNetwork ? "ip proto 47" : "ip6 proto 47";
+        var udp = lab.TunnelA!.Options.Encapsulation == TunnelEncapsulation.GreInUdp;
+        var filter = udp ? "udp port 4754" : lab.OuterFamily == AddressFamily.InterNetwork ? "ip proto 47" : "ip6 proto 47";
         await using var capture = lab.A.StartProcess("tshark", ["-l", "-n", "-i", GreLab.Link, "-f", filter, "-a", "duration:60",
-            "-T", "fields", "-E", "separator=|", "-E", "occurrence=f",
-            "-e", "gre.key", "-e", "gre.proto", "-e", "ip.src", "-e", "ipv6.src", "-e", "udp.dstport",
+            "-T", "fields", "-E", "separator=|", "-E", "occurrence=a",
+            "-e", "gre.key", "-e", "gre.proto", "-e", "ip.src", "-e", "ipv6.src", "-e", "udp.srcport", "-e", "udp.dstport",
             "-e", "gre.checksum.status", "-e", "gre.sequence_number", "-e", "frame.number"]);
         await capture.WaitForOutputAsync("Capturing on", TimeSpan.FromSeconds(20), CancellationToken.None);
-        var v6 = lab.OuterFamily == AddressFamily.InterNetworkV6;
-        for (var attempt = 0; !Parse(capture, v6).Any(p => p.UdpPort is not null); attempt++)
+        var outer = (lab.OuterFamily == AddressFamily.InterNetworkV6, udp);
+        for (var attempt = 0; !Parse(capture, outer).Any(p => p.UdpPort is not null); attempt++)
         {
             Assert.True(attempt < 50, "tshark captured no tunnelled UDP in 50 round trips:\n" + capture.Output);
             await Traffic.UdpRoundTripAsync(lab.B, GreLab.InnerB6, lab.A, size: 10);
             await Task.Delay(100);
         }
 
-        var warmUp = Parse(capture, v6).Max(p => p.Frame);
+        var warmUp = Parse(capture, outer).Max(p => p.Frame);
         await traffic();
         await Task.Delay(500);
         capture.SendSignal(SigInt);
         await capture.Exited.WaitAsync(TimeSpan.FromSeconds(20));
-        var packets = Parse(capture, v6).Where(p => p.Frame > warmUp).ToList();
+        var packets = Parse(capture, outer).Where(p => p.Frame > warmUp).ToList();
         Assert.True(packets.Count > 0, "tshark decoded no GRE packet after the warm-up:\n" + capture.Output);
         return packets;
     }
 
-    private static IEnumerable<Decoded> Parse(LabProcess capture, bool outerV6) =>
-        capture.OutputLines.Where(line => line.Count(c => c == '|') == 7).Select(line => Decoded.Parse(line, outerV6));
+    private static IEnumerable<Decoded> Parse(LabProcess capture, (bool V6, bool Udp) outer) =>
+        capture.OutputLines.Where(line => line.Count(c => c == '|') == 8).Select(line => Decoded.Parse(line, outer.V6, outer.Udp));
 
-    private sealed record Decoded(uint? Key, ushort Protocol, string Source, int? UdpPort, string? Checksum, uint? Sequence, int Frame, string Line)
+    /// <param name="OuterPorts">GRE in UDP: the outer datagram's "source/destination" ports; null for GRE.</param>
+    /// <param name="UdpPort">The inner UDP datagram's destination port, null when the inner packet is not UDP.</param>
+    private sealed record Decoded(uint? Key, ushort Protocol, string Source, string? OuterPorts, int? UdpPort, string? Checksum, uint? Sequence, int Frame, string Line)
     {
-        /// <summary>The first ip.src or ipv6.src is the outer source; the other family's, if any, is inner.</summary>
-        public static Decoded Parse(string line, bool outerV6)
+        /// <summary>
+        /// Every occurrence of a field, comma-separated, outermost first: the first ip.src or ipv6.src is the outer
+        /// source; with a UDP outer header, the first UDP ports are its own.
+        /// </summary>
+        public static Decoded Parse(string line, bool outerV6, bool outerUdp)
         {
             var f = line.Split('|');
-            Assert.True(f.Length >= 8, "unexpected tshark line: " + line);
+            Assert.True(f.Length >= 9, "unexpected tshark line: " + line);
+            var sources = f[4].Split(',', StringSplitOptions.RemoveEmptyEntries);
+            var destinations = f[5].Split(',', StringSplitOptions.RemoveEmptyEntries);
+            var inner = outerUdp ? 1 : 0;
             return new Decoded(
-                f[0].Length == 0 ? null : ParseNumber(f[0]),
-                (ushort)ParseNumber(f[1]),
-                outerV6 ? f[3] : f[2],
-                f[4].Length == 0 ? null : int.Parse(f[4], CultureInfo.InvariantCulture),
-                f[5].Length == 0 ? null : f[5],
-                f[6].Length == 0 ? null : ParseNumber(f[6]),
-                int.Parse(f[7], CultureInfo.InvariantCulture),
+                f[0].Length == 0 ? null : ParseNumber(f[0].Split(',')[0]),
+                (ushort)ParseNumber(f[1].Split(',')[0]),
+                (outerV6 ? f[3] : f[2]).Split(',')[0],
+                outerUdp && sources.Length > 0 && destinations.Length > 0 ? sources[0] + "/" + destinations[0] : null,
+                destinations.Length > inner ? int.Parse(destinations[inner], CultureInfo.InvariantCulture) : null,
+                f[6].Length == 0 ? null : f[6],
+                f[7].Length == 0 ? null : ParseNumber(f[7]),
+                int.Parse(f[8], CultureInfo.InvariantCulture),
                 line);
         }
 
