@@ -78,6 +78,9 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
     private int _running;
     private int _disposed;
 
+    // GRE in UDP: runs of GRE packets go as one UDP GSO send until the kernel refuses it (tx thread only).
+    private bool _udpSegmentation = true;
+
     private UserspaceGreTunnel(TunnelOptions options, FileDescriptor tun, uint offloads, FileDescriptor socket, FileDescriptor wake)
     {
         Options = options;
@@ -534,6 +537,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                     }
 
                     var first = count;
+                    var runs = udp && _udpSegmentation;
                     for (var i = 0; i < split; i++)
                     {
                         var segment = segments[i];
@@ -544,7 +548,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         iovs[2 * count].Length = (nuint)(prefix + segment.HeaderLength);
                         iovs[2 * count + 1].Base = buffer + VirtioNetHeader.Size + segment.PayloadOffset;
                         iovs[2 * count + 1].Length = (nuint)segment.PayloadLength;
-                        if (!udp)
+                        if (!runs)
                         {
                             Message(messages, controls, sent++, iovs, count, 1, null);
                         }
@@ -552,7 +556,7 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                         count++;
                     }
 
-                    if (udp)
+                    if (runs)
                     {
                         // Every segment but the last has the first one's size: runs of as many as one UDP GSO send takes.
                         var size = prefix + segments[0].Length;
@@ -649,6 +653,17 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
                     continue;
                 }
 
+                if (messages[sent].Header.Control != null && errno is Libc.EIO or Libc.EINVAL)
+                {
+                    // The kernel refused to segment this run: before Linux 6.6 it does so for every send on a device
+                    // without checksum offload (EIO), and for a run whose datagrams exceed the path MTU (EINVAL).
+                    // Its packets go one by one; after EIO, every later run too.
+                    _udpSegmentation &= errno != Libc.EIO;
+                    SendOneByOne(socket, messages + sent, headerLength);
+                    sent++;
+                    continue;
+                }
+
                 // The first message of the rest failed: count its packets and go on with the next one.
                 var lost = (long)messages[sent].Header.IovLength / 2;
                 _tx.Errors += lost;
@@ -674,6 +689,40 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
             }
 
             sent += result;
+        }
+    }
+
+    /// <summary>Sends each GRE packet of a UDP GSO run as a datagram of its own (the message is changed to do so).</summary>
+    private unsafe void SendOneByOne(int socket, MMsgHdr* message, int headerLength)
+    {
+        var iov = message->Header.Iov;
+        var end = iov + message->Header.IovLength;
+        message->Header.Control = null;
+        message->Header.ControlLength = 0;
+        message->Header.IovLength = 2;
+        for (; iov < end; iov += 2)
+        {
+            message->Header.Iov = iov;
+            int result;
+            do
+            {
+                result = Libc.SendMmsg(socket, message, 1, 0);
+            }
+            while (result < 0 && Marshal.GetLastPInvokeError() == Libc.EINTR);
+
+            if (result == 1)
+            {
+                _tx.Packets++;
+                _tx.Bytes += (long)(iov[0].Length + iov[1].Length) - headerLength;
+            }
+            else
+            {
+                _tx.Errors++;
+                if (Marshal.GetLastPInvokeError() == Libc.EMSGSIZE)
+                {
+                    _tx.TooBig++;
+                }
+            }
         }
     }
 

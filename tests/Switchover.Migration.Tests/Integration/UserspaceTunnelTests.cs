@@ -127,6 +127,23 @@ public sealed class UserspaceTunnelTests
         Assert.Equal(0, counters.RxStray);
     }
 
+    [Theory(Timeout = 120_000)]
+    [InlineData(AddressFamily.InterNetwork)]
+    [InlineData(AddressFamily.InterNetworkV6)]
+    public async Task Gre_in_udp_over_a_link_without_checksum_offload_falls_back_to_one_datagram_per_send(AddressFamily outer)
+    {
+        // Without the link's checksum offload the kernel refuses UDP segmentation (EIO for the whole send), as on a NIC
+        // with `ethtool -K tx off`: the tunnel must notice and send its packets one by one, losing none after that.
+        await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = TunnelEncapsulation.GreInUdp });
+        await lab.A.RunAsync("ethtool", ["-K", GreLab.Link, "tx", "off"], CancellationToken.None);
+        await Traffic.TcpBulkAsync(lab.B, GreLab.InnerB4, lab.A, 8 << 20);
+        await Traffic.TcpBulkAsync(lab.B, GreLab.InnerB6, lab.A, 8 << 20);
+
+        var (a, b) = (lab.TunnelA!.Counters, lab.TunnelB!.Counters);
+        Assert.True(b.RxBytes > 16 << 20 && b is { RxDropped: 0, RxErrors: 0 }, $"{a}\n{b}");
+        Assert.True(a.TxErrors <= 1, $"more than the one send that found UDP segmentation refused failed: {a}");
+    }
+
     [Theory(Timeout = 60_000)]
     [InlineData(AddressFamily.InterNetwork)]
     [InlineData(AddressFamily.InterNetworkV6)]
