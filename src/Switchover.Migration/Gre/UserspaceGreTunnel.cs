@@ -106,6 +106,9 @@ public sealed class UserspaceGreTunnel : IAsyncDisposable
     // offloads buy: 1 without them.
     internal (long Reads, long Writes) TunCalls => (Volatile.Read(ref _tx.TunCalls), Volatile.Read(ref _rx.TunCalls));
 
+    // internal for testing: GRE in UDP still hands the kernel runs of GRE packets (false once it refused with EIO).
+    internal bool SegmentsUdp => Volatile.Read(ref _udpSegmentation);
+
     /// <summary>A snapshot of the counters; the loops go on counting.</summary>
     public TunnelCounters Counters => new()
     {
