@@ -9,7 +9,8 @@ namespace Switchover.Migration.Gre;
 
 /// <summary>
 /// GRE in userspace, for kernels without ip_gre: a TUN device carries the inner packets, a raw IPPROTO_GRE socket the
-/// outer ones. Two dedicated threads move packets: TUN → encapsulate → socket (tx) and socket → decapsulate → TUN (rx).
+/// outer ones (or, for <see cref="TunnelEncapsulation.GreInUdp"/>, a UDP socket connected from port 4754 to the
+/// remote's port 4754). Two dedicated threads move packets: TUN → encapsulate → socket (tx) and socket → decapsulate → TUN (rx).
 /// Each blocks in poll(2) on its descriptor and an eventfd that wakes it to stop, then drains a batch without blocking.
 /// The TUN device has IFF_VNET_HDR and takes checksum and TCP (and, where the kernel has it, UDP) segmentation
 /// offload, so that one read or write moves up to 64 KiB:
@@ -20,8 +21,10 @@ namespace Switchover.Migration.Gre;
 /// <item>rx takes up to <see cref="BatchSize"/> GRE packets with one recvmmsg, checks them, merges consecutive TCP
 ///   segments of a flow (<see cref="TcpCoalescer"/>) and writes each super-packet with one write.</item>
 /// </list>
-/// The wire is unchanged: MTU-sized GRE packets (RFC 2784/2890). Buffers are allocated once, in native memory:
-/// nothing is allocated per packet.
+/// The wire carries MTU-sized GRE packets (RFC 2784/2890), or the same in UDP datagrams (RFC 8086). In UDP the kernel
+/// does the cutting and gluing: one sendmmsg message carries a run of equal-sized GRE packets with a UDP_SEGMENT
+/// cmsg (one trip through the stack for the run), and one receive takes what UDP GRO merged, up to 64 KiB. Buffers
+/// are allocated once, in native memory: nothing is allocated per packet.
 /// </summary>
 public sealed class UserspaceGreTunnel : IAsyncDisposable
 {
