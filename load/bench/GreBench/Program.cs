@@ -33,7 +33,7 @@ var udpTunnel = new PathResults(options.Offload ? "GRE in UDP" : "GRE/UDP no off
 var paths = new[] { direct, tunnel, udpTunnel };
 foreach (var path in paths)
 {
-    await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(1));
+    _ = await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(1));
     Measure.UdpRoundTrips(bench, path.Target, 1000, options.Payload);
 }
 
@@ -42,20 +42,27 @@ for (var run = 0; run < options.Repeat; run++)
 {
     foreach (var path in paths)
     {
-        path.Throughput.Add(await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(options.Seconds)));
-        path.ThroughputStreams.Add(await Measure.TcpThroughputAsync(bench, path.Target, options.Streams, TimeSpan.FromSeconds(options.Seconds)));
+        var (one, oneCpu) = await Measure.TcpThroughputAsync(bench, path.Target, 1, TimeSpan.FromSeconds(options.Seconds));
+        var (many, manyCpu) = await Measure.TcpThroughputAsync(bench, path.Target, options.Streams, TimeSpan.FromSeconds(options.Seconds));
+        path.Throughput.Add(one);
+        path.ThroughputStreams.Add(many);
+        path.Cpu.Add(oneCpu);
+        path.CpuStreams.Add(manyCpu);
         path.RoundTrips.AddRange(Measure.UdpRoundTrips(bench, path.Target, options.RoundTrips, options.Payload));
     }
 }
 
 var gcRuns = GC.CollectionCount(0) - gcBefore;
 var streams = $"{options.Streams} streams";
-Console.WriteLine($"{"path",-16} {"1 stream Mbit/s",16} {streams + " Mbit/s",16} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9}");
+Console.WriteLine($"{"path",-16} {"1 stream Mbit/s",16} {streams + " Mbit/s",16} {"RTT p50 µs",11} {"p99 µs",9} {"p99.9 µs",9} {"CPU s/GB 1, " + options.Streams,16}");
 foreach (var path in paths)
 {
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"{path.Name,-16} {PathResults.Median(path.Throughput),16:0} {PathResults.Median(path.ThroughputStreams),16:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0}"));
+        $"{path.Name,-16} {PathResults.Median(path.Throughput),16:0} {PathResults.Median(path.ThroughputStreams),16:0} {path.Percentile(0.50),11:0.0} {path.Percentile(0.99),9:0.0} {path.Percentile(0.999),9:0.0} {PathResults.Median(path.Cpu),8:0.00} {PathResults.Median(path.CpuStreams),7:0.00}"));
 }
+
+// Both cores busy on every path: what each gigabyte costs in CPU bounds the ratio the tunnel can reach on this machine.
+Console.WriteLine("CPU s/GB: busy CPU time of the whole machine (/proc/stat, all cores) per gigabyte received, median");
 
 Console.WriteLine();
 foreach (var path in new[] { tunnel, udpTunnel })
@@ -138,6 +145,11 @@ namespace Switchover.Migration.Bench
         public List<double> Throughput { get; } = [];
 
         public List<double> ThroughputStreams { get; } = [];
+
+        /// <summary>Busy CPU seconds of the machine per gigabyte received, 1 stream and the streams.</summary>
+        public List<double> Cpu { get; } = [];
+
+        public List<double> CpuStreams { get; } = [];
 
         public List<double> RoundTrips { get; } = [];
 
@@ -266,9 +278,10 @@ namespace Switchover.Migration.Bench
     {
         /// <summary>
         /// <paramref name="streams"/> TCP streams from A to <paramref name="target"/> in B for <paramref name="duration"/>;
-        /// Mbit/s received in total, counted from the moment every stream has delivered its first bytes.
+        /// Mbit/s received in total, counted from the moment every stream has delivered its first bytes, and the busy CPU
+        /// seconds of the machine per gigabyte in the same window.
         /// </summary>
-        public static async Task<double> TcpThroughputAsync(BenchLab lab, IPAddress target, int streams, TimeSpan duration)
+        public static async Task<(double Mbits, double CpuPerGigabyte)> TcpThroughputAsync(BenchLab lab, IPAddress target, int streams, TimeSpan duration)
         {
             using var listener = lab.B.CreateSocket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             listener.Bind(new IPEndPoint(target, 0));
@@ -329,20 +342,30 @@ namespace Switchover.Migration.Bench
                 }
 
                 var from = Interlocked.Read(ref received);
+                var busy = BusyCpuSeconds();
                 var clock = Stopwatch.StartNew();
                 await Task.Delay(duration);
                 var bytes = Interlocked.Read(ref received) - from;
                 var elapsed = clock.Elapsed;
+                busy = BusyCpuSeconds() - busy;
                 Volatile.Write(ref stop, 1);
                 senders.ForEach(t => t.Join(TimeSpan.FromSeconds(30)));
                 receivers.ForEach(t => t.Join(TimeSpan.FromSeconds(30)));
-                return bytes * 8 / elapsed.TotalSeconds / 1e6;
+                return (bytes * 8 / elapsed.TotalSeconds / 1e6, busy / (bytes / 1e9));
             }
             finally
             {
                 clients.ForEach(c => c.Dispose());
                 servers.ForEach(c => c.Dispose());
             }
+        }
+
+        /// <summary>CPU time of all cores not idle (nor waiting for I/O) since boot: the first line of /proc/stat, at USER_HZ 100.</summary>
+        private static double BusyCpuSeconds()
+        {
+            var fields = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+                .Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray();
+            return (fields.Sum() - fields[3] - fields[4]) / 100.0;
         }
 
         /// <summary>Round trips of one datagram from A to an echo in B and back, one at a time; microseconds each.</summary>
