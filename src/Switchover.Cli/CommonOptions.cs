@@ -23,6 +23,33 @@ internal static class CommonOptions
         DefaultValueFactory = _ => StateStore.DefaultRoot,
     };
 
+    /// <summary>`--encapsulation gre|udp`: how the tunnel's GRE packets travel; both ends must give the same.</summary>
+    public static Option<Switchover.Migration.Gre.TunnelEncapsulation> Encapsulation() => new("--encapsulation")
+    {
+        Description = "How the GRE packets travel, the same on both hosts: gre (IP protocol 47) or udp (GRE in UDP, RFC 8086, UDP port 4754 " +
+            "at both ends; the kernel's GRE speaks it as FOU). udp lets the userspace dataplane hand the kernel 64 KiB at a time: several " +
+            "times faster. Default: gre.",
+        HelpName = "gre|udp",
+        DefaultValueFactory = _ => Switchover.Migration.Gre.TunnelEncapsulation.Gre,
+        CustomParser = ParseEncapsulation,
+    };
+
+    internal static Switchover.Migration.Gre.TunnelEncapsulation ParseEncapsulation(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
+        switch (text)
+        {
+            case "gre":
+                return Switchover.Migration.Gre.TunnelEncapsulation.Gre;
+            case "udp":
+                return Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp;
+            default:
+                result.AddError($"--encapsulation '{text}' is not known: use gre (IP protocol 47) or udp (GRE in UDP, port " +
+                    $"{Switchover.Migration.Gre.TunnelOptions.GreInUdpPort}), the same on both hosts.");
+                return default;
+        }
+    }
+
     /// <summary>
     /// The name ends up in an nft table name and a path, so it is validated while parsing: an invalid one is a
     /// usage error (exit code 2) and no command runs.

@@ -167,6 +167,7 @@ internal static class MigrateCommand
             AllowMultipleArgumentsPerToken = true,
             CustomParser = ParseTuples,
         };
+        var encapsulation = CommonOptions.Encapsulation();
         var kernel = new Option<bool>("--kernel-gre") { Description = "Create a kernel GRE device even if detection says the kernel has none. Default: when the device does not exist, a kernel GRE device is created where the kernel supports it; otherwise start the userspace tunnel first (switchover tunnel run)." };
         var dryRun = DryRun();
         var stateDir = StateDir();
@@ -174,7 +175,7 @@ internal static class MigrateCommand
         var peer = new PeerOptions();
         var command = new Command("setup", "Set up this host's side: sysctls, addresses, policy routing, the steering table. Idempotent. With --peer, the other host's side too, over SSH.")
         {
-            name, side, tunnel, local, remote, key, mtu, mark, table, linkNetwork, tuples, kernel, dryRun, stateDir, json,
+            name, side, tunnel, local, remote, key, mtu, mark, table, linkNetwork, tuples, encapsulation, kernel, dryRun, stateDir, json,
         };
         foreach (var option in peer.All)
         {
@@ -186,7 +187,11 @@ internal static class MigrateCommand
         {
             var spec = new MigrationSpec(p.GetValue(name)!, p.GetValue(side), p.GetValue(tunnel)!, p.GetValue(local)!, p.GetValue(remote)!,
                 p.GetValue(key), p.GetValue(mtu), p.GetValue(mark) ?? MigrationSpec.PickFree, p.GetValue(table) ?? MigrationSpec.PickFree, p.GetValue(tuples) ?? [],
-                p.GetValue(linkNetwork)) { ControlClient = MigrationSpec.ParseSshConnection(Environment.GetEnvironmentVariable("SSH_CONNECTION")) };
+                p.GetValue(linkNetwork))
+            {
+                ControlClient = MigrationSpec.ParseSshConnection(Environment.GetEnvironmentVariable("SSH_CONNECTION")),
+                Encapsulation = p.GetValue(encapsulation),
+            };
             return peer.Read(p) is { } connection
                 ? Done.Of(await peers.SetupAsync(spec, p.GetValue(kernel), p.GetValue(dryRun), connection, ct).ConfigureAwait(false))
                 : new Done(await host.SetupAsync(spec, p.GetValue(kernel), p.GetValue(dryRun), ct).ConfigureAwait(false));
@@ -413,7 +418,7 @@ internal static class MigrateCommand
         {
             $"migration {status.Name} ({status.Side.ToString().ToLowerInvariant()} side)",
             string.Create(CultureInfo.InvariantCulture,
-                $"  tunnel  {status.TunnelDevice} {status.LocalOuter} -> {status.RemoteOuter}, {(status.TunnelUp ? "up" : "DOWN")}, rx {status.TunnelRxPackets} tx {status.TunnelTxPackets} packets"),
+                $"  tunnel  {status.TunnelDevice} {status.LocalOuter} -> {status.RemoteOuter} ({(status.Encapsulation == "udp" ? "GRE in UDP" : "GRE")}), {(status.TunnelUp ? "up" : "DOWN")}, rx {status.TunnelRxPackets} tx {status.TunnelTxPackets} packets"),
         };
         if (status.DirectPackets is { } direct)
         {
@@ -423,7 +428,7 @@ internal static class MigrateCommand
         if (status.AgentCounters is { } c)
         {
             lines.Add(string.Create(CultureInfo.InvariantCulture,
-                $"  agent   tx {c.TxPackets} packets ({c.TxErrors} failed, {c.TxTooBig} too big, {c.TxDropped} not IP), rx {c.RxPackets} packets ({c.RxStray} stray, {c.RxWrongKey} wrong key, {c.RxMalformed} malformed, {c.RxErrors} not delivered)"));
+                $"  agent   tx {c.TxPackets} packets ({c.TxErrors} failed, {c.TxTooBig} too big, {c.TxDropped} not IP, {c.TxRefused} refused), rx {c.RxPackets} packets ({c.RxStray} stray, {c.RxWrongKey} wrong key, {c.RxMalformed} malformed, {c.RxErrors} not delivered)"));
         }
 
         lines.Add("  TUPLE                          TUNNELLED  HERE");

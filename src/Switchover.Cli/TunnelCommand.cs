@@ -51,6 +51,7 @@ internal static class TunnelCommand
             DefaultValueFactory = _ => "auto",
         };
         dataplane.AcceptOnlyFromAmong("auto", "kernel", "userspace");
+        var encapsulation = CommonOptions.Encapsulation();
         var socket = SocketOption();
         var command = new Command("run",
             "Create the tunnel and serve it in the foreground until SIGTERM, SIGINT or 'switchover tunnel stop'; then remove it. " +
@@ -58,7 +59,7 @@ internal static class TunnelCommand
             "set it reports READY=1 to systemd (Type=notify). Exit codes: 0 stopped as asked, 1 the tunnel could not start or failed, " +
             "2 bad command line.")
         {
-            name, local, remote, key, mtu, mark, ttl, checksum, sequence, dataplane, socket,
+            name, local, remote, key, mtu, mark, ttl, checksum, sequence, dataplane, encapsulation, socket,
         };
 
         command.SetAction(async (parseResult, cancellationToken) =>
@@ -76,6 +77,7 @@ internal static class TunnelCommand
                 Ttl = parseResult.GetValue(ttl),
                 SendChecksum = parseResult.GetValue(checksum),
                 SendSequenceNumbers = parseResult.GetValue(sequence),
+                Encapsulation = parseResult.GetValue(encapsulation),
             };
             var problems = options.Validate();
             if (problems.Count > 0)
@@ -196,7 +198,7 @@ internal static class TunnelCommand
             return ExitCodes.Failure;
         }
 
-        await output.WriteLineAsync($"tunnel {options.Name} up ({Lower(kind)} GRE {options.Local} -> {options.Remote}, mtu {options.EffectiveMtu}); " +
+        await output.WriteLineAsync($"tunnel {options.Name} up ({Lower(kind)} {Describe(options.Encapsulation)} {options.Local} -> {options.Remote}, mtu {options.EffectiveMtu}); " +
             $"control socket {socketPath}; stop with SIGTERM or 'switchover tunnel stop --socket {socketPath}'").ConfigureAwait(false);
         await output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
         var exitCode = ExitCodes.Success;
@@ -235,17 +237,20 @@ internal static class TunnelCommand
         text.AppendLine(c, $"agent pid {status.Pid}, uid {status.Uid}");
         foreach (var t in status.Tunnels)
         {
-            text.Append(c, $"{t.Name}  {Lower(t.Dataplane)}  {t.Local} -> {t.Remote}  key {(t.Key is { } k ? k.ToString(c) : "none")}  mtu {t.Mtu}");
+            text.Append(c, $"{t.Name}  {Lower(t.Dataplane)}  {Describe(t.Encapsulation)}  {t.Local} -> {t.Remote}  key {(t.Key is { } k ? k.ToString(c) : "none")}  mtu {t.Mtu}");
             text.Append(t.FirewallMark is { } m ? string.Create(c, $"  mark 0x{m:x}") : "");
             text.Append(t.NetworkNamespace is { } ns ? $"  namespace {ns}" : "");
             text.AppendLine(c, $"  {t.State}");
             var n = t.Counters;
-            text.AppendLine(c, $"  tx  packets {n.TxPackets}  bytes {n.TxBytes}  errors {n.TxErrors} (too big {n.TxTooBig})  not IP {n.TxDropped}");
+            text.AppendLine(c, $"  tx  packets {n.TxPackets}  bytes {n.TxBytes}  errors {n.TxErrors} (too big {n.TxTooBig})  not IP {n.TxDropped}  refused {n.TxRefused}");
             text.AppendLine(c, $"  rx  packets {n.RxPackets}  bytes {n.RxBytes}  errors {n.RxErrors}  dropped: stray {n.RxStray}, wrong key {n.RxWrongKey}, malformed {n.RxMalformed}");
         }
 
         return text.ToString();
     }
+
+    private static string Describe(TunnelEncapsulation encapsulation) =>
+        encapsulation == TunnelEncapsulation.GreInUdp ? $"GRE in UDP (port {TunnelOptions.GreInUdpPort})" : "GRE";
 
     private static string Lower(GreDataplaneKind kind) => kind == GreDataplaneKind.Kernel ? "kernel" : "userspace";
 

@@ -90,6 +90,33 @@ public sealed class CliTests : IDisposable
         Assert.Empty(Directory.EnumerateFileSystemEntries(_root));
     }
 
+    [Theory(Timeout = 10000)]
+    [InlineData("migrate", "setup", "--name", "mail", "--side", "old", "--local", "192.0.2.2", "--remote", "198.51.100.2", "--key", "42")]
+    [InlineData("tunnel", "run", "--name", "gre0", "--local", "192.0.2.2", "--remote", "198.51.100.2")]
+    public async Task An_unknown_encapsulation_is_a_usage_error_that_names_the_choices_and_changes_nothing(params string[] args)
+    {
+        var error = new StringWriter();
+        var code = await SwitchoverCli.RunAsync([.. args, "--encapsulation", "vxlan", .. args[0] == "migrate" ? new[] { "--state-dir", _root } : []],
+            new System.CommandLine.InvocationConfiguration { Error = error, Output = TextWriter.Null });
+
+        Assert.Equal(2, code);
+        Assert.Contains("--encapsulation 'vxlan' is not known: use gre (IP protocol 47) or udp (GRE in UDP, port 4754), the same on both hosts.", error.ToString(), StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_root));
+    }
+
+    [Fact]
+    public void Migrate_status_names_the_encapsulation_and_the_refused_sends()
+    {
+        var status = new Switchover.Migration.Plan.MigrationStatus("mail", Switchover.Migration.Model.MigrationSide.Old, "gre-sw", "192.0.2.1", "203.0.113.1",
+            true, 5, 6, [], null, [], new Switchover.Migration.Gre.TunnelCounters { TxPackets = 6, TxRefused = 3 }, Encapsulation: "udp");
+
+        var text = MigrateCommand.Render(status);
+
+        Assert.Contains("  tunnel  gre-sw 192.0.2.1 -> 203.0.113.1 (GRE in UDP), up", text, StringComparison.Ordinal);
+        Assert.Contains("3 refused", text, StringComparison.Ordinal);
+        Assert.Contains("(GRE), up", MigrateCommand.Render(status with { Encapsulation = "gre" }), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(42, "42s")]
     [InlineData(185, "3m05s")]

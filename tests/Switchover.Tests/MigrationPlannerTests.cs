@@ -144,6 +144,59 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
+    public void With_GRE_in_UDP_the_new_hosts_outer_rule_lets_udp_4754_to_the_old_host_leave_by_the_uplink()
+    {
+        var spec = Old with
+        {
+            Side = MigrationSide.New, LocalOuter = IPAddress.Parse("203.0.113.1"), RemoteOuter = IPAddress.Parse("192.0.2.1"),
+            Encapsulation = Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp,
+        };
+        var plan = MigrationPlanner.Plan(spec, Fresh with { LocalAddresses = [IPAddress.Parse("203.0.113.1")] }, createKernelTunnel: false);
+
+        var rule = plan.Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto udp dport 4754");
+        Assert.Equal(["ip", "-4", "rule", "add", "pref", "50", "to", "192.0.2.1", "ipproto", "udp", "dport", "4754", "lookup", "main"], rule.Apply.Single().Arguments);
+        Assert.DoesNotContain(plan, c => c.Id.Contains("ipproto gre", StringComparison.Ordinal));
+
+        var done = Fresh with
+        {
+            LocalAddresses = [IPAddress.Parse("203.0.113.1")],
+            Rules = [.. DefaultRules, new(false, 50, "main", new Dictionary<string, string> { ["dst"] = "192.0.2.1", ["ipproto"] = "udp", ["dport"] = "4754" })],
+        };
+        Assert.DoesNotContain(MigrationPlanner.Plan(spec, done, createKernelTunnel: false), c => c.Id.StartsWith("rule:4:50:", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_kernel_GRE_in_UDP_tunnel_opens_the_FOU_port_first_filters_udp_4754_and_closes_the_port_last_on_undo()
+    {
+        var spec = Old with { Encapsulation = Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp };
+        var plan = MigrationPlanner.Plan(spec, Fresh with { TunnelDeviceExists = false }, createKernelTunnel: true);
+
+        Assert.Equal("fou:4754:4", plan[0].Id);
+        Assert.Equal(["ip", "fou", "add", "port", "4754", "ipproto", "47"], plan[0].Apply.Single().Arguments);
+        Assert.Equal(["ip", "fou", "del", "port", "4754"], plan[0].Undo.Single().Arguments);
+        Assert.Equal("link:gre-sw", plan[1].Id);
+        Assert.Equal("ip link add gre-sw type gre local 192.0.2.1 remote 203.0.113.1 ttl 64 key 42 encap fou encap-sport 4754 encap-dport 4754",
+            string.Join(' ', plan[1].Apply[0].Arguments));
+        Assert.Contains("ip daddr 192.0.2.1 udp dport 4754 ip saddr != 203.0.113.1 counter name \"stray\" drop", plan[1].Apply[1].Input, StringComparison.Ordinal);
+        Assert.Equal("ip link set dev gre-sw mtu 1472 up", string.Join(' ', plan[1].Apply[2].Arguments));
+    }
+
+    [Fact]
+    public void The_encapsulation_is_journaled_and_part_of_the_settings_and_an_older_journal_is_plain_GRE()
+    {
+        var udp = Old with { Encapsulation = Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp };
+        var json = System.Text.Json.JsonSerializer.Serialize(MigrationJournal.From(udp, []), MigrationJsonContext.Default.MigrationJournal);
+        var back = System.Text.Json.JsonSerializer.Deserialize(json, MigrationJsonContext.Default.MigrationJournal)!.ToSpec();
+
+        Assert.Equal(Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp, back.Encapsulation);
+        Assert.Equal(udp.Settings, back.Settings);
+        Assert.NotEqual(Old.Settings, udp.Settings);
+        Assert.EndsWith(" encapsulation=udp", udp.Settings, StringComparison.Ordinal);
+        Assert.Equal(Switchover.Migration.Gre.TunnelEncapsulation.Gre, MigrationJournal.From(Old, []).ToSpec().Encapsulation);
+        Assert.Null(MigrationJournal.From(Old, []).Encapsulation);
+    }
+
+    [Fact]
     public void The_new_host_refuses_a_kernel_ip6gre_link_whose_remote_end_is_a_moved_address_and_says_what_to_run_instead()
     {
         var oldV6 = IPAddress.Parse("2001:db8:2::1");

@@ -15,6 +15,12 @@ public sealed record GrePeerFilter(string TunnelDevice, IPAddress Local, IPAddre
     /// <summary>The named counter of dropped stray packets.</summary>
     public const string StrayCounter = "stray";
 
+    /// <summary>
+    /// GRE in UDP (RFC 8086, FOU on the kernel's side): the UDP destination port the GRE arrives on. Null (the default):
+    /// plain GRE, IP protocol 47.
+    /// </summary>
+    public ushort? UdpPort { get; init; }
+
     /// <summary>`switchover_gre_DEVICE`: one table per tunnel link, so that two links keep separate filters.</summary>
     public string TableName => "switchover_gre_" + (TunnelDevice.Length > 0 && TunnelDevice.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')
         ? TunnelDevice
@@ -37,7 +43,8 @@ public sealed record GrePeerFilter(string TunnelDevice, IPAddress Local, IPAddre
         // The protocol by number: its name needs /etc/protocols. Priority raw (-300): ahead of conntrack, so a flood of
         // strays creates no conntrack entries.
         sb.Append("\tchain prerouting {\n\t\ttype filter hook prerouting priority -300; policy accept;\n");
-        sb.Append('\t', 2).Append(ip).Append(" daddr ").Append(Local).Append(" meta l4proto 47 ")
+        var match = UdpPort is { } port ? "udp dport " + port.ToString(System.Globalization.CultureInfo.InvariantCulture) : "meta l4proto 47";
+        sb.Append('\t', 2).Append(ip).Append(" daddr ").Append(Local).Append(' ').Append(match).Append(' ')
             .Append(ip).Append(" saddr != ").Append(Remote).Append(" counter name \"").Append(StrayCounter).Append("\" drop\n");
         sb.Append("\t}\n}\n");
         return sb.ToString();

@@ -21,6 +21,7 @@ public sealed class KernelGreDataplane : ITunnelDataplane
     private readonly ICommandRunner _runner;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private bool _created;
+    private bool _fouOwned;
 
     public KernelGreDataplane(TunnelOptions options)
         : this(options, CommandRunner.Instance)
@@ -70,6 +71,14 @@ public sealed class KernelGreDataplane : ITunnelDataplane
             arguments.AddRange(["fwmark", "0x" + mark.ToString("x", CultureInfo.InvariantCulture)]);
         }
 
+        if (options.Encapsulation == TunnelEncapsulation.GreInUdp)
+        {
+            // The kernel's GRE in UDP is FOU (foo-over-UDP) with GRE as the payload: the same RFC 8086 framing as the
+            // userspace dataplane, port 4754 at both ends. Receiving needs the FOU port as well (FouAddCommand).
+            var port = TunnelOptions.GreInUdpPort.ToString(CultureInfo.InvariantCulture);
+            arguments.AddRange(["encap", "fou", "encap-sport", port, "encap-dport", port]);
+        }
+
         if (v6)
         {
             // ip6gre adds an 8-byte destination option by default; the userspace dataplane does not. And it refuses to
@@ -81,6 +90,25 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         return UserspaceGreTunnel.IpCommand(options, [.. arguments]);
     }
 
+    /// <summary>`ip fou add port 4754 ipproto 47 [-6]`: UDP to port 4754 is handed to the GRE receive path (GRE in UDP only).</summary>
+    internal static Command FouAddCommand(TunnelOptions options) =>
+        UserspaceGreTunnel.IpCommand(options, [.. FouArguments(options, "add", "ipproto", "47")]);
+
+    internal static Command FouDeleteCommand(TunnelOptions options) =>
+        UserspaceGreTunnel.IpCommand(options, [.. FouArguments(options, "del")]);
+
+    private static List<string> FouArguments(TunnelOptions options, string verb, params string[] more)
+    {
+        var arguments = new List<string> { "fou", verb, "port", TunnelOptions.GreInUdpPort.ToString(CultureInfo.InvariantCulture) };
+        arguments.AddRange(more);
+        if (options.OuterFamily == AddressFamily.InterNetworkV6)
+        {
+            arguments.Add("-6");
+        }
+
+        return arguments;
+    }
+
     internal static Command UpCommand(TunnelOptions options) =>
         UserspaceGreTunnel.IpCommand(options, "link", "set", "dev", options.Name,
             "mtu", options.EffectiveMtu.ToString(CultureInfo.InvariantCulture), "up");
@@ -90,7 +118,10 @@ public sealed class KernelGreDataplane : ITunnelDataplane
 
     internal static Command FilterDeleteCommand(TunnelOptions options) => NftCommand(options, Filter(options).RenderDelete());
 
-    internal static GrePeerFilter Filter(TunnelOptions options) => new(options.Name, options.Local, options.Remote);
+    internal static GrePeerFilter Filter(TunnelOptions options) => new(options.Name, options.Local, options.Remote)
+    {
+        UdpPort = options.Encapsulation == TunnelEncapsulation.GreInUdp ? TunnelOptions.GreInUdpPort : null,
+    };
 
     internal static Command DeleteCommand(TunnelOptions options) =>
         UserspaceGreTunnel.IpCommand(options, "link", "del", "dev", options.Name);
@@ -110,16 +141,28 @@ public sealed class KernelGreDataplane : ITunnelDataplane
             throw new InvalidOperationException($"Tunnel {Options.Name} is already started.");
         }
 
+        if (Options.Encapsulation == TunnelEncapsulation.GreInUdp)
+        {
+            await AddFouAsync(cancellationToken).ConfigureAwait(false);
+        }
+
         try
         {
             await _runner.RunAsync(AddCommand(Options), cancellationToken).ConfigureAwait(false);
         }
+        catch (Exception e) when ((e is CommandException or OperationCanceledException) && _fouOwned)
+        {
+            await DeleteFouAsync().ConfigureAwait(false);
+            if (e is not CommandException ce)
+            {
+                throw;
+            }
+
+            throw AddFailure(ce);
+        }
         catch (CommandException e)
         {
-            var kind = Options.OuterFamily == AddressFamily.InterNetworkV6 ? "ip6gre" : "gre";
-            throw new TunnelException(e.StandardError.Contains("Unknown device type", StringComparison.Ordinal)
-                ? $"This kernel has no {kind} support ({e.StandardError}): use the userspace dataplane, or load the module (modprobe {(kind == "gre" ? "ip_gre" : "ip6_gre")})."
-                : $"Could not create {kind} link {Options.Name}: {e.Message}", e);
+            throw AddFailure(e);
         }
 
         _created = true;
@@ -155,6 +198,55 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         }
     }
 
+    private TunnelException AddFailure(CommandException e)
+    {
+        var kind = Options.OuterFamily == AddressFamily.InterNetworkV6 ? "ip6gre" : "gre";
+        if (e.StandardError.Contains("Unknown device type", StringComparison.Ordinal))
+        {
+            return new TunnelException($"This kernel has no {kind} support ({e.StandardError.Trim()}): use the userspace dataplane, or load the module " +
+                $"(modprobe {(kind == "gre" ? "ip_gre" : "ip6_gre")}).", e);
+        }
+
+        return Options.Encapsulation == TunnelEncapsulation.GreInUdp && e.StandardError.Contains("encap", StringComparison.OrdinalIgnoreCase)
+            ? new TunnelException($"Could not create {kind} link {Options.Name} with FOU encapsulation ({e.StandardError.Trim()}): load the module " +
+                "(modprobe fou), or use the userspace dataplane (--dataplane userspace), which speaks GRE in UDP itself.", e)
+            : new TunnelException($"Could not create {kind} link {Options.Name}: {e.Message}", e);
+    }
+
+    /// <summary>
+    /// The FOU receive port is per network namespace, not per link: when it is there already (another GRE-in-UDP link
+    /// of this host made it), it is used and left to its owner.
+    /// </summary>
+    private async Task AddFouAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _runner.RunAsync(FouAddCommand(Options), cancellationToken).ConfigureAwait(false);
+            _fouOwned = true;
+        }
+        catch (CommandException e) when (e.StandardError.Contains("File exists", StringComparison.Ordinal))
+        {
+        }
+        catch (CommandException e)
+        {
+            throw new TunnelException($"Could not open the FOU receive port {TunnelOptions.GreInUdpPort} for GRE in UDP ('{FouAddCommand(Options)}': " +
+                $"{e.StandardError.Trim()}). This kernel may lack FOU: load it (modprobe fou), or use the userspace dataplane (--dataplane userspace). " +
+                "Nothing was changed.", e);
+        }
+    }
+
+    private async Task DeleteFouAsync()
+    {
+        using var timeout = new CancellationTokenSource(CleanupTimeout);
+        var result = await _runner.TryRunAsync(FouDeleteCommand(Options), timeout.Token).ConfigureAwait(false);
+        _fouOwned = false;
+        if (result.ExitCode != 0)
+        {
+            throw new TunnelException($"Could not delete the FOU port {TunnelOptions.GreInUdpPort} (exit {result.ExitCode}: {result.StandardError.Trim()}). " +
+                $"Delete it by hand: {FouDeleteCommand(Options)}");
+        }
+    }
+
     public async Task<TunnelCounters> GetCountersAsync(CancellationToken cancellationToken)
     {
         if (!_created)
@@ -171,6 +263,10 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         if (_created)
         {
             await DeleteAsync().ConfigureAwait(false);
+        }
+        else if (_fouOwned)
+        {
+            await DeleteFouAsync().ConfigureAwait(false);
         }
 
         _completion.TrySetResult();
@@ -202,6 +298,12 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         using var timeout = new CancellationTokenSource(CleanupTimeout);
         var filter = await _runner.TryRunAsync(FilterDeleteCommand(Options), timeout.Token).ConfigureAwait(false);
         var result = await _runner.TryRunAsync(DeleteCommand(Options), timeout.Token).ConfigureAwait(false);
+        if (_fouOwned)
+        {
+            // After the link: while the link is there, its packets would go out as FOU with nobody receiving the replies.
+            await DeleteFouAsync().ConfigureAwait(false);
+        }
+
         if (result.ExitCode != 0 && !result.StandardError.Contains("Cannot find device", StringComparison.Ordinal))
         {
             throw new TunnelException($"Could not delete link {Options.Name} ('{DeleteCommand(Options)}' exited with {result.ExitCode}: " +

@@ -127,7 +127,7 @@ public sealed class TunnelAgent : IAsyncDisposable
                 _ => "running",
             };
             tunnels.Add(new TunnelStatus(o.Name, tunnel.Kind, o.Local.ToString(), o.Remote.ToString(), o.Key, o.EffectiveMtu,
-                o.FirewallMark, o.NetworkNamespace, state, await tunnel.GetCountersAsync(cancellationToken).ConfigureAwait(false)));
+                o.FirewallMark, o.NetworkNamespace, state, await tunnel.GetCountersAsync(cancellationToken).ConfigureAwait(false), o.Encapsulation));
         }
 
         return new TunnelAgentStatus(Environment.ProcessId, _uid, tunnels);

@@ -17,7 +17,8 @@ public sealed record TunnelStatus(
     uint? FirewallMark,
     string? NetworkNamespace,
     string State,
-    TunnelCounters Counters);
+    TunnelCounters Counters,
+    TunnelEncapsulation Encapsulation = TunnelEncapsulation.Gre);
 
 /// <summary>
 /// The agent's control protocol: one JSON object per line each way, over the agent's Unix socket. A request is

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using Switchover.Migration.Gre;
 using Switchover.Netfilter;
 
 namespace Switchover.Migration.Model;
@@ -122,6 +123,11 @@ public sealed record MigrationSpec(
             errors.Add($"Tuple {tuple}: a moved address must be a real address of the old host, not loopback or any.");
         }
 
+        if (!Enum.IsDefined(Encapsulation))
+        {
+            errors.Add($"Encapsulation {(int)Encapsulation} is unknown: use --encapsulation gre or --encapsulation udp, the same on both hosts.");
+        }
+
         return errors;
     }
 
@@ -140,6 +146,17 @@ public sealed record MigrationSpec(
     /// </summary>
     public IPEndPoint? ControlClient { get; init; }
 
+    /// <summary>
+    /// How the tunnel carries its GRE packets: IP protocol 47 (the default) or GRE in UDP, port 4754 (RFC 8086; FOU on a
+    /// kernel link). Both hosts must use the same; a setup with --peer gives the peer this one.
+    /// </summary>
+    public TunnelEncapsulation Encapsulation { get; init; }
+
+    /// <summary>The outer packets as `ip rule` selectors: `ipproto gre`, or `ipproto udp dport 4754` for GRE in UDP.</summary>
+    public string[] OuterSelectors => Encapsulation == TunnelEncapsulation.GreInUdp
+        ? ["ipproto", "udp", "dport", TunnelOptions.GreInUdpPort.ToString(CultureInfo.InvariantCulture)]
+        : ["ipproto", "gre"];
+
     /// <summary>The client address and the server port in an SSH_CONNECTION value ("client port server port"), or null.</summary>
     public static IPEndPoint? ParseSshConnection(string? value)
     {
@@ -152,7 +169,14 @@ public sealed record MigrationSpec(
 
     /// <summary>The spec without its tuples: two setups of one migration must agree on it.</summary>
     public string Settings => string.Create(CultureInfo.InvariantCulture,
-        $"{Side} {TunnelDevice} {LocalOuter}->{RemoteOuter} key={Key} mtu={Mtu} mark=0x{Mark:x} table={RouteTable} link={EffectiveLinkNetwork}/30");
+        $"{Side} {TunnelDevice} {LocalOuter}->{RemoteOuter} key={Key} mtu={Mtu} mark=0x{Mark:x} table={RouteTable} link={EffectiveLinkNetwork}/30") +
+        (Encapsulation == TunnelEncapsulation.Gre ? string.Empty : " encapsulation=" + EncapsulationName(Encapsulation));
+
+    /// <summary>The `switchover tunnel run` option for this encapsulation: empty for plain GRE.</summary>
+    public string TunnelRunEncapsulation => Encapsulation == TunnelEncapsulation.Gre ? string.Empty : " --encapsulation " + EncapsulationName(Encapsulation);
+
+    /// <summary>The CLI's name of an encapsulation: gre or udp.</summary>
+    public static string EncapsulationName(TunnelEncapsulation encapsulation) => encapsulation == TunnelEncapsulation.GreInUdp ? "udp" : "gre";
 
     public bool HasIPv6Outer => LocalOuter.AddressFamily == AddressFamily.InterNetworkV6;
 }

@@ -78,7 +78,7 @@ public sealed class MigrationHost
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +
-                $"(switchover tunnel run --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu}, e.g. as a systemd service)."];
+                $"(switchover tunnel run --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu}{spec.TunnelRunEncapsulation}, e.g. as a systemd service)."];
         }
 
         if (errors.Count > 0)

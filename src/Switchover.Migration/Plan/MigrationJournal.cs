@@ -23,18 +23,24 @@ public sealed record MigrationJournal(
     IReadOnlyList<string> Tuples,
     IReadOnlyList<HostChange> Applied,
     string? LinkNetwork = null,
-    Remote.PeerConnection? Peer = null)
+    Remote.PeerConnection? Peer = null,
+    Gre.TunnelEncapsulation? Encapsulation = null)
 {
     public const int CurrentVersion = 1;
     public const string FileName = "migration.json";
 
     public static MigrationJournal From(MigrationSpec spec, IReadOnlyList<HostChange> applied) => new(
         CurrentVersion, spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
-        spec.Key, spec.Mtu, spec.Mark, spec.RouteTable, spec.Tuples.Select(t => t.ToString()).ToList(), applied, spec.EffectiveLinkNetwork.ToString());
+        spec.Key, spec.Mtu, spec.Mark, spec.RouteTable, spec.Tuples.Select(t => t.ToString()).ToList(), applied, spec.EffectiveLinkNetwork.ToString(),
+        Encapsulation: spec.Encapsulation == Gre.TunnelEncapsulation.Gre ? null : spec.Encapsulation);
 
     public MigrationSpec ToSpec() => new(
         NamespaceName.Parse(Name), Side, TunnelDevice, IPAddress.Parse(LocalOuter), IPAddress.Parse(RemoteOuter), Key, Mtu, Mark, RouteTable,
-        Tuples.Select(SteeredTuple.Parse).ToList(), LinkNetwork is null ? MigrationSpec.LegacyLinkNetwork : IPAddress.Parse(LinkNetwork));
+        Tuples.Select(SteeredTuple.Parse).ToList(), LinkNetwork is null ? MigrationSpec.LegacyLinkNetwork : IPAddress.Parse(LinkNetwork))
+    {
+        // Journals written before GRE in UDP have none: they are plain GRE.
+        Encapsulation = Encapsulation ?? Gre.TunnelEncapsulation.Gre,
+    };
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UseStringEnumConverter = true)]

@@ -86,7 +86,7 @@ public static class MigrationPlanner
             return [$"The kernel's ip6gre cannot carry this host's replies: it drops every IPv6 packet whose source is the tunnel's remote end, and " +
                 $"{spec.RemoteOuter} is both the old host's tunnel end and a moved address, the source of every reply. Run the userspace tunnel on " +
                 $"this host first (switchover tunnel run --dataplane userspace --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} " +
-                $"--key K --mtu {spec.Mtu}), or give the old host a second IPv6 address for its tunnel end (--remote here, --local there)."];
+                $"--key K --mtu {spec.Mtu}{spec.TunnelRunEncapsulation}), or give the old host a second IPv6 address for its tunnel end (--remote here, --local there)."];
         }
 
         return [];
@@ -207,10 +207,20 @@ public static class MigrationPlanner
         if (createKernelTunnel)
         {
             // The kernel dataplane renders its own commands; the plan only journals them with their undo.
-            var options = new TunnelOptions { Name = tun, Local = spec.LocalOuter, Remote = spec.RemoteOuter, Key = spec.Key, Mtu = spec.Mtu };
+            var options = new TunnelOptions { Name = tun, Local = spec.LocalOuter, Remote = spec.RemoteOuter, Key = spec.Key, Mtu = spec.Mtu, Encapsulation = spec.Encapsulation };
+            if (spec.Encapsulation == TunnelEncapsulation.GreInUdp)
+            {
+                // The FOU receive port before the link, and gone after it.
+                changes.Add(new HostChange($"fou:{TunnelOptions.GreInUdpPort}:{(spec.HasIPv6Outer ? 6 : 4)}",
+                    $"receive GRE in UDP on port {TunnelOptions.GreInUdpPort} (FOU, IPv{(spec.HasIPv6Outer ? 6 : 4)})",
+                    [Of(KernelGreDataplane.FouAddCommand(options))], [Of(KernelGreDataplane.FouDeleteCommand(options))]));
+            }
+
+            var what = spec.Encapsulation == TunnelEncapsulation.GreInUdp ? $"GRE in UDP (port {TunnelOptions.GreInUdpPort})" : "GRE";
             changes.Add(new HostChange($"link:{tun}",
-                $"create the kernel GRE tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}, and table inet " +
-                $"{KernelGreDataplane.Filter(options).TableName}: GRE to {spec.LocalOuter} from anyone but {spec.RemoteOuter} is dropped",
+                $"create the kernel GRE tunnel {tun} {spec.LocalOuter} -> {spec.RemoteOuter} key {spec.Key}" +
+                (spec.Encapsulation == TunnelEncapsulation.GreInUdp ? $" in UDP (encap fou, port {TunnelOptions.GreInUdpPort})" : string.Empty) +
+                $", and table inet {KernelGreDataplane.Filter(options).TableName}: {what} to {spec.LocalOuter} from anyone but {spec.RemoteOuter} is dropped",
                 [Of(KernelGreDataplane.AddCommand(options)), Of(KernelGreDataplane.FilterCommand(options)), Of(KernelGreDataplane.UpCommand(options))],
                 [Of(KernelGreDataplane.FilterDeleteCommand(options)), Of(KernelGreDataplane.DeleteCommand(options))]));
         }
@@ -284,8 +294,15 @@ public static class MigrationPlanner
                 if ((spec.RemoteOuter.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(spec.RemoteOuter))
                 {
                     // The old host's outer address is now local here too: our own outer GRE packets must still leave.
-                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", new() { ["dst"] = spec.RemoteOuter.ToString(), ["ipproto"] = "gre" },
-                        ["to", spec.RemoteOuter.ToString(), "ipproto", "gre"], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
+                    var outer = spec.OuterSelectors;
+                    var selectors = new Dictionary<string, string> { ["dst"] = spec.RemoteOuter.ToString() };
+                    for (var i = 0; i < outer.Length; i += 2)
+                    {
+                        selectors[outer[i]] = outer[i + 1];
+                    }
+
+                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", selectors,
+                        ["to", spec.RemoteOuter.ToString(), .. outer], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
                 }
 
                 foreach (var control in spec.Control.Where(c => (c.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(c.Address)).Distinct())

@@ -23,7 +23,8 @@ public sealed record MigrationStatus(
     long? DirectPackets,
     IReadOnlyList<string> Warnings,
     TunnelCounters? AgentCounters = null,
-    long? TunnelledPackets = null);
+    long? TunnelledPackets = null,
+    string Encapsulation = "gre");
 
 /// <summary>Reads a migration's live state on this host: flows per tuple, tunnel counters, direct arrivals, drift.</summary>
 internal sealed class MigrationStatusReader(ICommandRunner runner)
@@ -95,7 +96,7 @@ internal sealed class MigrationStatusReader(ICommandRunner runner)
         }
 
         return new MigrationStatus(spec.Name.Value, spec.Side, spec.TunnelDevice, spec.LocalOuter.ToString(), spec.RemoteOuter.ToString(),
-            up, rx, tx, tuples, direct, warnings, counters, tunnelled);
+            up, rx, tx, tuples, direct, warnings, counters, tunnelled, MigrationSpec.EncapsulationName(spec.Encapsulation));
     }
 
     /// <summary>

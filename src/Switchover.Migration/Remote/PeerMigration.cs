@@ -80,6 +80,13 @@ public sealed class PeerMigration
             "--key", spec.Key!.Value.ToString(CultureInfo.InvariantCulture), "--mtu", spec.Mtu.ToString(CultureInfo.InvariantCulture),
             "--link-network", spec.EffectiveLinkNetwork.ToString(),
         ];
+        if (spec.Encapsulation != Gre.TunnelEncapsulation.Gre)
+        {
+            // Only when not the default, so that a peer from before GRE in UDP still takes a plain-GRE setup, and refuses
+            // (unknown option) rather than silently speaking plain GRE to this host's GRE in UDP.
+            arguments.AddRange(["--encapsulation", MigrationSpec.EncapsulationName(spec.Encapsulation)]);
+        }
+
         if (other == MigrationSide.New)
         {
             arguments.AddRange(spec.Tuples.SelectMany(t => new[] { "--tuple", t.ToString() }));

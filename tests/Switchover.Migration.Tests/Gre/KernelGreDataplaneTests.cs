@@ -141,4 +141,78 @@ public sealed class KernelGreDataplaneTests
         await dataplane.Completion;
         Assert.Equal(GreDataplaneKind.Kernel, dataplane.Kind);
     }
+
+    [Fact(Timeout = 10_000)]
+    public async Task GRE_in_UDP_opens_the_FOU_port_before_a_link_with_fou_encapsulation_filters_udp_4754_and_closes_the_port_after_the_link()
+    {
+        var runner = new RecordingRunner();
+        await using (var dataplane = new KernelGreDataplane(V4 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner))
+        {
+            await dataplane.StartAsync(CancellationToken.None);
+            Assert.Equal(
+            [
+                "ip fou add port 4754 ipproto 47",
+                "ip link add gre0 type gre local 192.0.2.1 remote 203.0.113.1 ttl 64 key 42 encap fou encap-sport 4754 encap-dport 4754",
+                "nft -f -",
+                "ip link set dev gre0 mtu 1464 up",
+            ], runner.Lines);
+            Assert.Contains("ip daddr 192.0.2.1 udp dport 4754 ip saddr != 203.0.113.1 counter name \"stray\" drop", runner.Commands[2].StandardInput, StringComparison.Ordinal);
+            Assert.DoesNotContain("l4proto 47", runner.Commands[2].StandardInput, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(["nft -f -", "ip link del dev gre0", "ip fou del port 4754"], runner.Lines.TakeLast(3));
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task GRE_in_UDP_over_IPv6_uses_the_IPv6_FOU_port()
+    {
+        var runner = new RecordingRunner();
+        await using (var dataplane = new KernelGreDataplane(V6 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner))
+        {
+            await dataplane.StartAsync(CancellationToken.None);
+            Assert.Equal("ip fou add port 4754 ipproto 47 -6", runner.Lines.First());
+            Assert.Equal("ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encap fou encap-sport 4754 encap-dport 4754 " +
+                "encaplimit none allow-localremote", runner.Lines.ElementAt(1));
+            Assert.Contains("ip6 daddr 2001:db8::1 udp dport 4754 ip6 saddr != 2001:db8::2", runner.Commands[2].StandardInput, StringComparison.Ordinal);
+        }
+
+        Assert.Equal("ip fou del port 4754 -6", runner.Lines.Last());
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_kernel_without_fou_is_reported_with_the_way_out_and_nothing_is_left()
+    {
+        var runner = new RecordingRunner { Answer = c => c.Arguments[0] == "fou" ? RecordingRunner.Fail("Error: Generic Netlink family not found.") : RecordingRunner.Ok() };
+        await using var dataplane = new KernelGreDataplane(V4 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner);
+        var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
+        Assert.Contains("modprobe fou", error.Message, StringComparison.Ordinal);
+        Assert.Contains("userspace dataplane", error.Message, StringComparison.Ordinal);
+        Assert.Single(runner.Commands);
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task When_the_fou_link_cannot_be_created_the_FOU_port_is_closed_again()
+    {
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.Arguments.Contains("link") && c.Arguments.Contains("add") ? RecordingRunner.Fail("Error: argument \"encap\" is wrong") : RecordingRunner.Ok(),
+        };
+        await using var dataplane = new KernelGreDataplane(V4 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner);
+        var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
+        Assert.Contains("modprobe fou", error.Message, StringComparison.Ordinal);
+        Assert.Equal("ip fou del port 4754", runner.Lines.Last());
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_FOU_port_another_link_opened_is_used_and_left_open()
+    {
+        var runner = new RecordingRunner { Answer = c => c.Arguments[0] == "fou" ? RecordingRunner.Fail("Error: fou add failed: File exists") : RecordingRunner.Ok() };
+        await using (var dataplane = new KernelGreDataplane(V4 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner))
+        {
+            await dataplane.StartAsync(CancellationToken.None);
+        }
+
+        Assert.Equal("ip link del dev gre0", runner.Lines.Last());
+        Assert.Single(runner.Lines, l => l.StartsWith("ip fou", StringComparison.Ordinal));
+    }
 }
