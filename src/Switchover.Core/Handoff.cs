@@ -192,7 +192,7 @@ public sealed class Handoff
             var state = Reconcile(original, out var stale);
             var self = state.Find(id) ?? throw new InvalidOperationException(
                 $"Generation {id} is no longer in {_store.StatePath} (was the namespace cleaned up?); it cannot take over.");
-            var newer = state.Generations.Where(g => g.Id > id && g.State == GenerationState.Active).MaxBy(g => g.Id);
+            var newer = state.Newest(GenerationState.Active, newerThan: id);
             if (newer is not null)
             {
                 throw new SupersededException(newer);
@@ -528,8 +528,15 @@ public sealed class Handoff
         return null;
     }
 
+    /// <summary>What <see cref="CommitAsync"/> applied, and how long the kernel's transaction took.</summary>
+    /// <remarks>
+    /// A class, not a tuple: <c>Task&lt;T&gt;</c> and its builder and awaiters over a value type are JIT-compiled in every
+    /// generation that registers (the framework's image holds them for reference types only), on the launch's critical path.
+    /// </remarks>
+    private sealed record Committed(string Ruleset, TimeSpan Elapsed);
+
     /// <param name="pauseAt">Test only: the <see cref="TestPause"/> point right after the kernel committed.</param>
-    private async Task<(string Ruleset, TimeSpan Elapsed)> CommitAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken,
+    private async Task<Committed> CommitAsync(StateLock held, NamespaceState before, NamespaceState after, CancellationToken cancellationToken,
         string? pauseAt = null)
     {
         var table = HandoffTable.FromState(Name, after);
@@ -575,7 +582,7 @@ public sealed class Handoff
             throw;
         }
 
-        return (rendered, elapsed);
+        return new Committed(rendered, elapsed);
     }
 
     private static void TryWrite(StateLock held, NamespaceState state)

@@ -171,7 +171,6 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _lifetime.ApplicationStarted.Register(() => started.TrySetResult());
             _takeover = Task.Run(() => TakeOverAsync(started.Task, _stopping.Token), CancellationToken.None);
-            _supervision = Task.Run(() => SuperviseAsync(_stopping.Token), CancellationToken.None);
         }
         else if (!_configuration.Invalid)
         {
@@ -260,13 +259,6 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
         _superseded.Dispose();
     }
 
-    private async Task<DateTime> ReadyAtAsync(IReadOnlyList<PortMapping> ports, CancellationToken cancellationToken)
-    {
-        await new Readiness(AppHealthChecks.Find(_services), _options, _logger)
-            .WaitAsync(ports, TlsPorts(), cancellationToken).ConfigureAwait(false);
-        return DateTime.UtcNow;
-    }
-
     private async Task TakeOverAsync(Task started, CancellationToken cancellationToken)
     {
         var launchedAt = ProcessIdentity.Current.StartedAtUtc();
@@ -285,7 +277,8 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             // of the checks or the registration, so it runs beside them: the launch waits for the longer of the two,
             // not for both in turn. Only the takeover waits for all.
             using var readinessStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var readiness = ReadyAtAsync(ports, readinessStop.Token);
+            var readinessCheck = new Readiness(AppHealthChecks.Find(_services), _options, _logger);
+            var readiness = readinessCheck.WaitAsync(ports, TlsPorts(), readinessStop.Token);
             Registration registration;
             DateTime checkedAt;
             try
@@ -310,7 +303,8 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             var registered = DateTime.UtcNow;
             _outcome.Registered(_namespace, record.Id);
 
-            var ready = await readiness.ConfigureAwait(false);
+            await readiness.ConfigureAwait(false);
+            var ready = readinessCheck.ReadyAt;
             Log.Ready(_logger, record.Id, (ready - launchedAt).TotalMilliseconds);
 
             // systemd hears MAINPID before the previous generation is told to drain, so it never sees the main pid exit.
@@ -342,6 +336,11 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
             {
                 Log.OutcomeNotWritten(_logger, error);
             }
+
+            // Supervision starts only now, once the ports are this generation's: started with the takeover, it waited
+            // for it, and compiling its wait competed with the launch for the cores. StoppingAsync awaits the takeover
+            // before it awaits the supervision, so it always sees this task.
+            _supervision = SuperviseAsync(_stopping.Token);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -375,12 +374,6 @@ internal sealed class HandoffService : IHostedLifecycleService, IDisposable
     {
         try
         {
-            await _takeover.ConfigureAwait(false);
-            if (!_tookOver)
-            {
-                return;
-            }
-
             while (true)
             {
                 // Until it hears that it was superseded, the active generation also looks for a successor that died

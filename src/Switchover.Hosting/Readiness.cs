@@ -20,6 +20,10 @@ internal sealed class Readiness(Func<CancellationToken, Task<string?>>? healthCh
     /// <summary>How long one readiness request may take.</summary>
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(5);
 
+    /// <summary>When <see cref="WaitAsync"/> found the generation ready (the launch waterfall's "ready").</summary>
+    /// <remarks>A property, not a <c>Task&lt;DateTime&gt;</c>: see <see cref="StatusLineAnswer"/>.</remarks>
+    public DateTime ReadyAt { get; private set; }
+
     /// <param name="tlsPorts">Public ports served over TLS: their private ports are probed with HTTPS.</param>
     public async Task WaitAsync(IReadOnlyList<PortMapping> ports, IReadOnlySet<int> tlsPorts, CancellationToken cancellationToken)
     {
@@ -34,6 +38,7 @@ internal sealed class Readiness(Func<CancellationToken, Task<string?>>? healthCh
                 reason = await CheckOnceAsync(http2, ports, tlsPorts, RequestTimeout, timeout.Token).ConfigureAwait(false);
                 if (reason is null)
                 {
+                    ReadyAt = DateTime.UtcNow;
                     return;
                 }
 

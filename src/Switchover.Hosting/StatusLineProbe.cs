@@ -8,7 +8,11 @@ using System.Text;
 namespace Switchover.Hosting;
 
 /// <summary>What one HTTP/1.1 readiness request found.</summary>
-internal readonly record struct StatusLineAnswer(int? Status, string? Failure, bool NotHttp11)
+/// <remarks>
+/// A class, not a struct: <c>Task&lt;T&gt;</c> and its builder and awaiters over a struct of ours are JIT-compiled in every
+/// generation (the framework's image holds them only for reference types, and ours may not), on the launch's critical path.
+/// </remarks>
+internal sealed record StatusLineAnswer(int? Status, string? Failure, bool NotHttp11)
 {
     public static StatusLineAnswer Answered(int status) => new(status, null, false);
 
@@ -38,6 +42,11 @@ internal static class StatusLineProbe
 
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(1);
 
+    /// <remarks>
+    /// One async method from the connect to the drain, not one per step: each async method that has to wait costs a
+    /// generation a dozen JIT-compiled framework methods (its state machine's box), which no ReadyToRun image of ours
+    /// can hold, and this request is on the launch's critical path (docs/kernel-speed.md).
+    /// </remarks>
     public static async Task<StatusLineAnswer> GetAsync(IPEndPoint endpoint, bool tls, string path, string? serverName, CancellationToken cancellationToken)
     {
         using var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
@@ -68,7 +77,56 @@ internal static class StatusLineProbe
             try
             {
                 await stream.WriteAsync(request, cancellationToken).ConfigureAwait(false);
-                return await ReadStatusAsync(stream, cancellationToken).ConfigureAwait(false);
+
+                var buffer = new byte[MaxStatusLine];
+                var length = 0;
+                int end;
+                while ((end = buffer.AsSpan(0, length).IndexOf("\r\n"u8)) < 0)
+                {
+                    if (NoStatusLine(buffer.AsSpan(0, length)) is { } refusal)
+                    {
+                        return refusal;
+                    }
+
+                    var read = await stream.ReadAsync(buffer.AsMemory(length), cancellationToken).ConfigureAwait(false);
+                    if (read == 0)
+                    {
+                        return length == 0
+                            ? StatusLineAnswer.OtherProtocol("the connection was closed with no answer")
+                            : StatusLineAnswer.Failed("the connection was closed inside the status line");
+                    }
+
+                    length += read;
+                }
+
+                var answer = Parse(buffer.AsSpan(0, end));
+                if (answer.Status is null)
+                {
+                    return answer;
+                }
+
+                // What follows the status line is read until the server closes (it was asked to), at most 256 KiB
+                // and 1 s, so that closing does not reset the server's connection: the status is what was asked, how
+                // the server ends the connection after it is not.
+                using var drainBound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                drainBound.CancelAfter(DrainTimeout);
+                var drained = length - end;
+                try
+                {
+                    int chunk;
+                    while (drained < MaxDrained && (chunk = await stream.ReadAsync(buffer, drainBound.Token).ConfigureAwait(false)) > 0)
+                    {
+                        drained += chunk;
+                    }
+                }
+                catch (IOException)
+                {
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                }
+
+                return answer;
             }
             catch (IOException e)
             {
@@ -81,41 +139,15 @@ internal static class StatusLineProbe
         }
     }
 
-    private static async Task<StatusLineAnswer> ReadStatusAsync(Stream stream, CancellationToken cancellationToken)
+    /// <summary>Why what was received so far, with no line end yet, cannot become an HTTP/1.1 status line; null while it can.</summary>
+    private static StatusLineAnswer? NoStatusLine(ReadOnlySpan<byte> received)
     {
-        var buffer = new byte[MaxStatusLine];
-        var length = 0;
-        int end;
-        while ((end = buffer.AsSpan(0, length).IndexOf("\r\n"u8)) < 0)
+        if (received.Length > 0 && !"HTTP/1."u8.StartsWith(received[..Math.Min(received.Length, 7)]))
         {
-            if (length > 0 && !"HTTP/1."u8.StartsWith(buffer.AsSpan(0, Math.Min(length, 7))))
-            {
-                return StatusLineAnswer.OtherProtocol("the answer is not HTTP/1.1");
-            }
-
-            if (length == buffer.Length)
-            {
-                return StatusLineAnswer.Failed("the status line is longer than 8 KiB");
-            }
-
-            var read = await stream.ReadAsync(buffer.AsMemory(length), cancellationToken).ConfigureAwait(false);
-            if (read == 0)
-            {
-                return length == 0
-                    ? StatusLineAnswer.OtherProtocol("the connection was closed with no answer")
-                    : StatusLineAnswer.Failed("the connection was closed inside the status line");
-            }
-
-            length += read;
+            return StatusLineAnswer.OtherProtocol("the answer is not HTTP/1.1");
         }
 
-        var answer = Parse(buffer.AsSpan(0, end));
-        if (answer.Status is not null)
-        {
-            await DrainAsync(stream, length - end, cancellationToken).ConfigureAwait(false);
-        }
-
-        return answer;
+        return received.Length == MaxStatusLine ? StatusLineAnswer.Failed("the status line is longer than 8 KiB") : null;
     }
 
     /// <summary>Parses <c>HTTP/1.x NNN reason</c>.</summary>
@@ -160,32 +192,6 @@ internal static class StatusLineProbe
             {
                 return (ssl, e.Message);
             }
-        }
-    }
-
-    /// <summary>
-    /// Reads what follows the status line until the server closes (it was asked to), at most 256 KiB and 1 s: the
-    /// status is what was asked, how the server ends the connection after it is not.
-    /// </summary>
-    private static async Task DrainAsync(Stream stream, int alreadyRead, CancellationToken cancellationToken)
-    {
-        using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        bound.CancelAfter(DrainTimeout);
-        var buffer = new byte[16 * 1024];
-        var drained = alreadyRead;
-        try
-        {
-            int read;
-            while (drained < MaxDrained && (read = await stream.ReadAsync(buffer, bound.Token).ConfigureAwait(false)) > 0)
-            {
-                drained += read;
-            }
-        }
-        catch (IOException)
-        {
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
         }
     }
 }

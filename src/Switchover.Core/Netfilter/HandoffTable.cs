@@ -36,10 +36,50 @@ public sealed record HandoffTable(NamespaceName Namespace, Steering Steering, IR
             ? []
             : active.Ports.OrderBy(p => p.PublicPort).ThenBy(p => p.PublicAddress, StringComparer.Ordinal)
                 .Select(p => new PortSteer(p, active.Id, active.Pid)).ToList();
-        var guarded = state.Generations.SelectMany(g => g.Ports).Select(p => p.PrivatePort).Distinct().Order().ToList();
+        // Loops, not LINQ: Distinct and Order over int are JIT-compiled in every generation at its launch.
+        var guarded = new List<int>();
+        foreach (var generation in state.Generations)
+        {
+            foreach (var port in generation.Ports)
+            {
+                if (!guarded.Contains(port.PrivatePort))
+                {
+                    guarded.Add(port.PrivatePort);
+                }
+            }
+        }
+
+        guarded.Sort();
         var steering = active?.Steering ?? Steering.Tproxy;
         var nat = steering == Steering.Redirect || state.Generations.Any(g => g.Steering == Steering.Redirect);
         return new HandoffTable(name, steering, steers, guarded, nat);
+    }
+
+    /// <summary>The first port of the table (public and private of each steer, then the guarded ones) outside 1-65535, if any.</summary>
+    internal int? PortOutOfRange()
+    {
+        foreach (var steer in Steers)
+        {
+            if (steer.Port.PublicPort is < 1 or > 65535)
+            {
+                return steer.Port.PublicPort;
+            }
+
+            if (steer.Port.PrivatePort is < 1 or > 65535)
+            {
+                return steer.Port.PrivatePort;
+            }
+        }
+
+        foreach (var port in GuardedPorts)
+        {
+            if (port is < 1 or > 65535)
+            {
+                return port;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>The connection mark bits (within <see cref="CtMarkMask"/>) of a generation's TPROXY'd flows: 1 to 255.</summary>
@@ -51,12 +91,9 @@ public sealed record HandoffTable(NamespaceName Namespace, Steering Steering, IR
     /// </summary>
     public string Render()
     {
-        foreach (var port in Steers.SelectMany(r => new[] { r.Port.PublicPort, r.Port.PrivatePort }).Concat(GuardedPorts))
+        if (PortOutOfRange() is { } port)
         {
-            if (port is < 1 or > 65535)
-            {
-                throw new ArgumentOutOfRangeException(nameof(Steers), port, $"Port {port} is out of range 1-65535; no rule was rendered.");
-            }
+            throw new ArgumentOutOfRangeException(nameof(Steers), port, $"Port {port} is out of range 1-65535; no rule was rendered.");
         }
 
         var table = $"inet {Namespace.TableName}";

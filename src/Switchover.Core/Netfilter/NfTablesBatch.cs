@@ -89,12 +89,9 @@ internal sealed class NfTablesBatch
     /// <summary>The whole table: declare, delete its rules, redefine. Throws before encoding anything for a port out of range.</summary>
     public void EncodeApply(HandoffTable table, uint firstSequence)
     {
-        foreach (var port in table.Steers.SelectMany(r => new[] { r.Port.PublicPort, r.Port.PrivatePort }).Concat(table.GuardedPorts))
+        if (table.PortOutOfRange() is { } port)
         {
-            if (port is < 1 or > 65535)
-            {
-                throw new ArgumentOutOfRangeException(nameof(table), port, $"Port {port} is out of range 1-65535; no rule was sent.");
-            }
+            throw new ArgumentOutOfRangeException(nameof(table), port, $"Port {port} is out of range 1-65535; no rule was sent.");
         }
 
         var name = table.Namespace.TableName;

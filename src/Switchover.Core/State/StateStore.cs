@@ -75,39 +75,54 @@ public sealed class StateStore
     /// its own lock. Best effort: what cannot be removed now is left for the next caller.
     /// </summary>
     /// <returns>The directories removed.</returns>
+    /// <remarks>
+    /// Loops over the directory names rather than <see cref="List"/>'s tuples and LINQ: every registration runs this,
+    /// and those generics over value types would be JIT-compiled in each generation at its launch.
+    /// </remarks>
     public static IReadOnlyList<string> RemoveGoneNetworkNamespaces(string root, Func<ulong, bool>? exists = null)
     {
         var removed = new List<string>();
-        IReadOnlyList<(NamespaceName Name, ulong NetworkNamespace)> all;
+        string[] directories;
         try
         {
-            all = List(root);
+            directories = System.IO.Directory.GetDirectories(root);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return removed;
         }
 
-        var others = all.Where(e => e.NetworkNamespace != NetworkNamespaces.Current).ToList();
+        var others = new List<StateStore>();
+        foreach (var directory in directories)
+        {
+            if (TryParseDirectoryName(Path.GetFileName(directory), out var name, out var netns) && netns != NetworkNamespaces.Current)
+            {
+                others.Add(new StateStore(root, name, netns));
+            }
+        }
+
         if (others.Count == 0)
         {
             return removed;
         }
 
+        // In List's order (by name), so that what is removed comes out in the same order.
+        others.Sort(static (a, b) => string.CompareOrdinal(a.Name.Value, b.Name.Value) is var byName and not 0
+            ? byName
+            : a.NetworkNamespace.CompareTo(b.NetworkNamespace));
         if (exists is null)
         {
             var live = NetworkNamespaces.Live();
             exists = live.Contains;
         }
 
-        foreach (var (name, netns) in others)
+        foreach (var store in others)
         {
-            if (exists(netns))
+            if (exists(store.NetworkNamespace))
             {
                 continue;
             }
 
-            var store = new StateStore(root, name, netns);
             try
             {
                 using var held = store.LockAsync(TimeSpan.Zero, CancellationToken.None).GetAwaiter().GetResult();
