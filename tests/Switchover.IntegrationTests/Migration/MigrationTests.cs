@@ -127,7 +127,7 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
             var status = await MigrateAsync(_lab.Old, "status", "--tunnel-socket", Path.Combine(StateDirectory(_lab.Old), "tunnel.sock"));
             output.WriteLine(status);
             Assert.Matches(@"tcp/192\.0\.2\.1:25 +[1-9]\d* +\d+", status);
-            Assert.Matches(@"agent +tx [1-9]\d* packets \(0 failed, 0 too big, 0 not IP\), rx [1-9]\d* packets \(0 stray, 0 wrong key, 0 malformed", status);
+            Assert.Matches(@"agent +tx [1-9]\d* packets \(0 failed, 0 too big, 0 not IP, 0 refused\), rx [1-9]\d* packets \(0 stray, 0 wrong key, 0 malformed", status);
 
             // 5. Returning the tuple sends new flows to the old host again.
             await MigrateAsync(_lab.Old, "return", "tcp/192.0.2.1:25");

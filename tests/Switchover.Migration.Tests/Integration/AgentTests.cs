@@ -58,7 +58,7 @@ public sealed class AgentTests : IDisposable
         }
 
         var human = await lab.A.RunAsync("dotnet", [Switchover.Lab.Artifacts.Cli, "tunnel", "status", "--socket", socketA], CancellationToken.None);
-        Assert.Contains($"gre1  {auto}  198.51.100.1 -> 198.51.100.2  key 42  mtu 1472  mark 0x1  running", human.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains($"gre1  {auto}  GRE  198.51.100.1 -> 198.51.100.2  key 42  mtu 1472  mark 0x1  running", human.StandardOutput, StringComparison.Ordinal);
 
         var stop = await lab.B.RunAsync("dotnet", [Switchover.Lab.Artifacts.Cli, "tunnel", "stop", "--socket", socketB], CancellationToken.None);
         Assert.Contains("is stopping", stop.StandardOutput, StringComparison.Ordinal);
