@@ -10,11 +10,17 @@ public sealed class UserspaceTunnelTests
 {
     private const uint Key = 0x5A5A;
 
+    /// <summary>Both outer families, each with GRE and with GRE in UDP.</summary>
+    public static TheoryData<AddressFamily, TunnelEncapsulation> OutersAndEncapsulations { get; } = new()
+    {
+        { AddressFamily.InterNetwork, TunnelEncapsulation.Gre },
+        { AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre },
+        { AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp },
+        { AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp },
+    };
+
     [Theory(Timeout = 90_000)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    [MemberData(nameof(OutersAndEncapsulations))]
     public async Task Tcp_and_udp_cross_the_tunnel_both_ways_with_IPv4_and_IPv6_inside(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
         await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });
@@ -35,10 +41,7 @@ public sealed class UserspaceTunnelTests
     }
 
     [Theory(Timeout = 120_000)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    [MemberData(nameof(OutersAndEncapsulations))]
     public async Task A_bulk_transfer_far_larger_than_the_MTU_arrives_intact_both_ways(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
         await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });
@@ -67,10 +70,7 @@ public sealed class UserspaceTunnelTests
     }
 
     [Theory(Timeout = 120_000)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    [MemberData(nameof(OutersAndEncapsulations))]
     public async Task A_bulk_TCP_transfer_crosses_the_TUN_devices_in_super_packets_and_the_wire_in_MTU_sized_GRE(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
         await using var lab = await GreLab.CreateAsync(outer, Key, CancellationToken.None, customize: o => o with { Encapsulation = encapsulation });

@@ -13,10 +13,7 @@ public sealed class WireTests
     private const int SigInt = 2;
 
     [Theory(Timeout = 90_000)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.Gre)]
-    [InlineData(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp)]
-    [InlineData(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp)]
+    [MemberData(nameof(UserspaceTunnelTests.OutersAndEncapsulations), MemberType = typeof(UserspaceTunnelTests))]
     public async Task A_capture_on_the_link_decodes_as_GRE_with_the_configured_key_and_the_inner_packets(AddressFamily outer, TunnelEncapsulation encapsulation)
     {
         const uint key = 0x00C0FFEE;
