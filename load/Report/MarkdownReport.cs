@@ -115,9 +115,12 @@ internal static class MarkdownReport
         {
             var ratio = Ratio(group.ToList(), OverheadVariant.Switchover);
             var redirect = Ratio(group.ToList(), OverheadVariant.SwitchoverRedirect);
+            var skLookup = Ratio(group.ToList(), OverheadVariant.SkLookup);
             var chains = result.ChainProfiles.FirstOrDefault(p => p.Client == group.Key.Client && p.Mode == group.Key.Mode && p.Variant == OverheadVariant.Switchover);
+            var program = result.ChainProfiles.FirstOrDefault(p => p.Client == group.Key.Client && p.Mode == group.Key.Mode && p.Variant == OverheadVariant.SkLookup);
             md.AppendLine(Inv($"- Steering overhead, {ClientName(group.Key.Client)}, {Modes.Name(group.Key.Mode)}: Switchover (TPROXY) ÷ direct throughput = **{ratio:0.000}** (target ≥ 0.97); with Steering=Redirect {redirect:0.000}") +
-                          (chains is null ? "." : Inv($"; Switchover's chains {chains.ChainsPercent:0.00} % of busy CPU (target < 0.5 %).")));
+                          (chains is null ? "" : Inv($"; Switchover's chains {chains.ChainsPercent:0.00} % of busy CPU (target < 0.5 %)")) +
+                          (double.IsFinite(skLookup) ? Inv($"; the sk_lookup prototype {skLookup:0.000}") + (program is null ? "" : Inv($", its program {program.SkLookupPercent:0.00} % of busy CPU")) : "") + ".");
         }
 
         var timing = TimingRows(result).ToList();
@@ -317,11 +320,13 @@ internal static class MarkdownReport
             var conntrack = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.DirectWithConntrack).ToList(), c => c.MachineBusy);
             var switchover = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.Switchover).ToList(), c => c.MachineBusy);
             var redirect = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.SwitchoverRedirect).ToList(), c => c.MachineBusy);
+            var skLookup = PerRequest(rounds.Where(r => r.Variant == OverheadVariant.SkLookup).ToList(), c => c.MachineBusy);
             if (direct > 0 && conntrack > 0 && switchover > 0)
             {
                 md.AppendLine(Inv($"Machine CPU per request: direct {direct:0.0} µs, with conntrack {conntrack:0.0} µs ({conntrack - direct:+0.0;-0.0} µs), ") +
                               Inv($"behind Switchover's TPROXY {switchover:0.0} µs ({switchover - direct:+0.0;-0.0} µs: {switchover - conntrack:+0.0;-0.0} µs more than conntrack alone, for the rules), ") +
-                              Inv($"behind its REDIRECT {redirect:0.0} µs ({redirect - conntrack:+0.0;-0.0} µs more than conntrack alone, for NAT and the rules).")).AppendLine();
+                              Inv($"behind its REDIRECT {redirect:0.0} µs ({redirect - conntrack:+0.0;-0.0} µs more than conntrack alone, for NAT and the rules)") +
+                              (skLookup > 0 ? Inv($", through the sk_lookup prototype {skLookup:0.0} µs ({skLookup - direct:+0.0;-0.0} µs, no conntrack).") : ".")).AppendLine();
             }
 
             var profiles = result.ChainProfiles.Where(p => p.Client == group.Key.Client && p.Mode == group.Key.Mode).ToList();
@@ -329,11 +334,12 @@ internal static class MarkdownReport
             {
                 md.AppendLine("Where the CPU went, one more round per variant under `perf record -a -g` (cpu-clock, 1999 Hz, the whole machine; " +
                               "busy = every sample but the idle loop). *In nftables chains*: samples with `nft_do_chain` on the stack, which in the " +
-                              "Switchover variants are Switchover's own chains (target < 0.5 %); *in conntrack*: `nf_conntrack_in`.").AppendLine()
-                    .AppendLine("| variant | busy samples | in nftables chains | in conntrack | the chains' samples, by what nft_do_chain called |").AppendLine("|---|---:|---:|---:|---|");
+                              "Switchover variants are Switchover's own chains (target < 0.5 %); *in conntrack*: `nf_conntrack_in`; *in sk_lookup*: the kernel running the " +
+                              "SkLookup variant's BPF program (`inet_lookup_run_sk_lookup`), the program included.").AppendLine()
+                    .AppendLine("| variant | busy samples | in nftables chains | in conntrack | in sk_lookup | the chains' samples, by what nft_do_chain called |").AppendLine("|---|---:|---:|---:|---:|---|");
                 foreach (var p in profiles)
                 {
-                    md.AppendLine(Inv($"| {p.Variant} | {p.Busy:N0} | {p.InChains:N0} ({p.ChainsPercent:0.00} %) | {p.InConntrack:N0} ({p.ConntrackPercent:0.00} %) | ") +
+                    md.AppendLine(Inv($"| {p.Variant} | {p.Busy:N0} | {p.InChains:N0} ({p.ChainsPercent:0.00} %) | {p.InConntrack:N0} ({p.ConntrackPercent:0.00} %) | {p.InSkLookup:N0} ({p.SkLookupPercent:0.00} %) | ") +
                                   string.Join(", ", p.ChainCallees.Select(c => Inv($"{c.Function} {c.Samples}"))) + " |");
                 }
 

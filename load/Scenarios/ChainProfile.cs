@@ -10,10 +10,16 @@ namespace Switchover.Load.Scenarios;
 /// with kernel call chains): of the busy samples (all but the idle loop; packet processing in an idle CPU's softirq
 /// counts as busy), those with <c>nft_do_chain</c> on the stack (every nftables chain the packets traversed: in the
 /// Switchover variants only Switchover's own, since its namespace has no other table) and those in conntrack
-/// (<c>nf_conntrack_in</c>).
+/// (<c>nf_conntrack_in</c>), and those in the kernel's run of sk_lookup programs (<c>inet_lookup_run_sk_lookup</c>, its
+/// IPv6 twin, or the program itself): what the <see cref="OverheadVariant.SkLookup"/> variant's steering costs.
 /// </summary>
 internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, ConnectionMode Mode, long Samples, long Busy, long InChains, long InConntrack)
 {
+    /// <summary>Busy samples in sk_lookup programs, the kernel's call of them included.</summary>
+    public long InSkLookup { get; init; }
+
+    public double SkLookupPercent => Busy > 0 ? 100.0 * InSkLookup / Busy : double.NaN;
+
     /// <summary>What the chains' samples were in: the function <c>nft_do_chain</c> called (itself when in its own code), most first.</summary>
     public IReadOnlyList<(string Function, long Samples)> ChainCallees { get; init; } = [];
 
@@ -51,11 +57,12 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
                 return (null, $"perf script failed ({script.ExitCode}): {script.StandardError.Trim()}");
             }
 
-            var (samples, busy, chains, conntrack, callees) = Count(script.StandardOutput);
+            var (samples, busy, chains, conntrack, skLookup, callees) = Count(script.StandardOutput);
             return samples == 0
                 ? (null, "perf recorded no sample")
                 : (new ChainProfile(variant, client, mode, samples, busy, chains, conntrack)
                 {
+                    InSkLookup = skLookup,
                     ChainCallees = [.. callees.OrderByDescending(c => c.Value).Take(6).Select(c => (c.Key, c.Value))],
                 }, null);
         }
@@ -74,9 +81,9 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
     /// Counts <c>perf script -F comm,ip,sym</c> output: one block a sample (its command, then one frame a line,
     /// "address symbol", innermost first), blocks separated by an empty line.
     /// </summary>
-    internal static (long Samples, long Busy, long InChains, long InConntrack, Dictionary<string, long> ChainCallees) Count(string script)
+    internal static (long Samples, long Busy, long InChains, long InConntrack, long InSkLookup, Dictionary<string, long> ChainCallees) Count(string script)
     {
-        long samples = 0, busy = 0, chains = 0, conntrack = 0;
+        long samples = 0, busy = 0, chains = 0, conntrack = 0, skLookup = 0;
         var callees = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var block in script.Split("\n\n", StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
@@ -108,8 +115,13 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
             {
                 conntrack++;
             }
+
+            if (Has("inet_lookup_run_sk_lookup") || Has("inet6_lookup_run_sk_lookup") || frames.Any(f => f.StartsWith("bpf_prog_", StringComparison.Ordinal) && f.EndsWith("_switchover_lkp", StringComparison.Ordinal)))
+            {
+                skLookup++;
+            }
         }
 
-        return (samples, busy, chains, conntrack, callees);
+        return (samples, busy, chains, conntrack, skLookup, callees);
     }
 }

@@ -20,6 +20,12 @@ internal enum OverheadVariant
 
     /// <summary>Behind Switchover with <c>Steering=Redirect</c>: conntrack, NAT and the SYN-only guard.</summary>
     SwitchoverRedirect,
+
+    /// <summary>
+    /// Bound to another port, reached through a BPF <c>sk_lookup</c> program (<see cref="SkLookupSteering"/>): no
+    /// nftables table, no conntrack, no NAT. A prototype measured here, not a steering mode of the product.
+    /// </summary>
+    SkLookup,
 }
 
 /// <summary>One measured round: one variant, one client, one mode.</summary>
@@ -47,6 +53,9 @@ internal sealed record OverheadRound(
 internal sealed class OverheadScenario(SuiteSettings settings, Progress progress)
 {
     private const int Port = 8080;
+
+    /// <summary>Where the app listens in the <see cref="OverheadVariant.SkLookup"/> variant (the program steers Port to it).</summary>
+    private const int ListenerPort = 8081;
 
     private readonly List<ChainProfile> _profiles = [];
 
@@ -180,6 +189,8 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
         private readonly SwitchoverService? _service;
         private readonly LabProcess? _direct;
 
+        private SkLookupSteering? SkLookupProgram { get; init; }
+
         private Host(OverheadVariant variant, TwoHostLab lab, int serverPid, SwitchoverService? service, LabProcess? direct)
         {
             Variant = variant;
@@ -225,13 +236,27 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
                 }
 
                 var app = Artifacts.EchoServer;
+                var port = variant == OverheadVariant.SkLookup ? ListenerPort : Port;
                 var process = lab.Server.StartProcess("dotnet",
                 [
-                    app, "--urls", $"http://[::]:{Port.ToString(CultureInfo.InvariantCulture)}", "--Switchover:Mode=Disabled", "--Text=v1",
+                    app, "--urls", $"http://[::]:{port.ToString(CultureInfo.InvariantCulture)}", "--Switchover:Mode=Disabled", "--Text=v1",
                     "--contentRoot", Path.GetDirectoryName(app)!,
                 ]);
                 await process.WaitForOutputAsync("Now listening on", TimeSpan.FromSeconds(60), cancellationToken);
-                return new Host(variant, lab, process.Pid, null, process);
+                SkLookupSteering? skLookup = null;
+                try
+                {
+                    skLookup = variant == OverheadVariant.SkLookup ? SkLookupSteering.Attach(lab.Server.Name, process.Pid, ListenerPort, Port) : null;
+                }
+                catch
+                {
+                    process.SendSignal(Signals.Terminate);
+                    await process.Exited.WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+                    await process.DisposeAsync();
+                    throw;
+                }
+
+                return new Host(variant, lab, process.Pid, null, process) { SkLookupProgram = skLookup };
             }
             catch
             {
@@ -242,6 +267,7 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
 
         public async ValueTask DisposeAsync()
         {
+            SkLookupProgram?.Dispose();
             if (_direct is not null)
             {
                 if (!_direct.HasExited)
