@@ -246,7 +246,7 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
                 SkLookupSteering? skLookup = null;
                 try
                 {
-                    skLookup = variant == OverheadVariant.SkLookup ? SkLookupSteering.Attach(lab.Server.Name, process.Pid, ListenerPort, Port) : null;
+                    skLookup = variant == OverheadVariant.SkLookup ? SkLookupSteering.Attach(lab.Server.Name, Port, process.Pid, ListenerPort) : null;
                 }
                 catch
                 {

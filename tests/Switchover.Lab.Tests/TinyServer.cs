@@ -26,6 +26,9 @@ internal abstract class TinyServer : IAsyncDisposable
 
     public int Port { get; }
 
+    /// <summary>The listening socket (to hand to a steering program).</summary>
+    public Socket Listener => _listener;
+
     public long Connections => Interlocked.Read(ref _connections);
 
     protected CancellationToken Stopping => _stop.Token;

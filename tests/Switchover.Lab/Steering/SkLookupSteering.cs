@@ -2,17 +2,19 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace Switchover.Load.Scenarios;
+namespace Switchover.Lab;
 
 /// <summary>
 /// Steering by a BPF <c>sk_lookup</c> program (Linux 5.9+), measured against TPROXY and NAT in the overhead scenario:
 /// the program runs at the kernel's own listener lookup, in the namespace it is attached to, and hands a TCP SYN for
 /// the public port to the listener in a one-entry SOCKMAP, whatever port that listener is bound to. No nftables rule,
-/// no conntrack entry, no NAT: established packets never meet it (the established lookup comes first). A handoff
-/// would be one map update. This is the measurement's prototype, not (yet) a steering mode of the product; see
-/// docs/kernel-speed.md. The program is our own 20 instructions, written here as bytecode (no compiler, no libbpf).
+/// no conntrack entry, no NAT: established packets never meet it (the established lookup comes first), and the
+/// accepted socket's local address is the public one. A handoff is one map update (<see cref="Steer"/>): a SYN sees
+/// the old listener or the new one, never neither. This is the measurement's prototype, not (yet) a steering mode of
+/// the product; see docs/kernel-speed.md. The program is our own 21 instructions, written here as bytecode (no
+/// compiler, no libbpf). Root (CAP_BPF, CAP_NET_ADMIN; CAP_SYS_PTRACE to take another process's listener).
 /// </summary>
-internal sealed partial class SkLookupSteering : IDisposable
+public sealed partial class SkLookupSteering : IDisposable
 {
     private const int BpfMapCreate = 0;
     private const int BpfMapUpdateElem = 2;
@@ -34,18 +36,16 @@ internal sealed partial class SkLookupSteering : IDisposable
 
     /// <summary>
     /// Attaches a program to network namespace <paramref name="networkNamespace"/> (its /run/netns name) that steers
-    /// TCP connections to <paramref name="publicPort"/> to the TCP listener on <paramref name="listenerPort"/> held by
-    /// process <paramref name="pid"/> (taken with pidfd_getfd). Root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_PTRACE).
+    /// TCP connections to <paramref name="publicPort"/> to <paramref name="listener"/>, a TCP listening socket's
+    /// descriptor (the map takes its own reference).
     /// </summary>
-    public static SkLookupSteering Attach(string networkNamespace, int pid, int listenerPort, int publicPort)
+    public static SkLookupSteering Attach(string networkNamespace, int publicPort, int listener)
     {
         var map = -1;
         var program = -1;
-        var listener = -1;
         var netns = -1;
         try
         {
-            listener = TakeListener(pid, listenerPort);
             map = CreateSockmap();
             Update(map, listener);
             program = Load(map, publicPort);
@@ -61,11 +61,27 @@ internal sealed partial class SkLookupSteering : IDisposable
         }
         finally
         {
-            // The map holds its own reference to the socket, the link its own to the namespace.
-            Close(listener);
+            // The link holds its own reference to the namespace.
             Close(netns);
         }
     }
+
+    /// <summary>As <see cref="Attach(string, int, int)"/>, with the listener on <paramref name="listenerPort"/> of process <paramref name="pid"/>.</summary>
+    public static SkLookupSteering Attach(string networkNamespace, int publicPort, int pid, int listenerPort)
+    {
+        var listener = TakeListener(pid, listenerPort);
+        try
+        {
+            return Attach(networkNamespace, publicPort, listener);
+        }
+        finally
+        {
+            Close(listener);
+        }
+    }
+
+    /// <summary>The handoff: new connections go to <paramref name="listener"/> from the next SYN on, in one map update.</summary>
+    public void Steer(int listener) => Update(_map, listener);
 
     /// <summary>Detaches: the link's last descriptor closed, the program and the map (and its socket reference) go.</summary>
     public void Dispose()
