@@ -75,6 +75,12 @@ public sealed class MigrationHost
             errors = [.. errors, .. MigrationPlanner.ValidateKernelTunnel(spec)];
         }
 
+        if (!facts.TunnelDeviceExists && createKernelTunnel)
+        {
+            // GRE in UDP needs the kernel's FOU: refused now, before anything changes, rather than at `ip fou add`.
+            errors = [.. errors, .. MigrationPlanner.ValidateFou(spec, facts)];
+        }
+
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +
@@ -91,7 +97,7 @@ public sealed class MigrationHost
             throw new MigrationException(errors);
         }
 
-        var plan = MigrationPlanner.Plan(spec, facts, createKernelTunnel && !facts.TunnelDeviceExists);
+        var plan = MigrationPlanner.Plan(spec, facts, createKernelTunnel && !facts.TunnelDeviceExists, others);
         if (dryRun)
         {
             if (journal is null)
@@ -119,7 +125,7 @@ public sealed class MigrationHost
         catch (Exception e) when (e is CommandException or StateException)
         {
             using var rollback = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            var undoErrors = await UndoAsync(appliedNow, rollback.Token).ConfigureAwait(false);
+            var undoErrors = await UndoAsync(appliedNow, OtherJournals(spec.Name), rollback.Token).ConfigureAwait(false);
             var remaining = applied.Except(appliedNow).ToList();
             if (remaining.Count == 0)
             {
@@ -196,13 +202,14 @@ public sealed class MigrationHost
             return new MigrationOutcome([], dryRun, $"migration '{name}' is not set up on this host: nothing to tear down");
         }
 
-        var undo = journal.Applied.Reverse().ToList();
+        var others = OtherJournals(name);
+        var undo = journal.Applied.Reverse().Select(c => MigrationPlanner.ForUndo(c, others)).ToList();
         if (dryRun)
         {
             return new MigrationOutcome(undo, DryRun: true);
         }
 
-        var errors = await UndoAsync(journal.Applied, cancellationToken).ConfigureAwait(false);
+        var errors = await UndoAsync(journal.Applied, others, cancellationToken).ConfigureAwait(false);
         if (errors.Count > 0)
         {
             throw new MigrationException(["Teardown could not undo everything; the journal is kept so that it can be run again.", .. errors]);
@@ -291,13 +298,14 @@ public sealed class MigrationHost
         }
 
         // Everything but the moved addresses on lo: they stay, and are no longer the migration's to remove.
-        var retire = journal.Applied.Where(c => !c.Id.StartsWith("addr:lo:", StringComparison.Ordinal)).ToList();
+        var others = OtherJournals(name);
+        var retire = journal.Applied.Where(c => !c.Id.StartsWith("addr:lo:", StringComparison.Ordinal)).Select(c => MigrationPlanner.ForUndo(c, others)).ToList();
         if (dryRun)
         {
             return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: true);
         }
 
-        var errors = await UndoAsync(retire, cancellationToken).ConfigureAwait(false);
+        var errors = await UndoAsync(retire, others, cancellationToken).ConfigureAwait(false);
         if (errors.Count > 0)
         {
             throw new MigrationException(["Finalize could not undo everything; the journal is kept.", .. errors]);
@@ -400,8 +408,8 @@ public sealed class MigrationHost
     private async Task<HostFacts> ReadFactsAsync(MigrationSpec spec, CancellationToken cancellationToken)
     {
         var probe = await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, [], cancellationToken).ConfigureAwait(false);
-        return await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, MigrationPlanner.SysctlKeys(spec, probe.Uplink), cancellationToken)
-            .ConfigureAwait(false);
+        return await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, MigrationPlanner.SysctlKeys(spec, probe.Uplink), cancellationToken,
+            fou: spec.Encapsulation == TunnelEncapsulation.GreInUdp).ConfigureAwait(false);
     }
 
     /// <summary>The journals of the other migrations on this host.</summary>
@@ -435,11 +443,14 @@ public sealed class MigrationHost
         }
     }
 
-    /// <summary>Undoes changes in reverse order; keeps going past a failure and reports every one.</summary>
-    private async Task<IReadOnlyList<string>> UndoAsync(IEnumerable<HostChange> changes, CancellationToken cancellationToken)
+    /// <summary>
+    /// Undoes changes in reverse order; keeps going past a failure and reports every one. What the other migrations
+    /// on this host still use (a shared FOU port) is kept.
+    /// </summary>
+    private async Task<IReadOnlyList<string>> UndoAsync(IEnumerable<HostChange> changes, IReadOnlyList<MigrationJournal> others, CancellationToken cancellationToken)
     {
         var errors = new List<string>();
-        foreach (var change in changes.Reverse())
+        foreach (var change in changes.Reverse().Select(c => MigrationPlanner.ForUndo(c, others)))
         {
             try
             {
