@@ -38,14 +38,14 @@ public sealed record HostFacts(
     public IReadOnlyList<(IPAddress Address, string Device)> AddressDevices { get; init; } = [];
 
     /// <summary>
-    /// The FOU receive ports of this host (both families), when read (GRE in UDP only) and the kernel has FOU; empty
-    /// otherwise. See <see cref="FouUnavailable"/>.
+    /// The FOU receive ports of this host (both families), when read (<see cref="WithFouAsync"/>) and the kernel has
+    /// FOU; empty otherwise. See <see cref="FouUnavailable"/>.
     /// </summary>
     public IReadOnlyList<FouPortFact> FouPorts { get; init; } = [];
 
     /// <summary>
     /// Why this kernel cannot do FOU (`ip fou show` failed: no fou module, which asking for its generic netlink
-    /// family would have loaded), or null when it can or was not asked (plain GRE).
+    /// family would have loaded), or null when it can or was not asked (plain GRE, the userspace dataplane).
     /// </summary>
     public string? FouUnavailable { get; init; }
 
@@ -60,9 +60,8 @@ public sealed record HostFacts(
     public string? Sysctl(string key) => Sysctls.TryGetValue(key, out var value) ? value : null;
 
     /// <summary>Reads the facts of the host this process runs in (its network namespace).</summary>
-    /// <param name="fou">Also read the FOU ports (GRE in UDP): `ip fou show`, which loads the fou module where there is one.</param>
     internal static async Task<HostFacts> ReadAsync(ICommandRunner runner, string tunnelDevice, IPAddress remoteOuter, IEnumerable<string> sysctlKeys,
-        CancellationToken cancellationToken, bool fou = false)
+        CancellationToken cancellationToken)
     {
         var owned = ParseAddresses((await Ip(runner, cancellationToken, "-j", "addr", "show").ConfigureAwait(false)).StandardOutput);
         var addresses = owned.Select(a => a.Address).ToList();
@@ -103,9 +102,21 @@ public sealed record HostFacts(
             }
         }
 
-        var fouPorts = new List<FouPortFact>();
-        string? fouUnavailable = null;
-        foreach (var ipv6 in fou ? (hasIPv6 ? new[] { false, true } : [false]) : [])
+        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes, nftTables)
+        {
+            TunnelDeviceKind = link.ExitCode == 0 ? ParseLinkKind(link.StandardOutput) : null,
+            AddressDevices = owned,
+        };
+    }
+
+    /// <summary>
+    /// These facts with the host's FOU ports (GRE in UDP on the kernel dataplane only): `ip -j [-6] fou show`, which
+    /// loads the fou module where there is one, or why the kernel has none.
+    /// </summary>
+    internal async Task<HostFacts> WithFouAsync(ICommandRunner runner, CancellationToken cancellationToken)
+    {
+        var ports = new List<FouPortFact>();
+        foreach (var ipv6 in HasIPv6 ? new[] { false, true } : [false])
         {
             // Both families asked for: whether `ip fou show` lists only its family's ports depends on the iproute2 version.
             var result = await runner.TryRunAsync(Command.Create("ip", ipv6 ? ["-j", "-6", "fou", "show"] : ["-j", "fou", "show"]), cancellationToken)
@@ -113,21 +124,13 @@ public sealed record HostFacts(
             if (result.ExitCode != 0)
             {
                 var error = result.StandardError.Trim().ReplaceLineEndings(" ");
-                fouUnavailable = error.Length > 0 ? error : $"ip fou show exited with {result.ExitCode}";
-                fouPorts.Clear();
-                break;
+                return this with { FouPorts = [], FouUnavailable = error.Length > 0 ? error : $"ip fou show exited with {result.ExitCode}" };
             }
 
-            fouPorts.AddRange(ParseFouPorts(result.StandardOutput, ipv6).Where(p => !fouPorts.Contains(p)));
+            ports.AddRange(ParseFouPorts(result.StandardOutput, ipv6).Where(p => !ports.Contains(p)));
         }
 
-        return new HostFacts(addresses, rules, sysctls, uplink, link.ExitCode == 0, hasIPv6, defaultRoutes, nftTables)
-        {
-            TunnelDeviceKind = link.ExitCode == 0 ? ParseLinkKind(link.StandardOutput) : null,
-            AddressDevices = owned,
-            FouPorts = fouPorts,
-            FouUnavailable = fouUnavailable,
-        };
+        return this with { FouPorts = ports, FouUnavailable = null };
     }
 
     /// <summary>

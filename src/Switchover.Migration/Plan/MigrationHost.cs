@@ -62,11 +62,15 @@ public sealed class MigrationHost
         {
             errors = [.. errors, .. MigrationPlanner.ValidateResources(spec, facts, others)];
         }
+        var withoutKernelTunnel = "This kernel has no GRE module";
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             // Kernel GRE is the default where the kernel has it; detected now, in a throwaway namespace.
             var support = await GreSupport.DetectAsync(cancellationToken).ConfigureAwait(false);
-            createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel;
+            createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily, spec.Encapsulation) == GreDataplaneKind.Kernel;
+            withoutKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel
+                ? "This kernel's GRE has no FOU (no fou module) for --encapsulation udp"
+                : "This kernel has no GRE module";
         }
 
         // A kernel link this setup creates, or one the operator made (e.g. `switchover tunnel run --dataplane auto`).
@@ -75,15 +79,17 @@ public sealed class MigrationHost
             errors = [.. errors, .. MigrationPlanner.ValidateKernelTunnel(spec)];
         }
 
-        if (!facts.TunnelDeviceExists && createKernelTunnel)
+        if (!facts.TunnelDeviceExists && createKernelTunnel && spec.Encapsulation == TunnelEncapsulation.GreInUdp)
         {
-            // GRE in UDP needs the kernel's FOU: refused now, before anything changes, rather than at `ip fou add`.
+            // GRE in UDP on the kernel's GRE needs its FOU, and the host's FOU port: refused now, before anything changes,
+            // rather than at `ip fou add`. Read only here, so that a userspace tunnel never loads the fou module.
+            facts = await facts.WithFouAsync(_runner, cancellationToken).ConfigureAwait(false);
             errors = [.. errors, .. MigrationPlanner.ValidateFou(spec, facts)];
         }
 
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
-            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +
+            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. {withoutKernelTunnel}: start the userspace tunnel first " +
                 $"(switchover tunnel run --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu}{spec.TunnelRunEncapsulation}, e.g. as a systemd service)."];
         }
 
@@ -408,8 +414,8 @@ public sealed class MigrationHost
     private async Task<HostFacts> ReadFactsAsync(MigrationSpec spec, CancellationToken cancellationToken)
     {
         var probe = await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, [], cancellationToken).ConfigureAwait(false);
-        return await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, MigrationPlanner.SysctlKeys(spec, probe.Uplink), cancellationToken,
-            fou: spec.Encapsulation == TunnelEncapsulation.GreInUdp).ConfigureAwait(false);
+        return await HostFacts.ReadAsync(_runner, spec.TunnelDevice, spec.RemoteOuter, MigrationPlanner.SysctlKeys(spec, probe.Uplink), cancellationToken)
+            .ConfigureAwait(false);
     }
 
     /// <summary>The journals of the other migrations on this host.</summary>
