@@ -62,15 +62,15 @@ public sealed class MigrationHost
         {
             errors = [.. errors, .. MigrationPlanner.ValidateResources(spec, facts, others)];
         }
-        var withoutKernelTunnel = "This kernel has no GRE module";
+        var withoutKernelTunnel = "This kernel has no GRE module: start the userspace tunnel first";
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             // Kernel GRE is the default where the kernel has it; detected now, in a throwaway namespace.
             var support = await GreSupport.DetectAsync(cancellationToken).ConfigureAwait(false);
             createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily, spec.Encapsulation) == GreDataplaneKind.Kernel;
             withoutKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel
-                ? "This kernel's GRE has no FOU (no fou module) for --encapsulation udp"
-                : "This kernel has no GRE module";
+                ? "This kernel's GRE has no FOU for --encapsulation udp: load it (modprobe fou) and run the setup again, or start the userspace tunnel first"
+                : withoutKernelTunnel;
         }
 
         // A kernel link this setup creates, or one the operator made (e.g. `switchover tunnel run --dataplane auto`).
@@ -89,7 +89,7 @@ public sealed class MigrationHost
 
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
-            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. {withoutKernelTunnel}: start the userspace tunnel first " +
+            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. {withoutKernelTunnel} " +
                 $"(switchover tunnel run --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu}{spec.TunnelRunEncapsulation}, e.g. as a systemd service)."];
         }
 
