@@ -39,9 +39,9 @@ internal static class CommonOptions
         var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
         switch (text)
         {
-            case "gre":
+            case Switchover.Migration.Gre.TunnelEncapsulationNames.Gre:
                 return Switchover.Migration.Gre.TunnelEncapsulation.Gre;
-            case "udp":
+            case Switchover.Migration.Gre.TunnelEncapsulationNames.Udp:
                 return Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp;
             default:
                 result.AddError($"--encapsulation '{text}' is not known: use gre (IP protocol 47) or udp (GRE in UDP, port " +

@@ -46,7 +46,7 @@ internal static class TunnelCommand
         var sequence = new Option<bool>("--sequence") { Description = "Send GRE sequence numbers (received ones are ignored)." };
         var dataplane = new Option<string>("--dataplane")
         {
-            Description = "auto: the kernel's GRE when it has it for this outer family, else userspace.",
+            Description = "auto: the kernel's GRE when it has it for this outer family (and FOU, for --encapsulation udp), else userspace.",
             HelpName = "auto|kernel|userspace",
             DefaultValueFactory = _ => "auto",
         };
@@ -179,7 +179,7 @@ internal static class TunnelCommand
         if (dataplaneChoice == "auto")
         {
             var support = await GreSupport.DetectAsync(cancellationToken).ConfigureAwait(false);
-            kind = support.DataplaneFor(options.OuterFamily);
+            kind = support.DataplaneFor(options.OuterFamily, options.Encapsulation);
             await error.WriteLineAsync($"switchover tunnel: kernel GRE probe: {support.Detail}; using the {Lower(kind)} dataplane").ConfigureAwait(false);
         }
         else

@@ -183,6 +183,28 @@ public sealed class SshPeerTests
     }
 
     [Fact]
+    public void The_peers_setup_is_the_other_side_of_the_tunnel_with_this_hosts_encapsulation_and_plain_GRE_adds_no_option()
+    {
+        var spec = new Switchover.Migration.Model.MigrationSpec(NamespaceName.Parse("mail"),
+            Switchover.Migration.Model.MigrationSide.Old, "gre-sw", System.Net.IPAddress.Parse("192.0.2.1"), System.Net.IPAddress.Parse("203.0.113.1"),
+            42, 1464, 0x2f, 47, [Switchover.Netfilter.SteeredTuple.Parse("tcp/192.0.2.1:25")])
+        {
+            Encapsulation = Switchover.Migration.Gre.TunnelEncapsulation.GreInUdp,
+        };
+
+        Assert.Equal(
+        [
+            "--name", "mail", "--side", "new", "--tunnel", "gre-sw", "--local", "203.0.113.1", "--remote", "192.0.2.1", "--key", "42", "--mtu", "1464",
+            "--link-network", spec.EffectiveLinkNetwork.ToString(), "--encapsulation", "udp", "--tuple", "tcp/192.0.2.1:25",
+        ], PeerMigration.PeerSetupArguments(spec, dryRun: false));
+        Assert.Equal("--dry-run", PeerMigration.PeerSetupArguments(spec, dryRun: true)[^1]);
+
+        var gre = PeerMigration.PeerSetupArguments(spec with { Encapsulation = Switchover.Migration.Gre.TunnelEncapsulation.Gre }, dryRun: false);
+        Assert.DoesNotContain("--encapsulation", gre);
+        Assert.Equal(PeerMigration.PeerSetupArguments(spec, dryRun: false).Where(a => a is not ("--encapsulation" or "udp")), gre);
+    }
+
+    [Fact]
     public void A_peer_connection_with_missing_files_or_a_bad_command_lists_every_problem()
     {
         var errors = (Peer with { Command = "switchover\nrm -rf /", Timeout = TimeSpan.Zero }).Validate();

@@ -4,15 +4,21 @@ using Switchover.Processes;
 
 namespace Switchover.Migration.Gre;
 
-/// <summary>What this kernel offers: GRE over IPv4 (ip_gre) and over IPv6 (ip6_gre).</summary>
+/// <summary>What this kernel offers: GRE over IPv4 (ip_gre) and over IPv6 (ip6_gre), and FOU (fou) for GRE in UDP.</summary>
 /// <param name="Gre">`ip link add … type gre` works.</param>
 /// <param name="Ip6Gre">`ip link add … type ip6gre` works.</param>
 /// <param name="Detail">What the probe saw, for a log line or status output.</param>
-public sealed record GreSupportResult(bool Gre, bool Ip6Gre, string Detail)
+/// <param name="Fou">`ip fou show` works: the kernel's GRE can be carried in UDP (encap fou).</param>
+public sealed record GreSupportResult(bool Gre, bool Ip6Gre, string Detail, bool Fou = false)
 {
-    /// <summary>The kernel dataplane where the kernel supports this outer family, else the userspace one.</summary>
-    public GreDataplaneKind DataplaneFor(AddressFamily outerFamily) =>
-        (outerFamily == AddressFamily.InterNetworkV6 ? Ip6Gre : Gre) ? GreDataplaneKind.Kernel : GreDataplaneKind.Userspace;
+    /// <summary>
+    /// The kernel dataplane where the kernel supports this outer family (and, for GRE in UDP, has FOU), else the
+    /// userspace one, which speaks both encapsulations itself.
+    /// </summary>
+    public GreDataplaneKind DataplaneFor(AddressFamily outerFamily, TunnelEncapsulation encapsulation = TunnelEncapsulation.Gre) =>
+        (outerFamily == AddressFamily.InterNetworkV6 ? Ip6Gre : Gre) && (encapsulation == TunnelEncapsulation.Gre || Fou)
+            ? GreDataplaneKind.Kernel
+            : GreDataplaneKind.Userspace;
 }
 
 /// <summary>Detects kernel GRE at run time, by creating throwaway links in a throwaway network namespace.</summary>
@@ -21,8 +27,8 @@ public static class GreSupport
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Creates a temporary namespace, tries `ip link add` of type gre and ip6gre in it (which also loads the modules
-    /// when they exist) and deletes it. Nothing outside that namespace changes. Needs root; without it, or without
+    /// Creates a temporary namespace, tries `ip link add` of type gre and ip6gre and `ip fou show` in it (which also
+    /// load the modules when they exist) and deletes it. Nothing outside that namespace changes. Needs root; without it, or without
     /// `ip`, the answer is "no kernel GRE", with the reason in <see cref="GreSupportResult.Detail"/>.
     /// </summary>
     public static Task<GreSupportResult> DetectAsync(CancellationToken cancellationToken) =>
@@ -51,7 +57,11 @@ public static class GreSupport
         {
             var gre = await ProbeAsync(runner, ns, "gre", "192.0.2.1", "192.0.2.2", cancellationToken).ConfigureAwait(false);
             var ip6gre = await ProbeAsync(runner, ns, "ip6gre", "2001:db8::1", "2001:db8::2", cancellationToken).ConfigureAwait(false);
-            return new GreSupportResult(gre is null, ip6gre is null, $"gre: {gre ?? "supported"}; ip6gre: {ip6gre ?? "supported"}");
+            var fouResult = await runner.TryRunAsync(Command.Create("ip", "-n", ns, "fou", "show"), cancellationToken).ConfigureAwait(false);
+            var fou = fouResult.ExitCode == 0 ? null
+                : fouResult.StandardError.Trim().ReplaceLineEndings(" ") is { Length: > 0 } error ? error : $"ip exited with {fouResult.ExitCode}";
+            return new GreSupportResult(gre is null, ip6gre is null, $"gre: {gre ?? "supported"}; ip6gre: {ip6gre ?? "supported"}; fou: {fou ?? "supported"}",
+                fou is null);
         }
         finally
         {

@@ -11,11 +11,11 @@ public static class TunnelDataplane
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Use Kernel or Userspace."),
     };
 
-    /// <summary>Kernel GRE when <see cref="GreSupport.DetectAsync(CancellationToken)"/> finds it for the outer family, else userspace. Not yet started.</summary>
+    /// <summary>Kernel GRE when <see cref="GreSupport.DetectAsync(CancellationToken)"/> finds it for the outer family (and FOU for GRE in UDP), else userspace. Not yet started.</summary>
     public static async Task<ITunnelDataplane> CreateDetectedAsync(TunnelOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
         var support = await GreSupport.DetectAsync(cancellationToken).ConfigureAwait(false);
-        return Create(options, support.DataplaneFor(options.OuterFamily));
+        return Create(options, support.DataplaneFor(options.OuterFamily, options.Encapsulation));
     }
 }

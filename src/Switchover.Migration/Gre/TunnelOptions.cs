@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using System.Text.RegularExpressions;
 
 namespace Switchover.Migration.Gre;
@@ -179,7 +181,11 @@ public sealed partial record TunnelOptions
     private static partial Regex NamespacePattern();
 }
 
-/// <summary>How a tunnel's GRE packets are carried between the hosts.</summary>
+/// <summary>
+/// How a tunnel's GRE packets are carried between the hosts. In JSON (the tunnel agent's status, the migration
+/// journal) by its command-line name, gre or udp (<see cref="TunnelEncapsulationNames"/>).
+/// </summary>
+[JsonConverter(typeof(TunnelEncapsulationJsonConverter))]
 public enum TunnelEncapsulation
 {
     /// <summary>IP protocol 47 (RFC 2784, with the key and sequence number of RFC 2890).</summary>
@@ -187,4 +193,54 @@ public enum TunnelEncapsulation
 
     /// <summary>The same GRE header and payload in a UDP datagram, port 4754 at both ends (RFC 8086).</summary>
     GreInUdp,
+}
+
+/// <summary>The one vocabulary operators see for an encapsulation, as on the command line: gre and udp.</summary>
+public static class TunnelEncapsulationNames
+{
+    public const string Gre = "gre";
+    public const string Udp = "udp";
+
+    /// <summary>gre or udp; an undefined value by its number.</summary>
+    public static string Name(TunnelEncapsulation encapsulation) => encapsulation switch
+    {
+        TunnelEncapsulation.Gre => Gre,
+        TunnelEncapsulation.GreInUdp => Udp,
+        _ => ((int)encapsulation).ToString(CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>
+    /// gre or udp; also the enum's own names (GreInUdp, greInUdp: what agents and journals wrote before the names were
+    /// one vocabulary), in any case. Null when it is none of them.
+    /// </summary>
+    public static TunnelEncapsulation? Parse(string? text) => text?.ToLowerInvariant() switch
+    {
+        Gre => TunnelEncapsulation.Gre,
+        Udp or "greinudp" => TunnelEncapsulation.GreInUdp,
+        _ => null,
+    };
+}
+
+/// <summary>Writes an encapsulation as gre or udp; reads those, the older enum names, and numbers.</summary>
+internal sealed class TunnelEncapsulationJsonConverter : JsonConverter<TunnelEncapsulation>
+{
+    public override TunnelEncapsulation Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.TokenType switch
+    {
+        JsonTokenType.Number => (TunnelEncapsulation)reader.GetInt32(),
+        JsonTokenType.String => TunnelEncapsulationNames.Parse(reader.GetString())
+            ?? throw new JsonException($"Encapsulation '{reader.GetString()}' is not known: gre or udp."),
+        _ => throw new JsonException($"An encapsulation is a string (gre or udp), not {reader.TokenType}."),
+    };
+
+    public override void Write(Utf8JsonWriter writer, TunnelEncapsulation value, JsonSerializerOptions options)
+    {
+        if (Enum.IsDefined(value))
+        {
+            writer.WriteStringValue(TunnelEncapsulationNames.Name(value));
+        }
+        else
+        {
+            writer.WriteNumberValue((int)value);
+        }
+    }
 }

@@ -176,7 +176,7 @@ public sealed record MigrationSpec(
     public string TunnelRunEncapsulation => Encapsulation == TunnelEncapsulation.Gre ? string.Empty : " --encapsulation " + EncapsulationName(Encapsulation);
 
     /// <summary>The CLI's name of an encapsulation: gre or udp.</summary>
-    public static string EncapsulationName(TunnelEncapsulation encapsulation) => encapsulation == TunnelEncapsulation.GreInUdp ? "udp" : "gre";
+    public static string EncapsulationName(TunnelEncapsulation encapsulation) => TunnelEncapsulationNames.Name(encapsulation);
 
     public bool HasIPv6Outer => LocalOuter.AddressFamily == AddressFamily.InterNetworkV6;
 }

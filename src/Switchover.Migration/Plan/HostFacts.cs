@@ -10,6 +10,16 @@ public sealed record RuleFact(bool IPv6, int Priority, string Table, IReadOnlyDi
     public bool IsLocalTable => Table == "local" && Selectors.Count == 0;
 }
 
+/// <summary>
+/// A FOU receive port as `ip -j fou show` reports it: UDP to <paramref name="Port"/> of this family is handed to IP
+/// protocol <paramref name="Protocol"/> (47 for GRE in UDP), or to GUE when <paramref name="Protocol"/> is null.
+/// </summary>
+public sealed record FouPortFact(bool IPv6, int Port, int? Protocol)
+{
+    public override string ToString() =>
+        $"port {Port} {(Protocol is { } p ? "ipproto " + p.ToString(System.Globalization.CultureInfo.InvariantCulture) : "gue")}{(IPv6 ? " -6" : string.Empty)}";
+}
+
 /// <summary>What the planner needs to know about a host before it plans: read once, then planning is pure.</summary>
 public sealed record HostFacts(
     IReadOnlyList<IPAddress> LocalAddresses,
@@ -27,6 +37,21 @@ public sealed record HostFacts(
     /// <summary>Which device holds each local address (`ip -j addr`), when read from the host.</summary>
     public IReadOnlyList<(IPAddress Address, string Device)> AddressDevices { get; init; } = [];
 
+    /// <summary>
+    /// The FOU receive ports of this host (both families), when read (<see cref="WithFouAsync"/>) and the kernel has
+    /// FOU; empty otherwise. See <see cref="FouUnavailable"/>.
+    /// </summary>
+    public IReadOnlyList<FouPortFact> FouPorts { get; init; } = [];
+
+    /// <summary>
+    /// Why this kernel cannot do FOU (`ip fou show` failed: no fou module, which asking for its generic netlink
+    /// family would have loaded), or null when it can or was not asked (plain GRE, the userspace dataplane).
+    /// </summary>
+    public string? FouUnavailable { get; init; }
+
+    /// <summary>The FOU port of this family on <paramref name="port"/>, or null when there is none.</summary>
+    public FouPortFact? FouPort(bool ipv6, int port) => FouPorts.FirstOrDefault(f => f.IPv6 == ipv6 && f.Port == port);
+
     public bool Owns(IPAddress address) => LocalAddresses.Contains(address);
 
     /// <summary>The device that holds a local address, or null when not known.</summary>
@@ -35,7 +60,8 @@ public sealed record HostFacts(
     public string? Sysctl(string key) => Sysctls.TryGetValue(key, out var value) ? value : null;
 
     /// <summary>Reads the facts of the host this process runs in (its network namespace).</summary>
-    internal static async Task<HostFacts> ReadAsync(ICommandRunner runner, string tunnelDevice, IPAddress remoteOuter, IEnumerable<string> sysctlKeys, CancellationToken cancellationToken)
+    internal static async Task<HostFacts> ReadAsync(ICommandRunner runner, string tunnelDevice, IPAddress remoteOuter, IEnumerable<string> sysctlKeys,
+        CancellationToken cancellationToken)
     {
         var owned = ParseAddresses((await Ip(runner, cancellationToken, "-j", "addr", "show").ConfigureAwait(false)).StandardOutput);
         var addresses = owned.Select(a => a.Address).ToList();
@@ -81,6 +107,58 @@ public sealed record HostFacts(
             TunnelDeviceKind = link.ExitCode == 0 ? ParseLinkKind(link.StandardOutput) : null,
             AddressDevices = owned,
         };
+    }
+
+    /// <summary>
+    /// These facts with the host's FOU ports (GRE in UDP on the kernel dataplane only): `ip -j [-6] fou show`, which
+    /// loads the fou module where there is one, or why the kernel has none.
+    /// </summary>
+    internal async Task<HostFacts> WithFouAsync(ICommandRunner runner, CancellationToken cancellationToken)
+    {
+        var ports = new List<FouPortFact>();
+        foreach (var ipv6 in HasIPv6 ? new[] { false, true } : [false])
+        {
+            // Both families asked for: whether `ip fou show` lists only its family's ports depends on the iproute2 version.
+            var result = await runner.TryRunAsync(Command.Create("ip", ipv6 ? ["-j", "-6", "fou", "show"] : ["-j", "fou", "show"]), cancellationToken)
+                .ConfigureAwait(false);
+            if (result.ExitCode != 0)
+            {
+                var error = result.StandardError.Trim().ReplaceLineEndings(" ");
+                return this with { FouPorts = [], FouUnavailable = error.Length > 0 ? error : $"ip fou show exited with {result.ExitCode}" };
+            }
+
+            ports.AddRange(ParseFouPorts(result.StandardOutput, ipv6).Where(p => !ports.Contains(p)));
+        }
+
+        return this with { FouPorts = ports, FouUnavailable = null };
+    }
+
+    /// <summary>
+    /// The ports of `ip -j [-6] fou show`: [{"port":4754,"ipproto":47,"family":"inet"}] (GUE ports say "gue" instead of
+    /// ipproto). Without a family the port is of <paramref name="ipv6"/>, the family asked for. No ports: empty output.
+    /// </summary>
+    internal static IEnumerable<FouPortFact> ParseFouPorts(string json, bool ipv6)
+    {
+        if (string.IsNullOrWhiteSpace(json))
+        {
+            return [];
+        }
+
+        using var document = JsonDocument.Parse(json);
+        var ports = new List<FouPortFact>();
+        foreach (var entry in document.RootElement.EnumerateArray())
+        {
+            if (!entry.TryGetProperty("port", out var port))
+            {
+                continue;
+            }
+
+            var family = entry.TryGetProperty("family", out var f) ? f.GetString() == "inet6" : ipv6;
+            int? protocol = entry.TryGetProperty("ipproto", out var p) ? p.GetInt32() : null;
+            ports.Add(new FouPortFact(family, port.GetInt32(), protocol));
+        }
+
+        return ports;
     }
 
     /// <summary>The kind of a link in `ip -d -j link show` (gre, ip6gre, tun...); null without link info.</summary>

@@ -62,11 +62,15 @@ public sealed class MigrationHost
         {
             errors = [.. errors, .. MigrationPlanner.ValidateResources(spec, facts, others)];
         }
+        var withoutKernelTunnel = "This kernel has no GRE module: start the userspace tunnel first";
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
             // Kernel GRE is the default where the kernel has it; detected now, in a throwaway namespace.
             var support = await GreSupport.DetectAsync(cancellationToken).ConfigureAwait(false);
-            createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel;
+            createKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily, spec.Encapsulation) == GreDataplaneKind.Kernel;
+            withoutKernelTunnel = support.DataplaneFor(spec.LocalOuter.AddressFamily) == GreDataplaneKind.Kernel
+                ? "This kernel's GRE has no FOU for --encapsulation udp: load it (modprobe fou) and run the setup again, or start the userspace tunnel first"
+                : withoutKernelTunnel;
         }
 
         // A kernel link this setup creates, or one the operator made (e.g. `switchover tunnel run --dataplane auto`).
@@ -75,9 +79,17 @@ public sealed class MigrationHost
             errors = [.. errors, .. MigrationPlanner.ValidateKernelTunnel(spec)];
         }
 
+        if (!facts.TunnelDeviceExists && createKernelTunnel && spec.Encapsulation == TunnelEncapsulation.GreInUdp)
+        {
+            // GRE in UDP on the kernel's GRE needs its FOU, and the host's FOU port: refused now, before anything changes,
+            // rather than at `ip fou add`. Read only here, so that a userspace tunnel never loads the fou module.
+            facts = await facts.WithFouAsync(_runner, cancellationToken).ConfigureAwait(false);
+            errors = [.. errors, .. MigrationPlanner.ValidateFou(spec, facts)];
+        }
+
         if (!facts.TunnelDeviceExists && !createKernelTunnel)
         {
-            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. This kernel has no GRE module: start the userspace tunnel first " +
+            errors = [.. errors, $"There is no tunnel device '{spec.TunnelDevice}'. {withoutKernelTunnel} " +
                 $"(switchover tunnel run --name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu}{spec.TunnelRunEncapsulation}, e.g. as a systemd service)."];
         }
 
@@ -91,7 +103,7 @@ public sealed class MigrationHost
             throw new MigrationException(errors);
         }
 
-        var plan = MigrationPlanner.Plan(spec, facts, createKernelTunnel && !facts.TunnelDeviceExists);
+        var plan = MigrationPlanner.Plan(spec, facts, createKernelTunnel && !facts.TunnelDeviceExists, others);
         if (dryRun)
         {
             if (journal is null)
@@ -119,7 +131,7 @@ public sealed class MigrationHost
         catch (Exception e) when (e is CommandException or StateException)
         {
             using var rollback = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            var undoErrors = await UndoAsync(appliedNow, rollback.Token).ConfigureAwait(false);
+            var undoErrors = await UndoAsync(appliedNow, OtherJournals(spec.Name), rollback.Token).ConfigureAwait(false);
             var remaining = applied.Except(appliedNow).ToList();
             if (remaining.Count == 0)
             {
@@ -196,13 +208,14 @@ public sealed class MigrationHost
             return new MigrationOutcome([], dryRun, $"migration '{name}' is not set up on this host: nothing to tear down");
         }
 
-        var undo = journal.Applied.Reverse().ToList();
+        var others = OtherJournals(name);
+        var undo = journal.Applied.Reverse().Select(c => MigrationPlanner.ForUndo(c, others)).ToList();
         if (dryRun)
         {
             return new MigrationOutcome(undo, DryRun: true);
         }
 
-        var errors = await UndoAsync(journal.Applied, cancellationToken).ConfigureAwait(false);
+        var errors = await UndoAsync(journal.Applied, others, cancellationToken).ConfigureAwait(false);
         if (errors.Count > 0)
         {
             throw new MigrationException(["Teardown could not undo everything; the journal is kept so that it can be run again.", .. errors]);
@@ -291,13 +304,14 @@ public sealed class MigrationHost
         }
 
         // Everything but the moved addresses on lo: they stay, and are no longer the migration's to remove.
-        var retire = journal.Applied.Where(c => !c.Id.StartsWith("addr:lo:", StringComparison.Ordinal)).ToList();
+        var others = OtherJournals(name);
+        var retire = journal.Applied.Where(c => !c.Id.StartsWith("addr:lo:", StringComparison.Ordinal)).Select(c => MigrationPlanner.ForUndo(c, others)).ToList();
         if (dryRun)
         {
             return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: true);
         }
 
-        var errors = await UndoAsync(retire, cancellationToken).ConfigureAwait(false);
+        var errors = await UndoAsync(retire, others, cancellationToken).ConfigureAwait(false);
         if (errors.Count > 0)
         {
             throw new MigrationException(["Finalize could not undo everything; the journal is kept.", .. errors]);
@@ -435,11 +449,14 @@ public sealed class MigrationHost
         }
     }
 
-    /// <summary>Undoes changes in reverse order; keeps going past a failure and reports every one.</summary>
-    private async Task<IReadOnlyList<string>> UndoAsync(IEnumerable<HostChange> changes, CancellationToken cancellationToken)
+    /// <summary>
+    /// Undoes changes in reverse order; keeps going past a failure and reports every one. What the other migrations
+    /// on this host still use (a shared FOU port) is kept.
+    /// </summary>
+    private async Task<IReadOnlyList<string>> UndoAsync(IEnumerable<HostChange> changes, IReadOnlyList<MigrationJournal> others, CancellationToken cancellationToken)
     {
         var errors = new List<string>();
-        foreach (var change in changes.Reverse())
+        foreach (var change in changes.Reverse().Select(c => MigrationPlanner.ForUndo(c, others)))
         {
             try
             {

@@ -197,7 +197,8 @@ public static class MigrationPlanner
             : uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out mark) ? mark : null;
     }
 
-    public static IReadOnlyList<HostChange> Plan(MigrationSpec spec, HostFacts facts, bool createKernelTunnel)
+    /// <param name="others">The journals of the other migrations on this host: whether a FOU port there is one of theirs.</param>
+    public static IReadOnlyList<HostChange> Plan(MigrationSpec spec, HostFacts facts, bool createKernelTunnel, IReadOnlyList<MigrationJournal>? others = null)
     {
         var changes = new List<HostChange>();
         var tun = spec.TunnelDevice;
@@ -210,10 +211,8 @@ public static class MigrationPlanner
             var options = new TunnelOptions { Name = tun, Local = spec.LocalOuter, Remote = spec.RemoteOuter, Key = spec.Key, Mtu = spec.Mtu, Encapsulation = spec.Encapsulation };
             if (spec.Encapsulation == TunnelEncapsulation.GreInUdp)
             {
-                // The FOU receive port before the link, and gone after it.
-                changes.Add(new HostChange($"fou:{TunnelOptions.GreInUdpPort}:{(spec.HasIPv6Outer ? 6 : 4)}",
-                    $"receive GRE in UDP on port {TunnelOptions.GreInUdpPort} (FOU, IPv{(spec.HasIPv6Outer ? 6 : 4)})",
-                    [Of(KernelGreDataplane.FouAddCommand(options))], [Of(KernelGreDataplane.FouDeleteCommand(options))]));
+                // The FOU receive port before the link, and gone after it (when no other migration still uses it).
+                changes.Add(FouChange(spec, facts, options, others ?? []));
             }
 
             var what = spec.Encapsulation == TunnelEncapsulation.GreInUdp ? $"GRE in UDP (port {TunnelOptions.GreInUdpPort})" : "GRE";
@@ -338,6 +337,107 @@ public static class MigrationPlanner
             [new HostCommand(["nft", "-f", "-"], steering.Render())],
             [new HostCommand(["nft", "-f", "-"], SteeringTable.RenderDelete(steering.TableName))]));
         return changes;
+    }
+
+    /// <summary>The id of a FOU port change this migration made: it opened the port, and removes it when the last to use it.</summary>
+    public const string FouOwned = "fou";
+
+    /// <summary>The id of a FOU port another migration opened: shared, removed by whichever migration is the last to use it.</summary>
+    public const string FouShared = "fou-shared";
+
+    /// <summary>The id of a FOU port that was there before any migration (`ip fou add` by hand, a tunnel agent): never removed by a migration.</summary>
+    public const string FouForeign = "fou-foreign";
+
+    /// <summary>
+    /// What the kernel dataplane's GRE in UDP needs of this host; empty when it may go ahead. The kernel must have FOU
+    /// (its fou module), and the FOU port 4754 of the outer family, when there, must hand its datagrams to GRE
+    /// (ipproto 47): one for another protocol, or GUE, is someone else's and stays as it is.
+    /// </summary>
+    public static IReadOnlyList<string> ValidateFou(MigrationSpec spec, HostFacts facts)
+    {
+        if (spec.Encapsulation != TunnelEncapsulation.GreInUdp)
+        {
+            return [];
+        }
+
+        var family = spec.HasIPv6Outer ? 6 : 4;
+        if (facts.FouUnavailable is { } reason)
+        {
+            return [$"This kernel has no FOU (foo-over-UDP; 'ip fou show': {reason}), which the kernel's GRE needs for --encapsulation udp. " +
+                "Load it (modprobe fou) and run the setup again, or start the userspace tunnel first (switchover tunnel run --dataplane userspace " +
+                $"--name {spec.TunnelDevice} --local {spec.LocalOuter} --remote {spec.RemoteOuter} --key K --mtu {spec.Mtu} --encapsulation udp), " +
+                "which speaks GRE in UDP itself. Nothing was changed."];
+        }
+
+        if (facts.FouPort(spec.HasIPv6Outer, TunnelOptions.GreInUdpPort) is { Protocol: not GreProtocol } other)
+        {
+            return [$"UDP port {TunnelOptions.GreInUdpPort} (IPv{family}) is already a FOU port for {(other.Protocol is { } p ? $"IP protocol {p}" : "GUE")}, " +
+                $"not GRE ('ip fou show': {other}): GRE in UDP cannot be received there. It is not this migration's to change: remove it if nothing " +
+                $"needs it (ip fou del port {TunnelOptions.GreInUdpPort}{(spec.HasIPv6Outer ? " -6" : string.Empty)}), or use --encapsulation gre on both hosts. " +
+                "Nothing was changed."];
+        }
+
+        return [];
+    }
+
+    /// <summary>
+    /// A change as teardown, finalize or a failed setup undoes it: a FOU port that another migration on this host still
+    /// uses is kept (no undo), the others as journaled.
+    /// </summary>
+    public static HostChange ForUndo(HostChange change, IReadOnlyList<MigrationJournal> others)
+    {
+        if (FouKey(change) is not { } key || change.Undo.Count == 0
+            || others.FirstOrDefault(o => o.Applied.Any(c => FouKey(c) == key)) is not { } user)
+        {
+            return change;
+        }
+
+        return change with
+        {
+            Description = $"keep the FOU port {key.Port} (IPv{key.Family}): migration '{user.Name}' still uses it",
+            Undo = [],
+        };
+    }
+
+    private const int GreProtocol = 47;
+
+    /// <summary>The port and family of a FOU port change (owned, shared or foreign), or null for any other change.</summary>
+    internal static (int Port, int Family)? FouKey(HostChange change)
+    {
+        var parts = change.Id.Split(':');
+        return parts.Length == 3 && parts[0] is FouOwned or FouShared or FouForeign
+            && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var port)
+            && int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out var family)
+            ? (port, family)
+            : null;
+    }
+
+    /// <summary>
+    /// The FOU receive port is one per port and family on a host, not per link: the migration that finds none opens it
+    /// (owned); one that finds it opened by another migration shares it; one that finds it made by someone else uses it
+    /// and never removes it. An owned or shared port is removed by the last migration that uses it (<see cref="ForUndo"/>).
+    /// </summary>
+    private static HostChange FouChange(MigrationSpec spec, HostFacts facts, TunnelOptions options, IReadOnlyList<MigrationJournal> others)
+    {
+        var port = TunnelOptions.GreInUdpPort;
+        var family = spec.HasIPv6Outer ? 6 : 4;
+        var key = (port, family);
+        var id = string.Create(CultureInfo.InvariantCulture, $"{port}:{family}");
+        if (facts.FouPort(spec.HasIPv6Outer, port) is null)
+        {
+            return new HostChange($"{FouOwned}:{id}", $"receive GRE in UDP on port {port} (FOU, IPv{family}): open the port; removed by the last migration here that uses it",
+                [Of(KernelGreDataplane.FouAddCommand(options))], [Of(KernelGreDataplane.FouDeleteCommand(options))]);
+        }
+
+        if (others.FirstOrDefault(o => o.Applied.Any(c => FouKey(c) == key && !c.Id.StartsWith(FouForeign + ":", StringComparison.Ordinal))) is { } opener)
+        {
+            return new HostChange($"{FouShared}:{id}",
+                $"receive GRE in UDP on port {port} (FOU, IPv{family}): share the port migration '{opener.Name}' opened; removed by the last migration here that uses it",
+                [], [Of(KernelGreDataplane.FouDeleteCommand(options))]);
+        }
+
+        return new HostChange($"{FouForeign}:{id}",
+            $"receive GRE in UDP on port {port} (FOU, IPv{family}): use the port that was there before (not a migration's): left in place", [], []);
     }
 
     private static HostCommand Of(Processes.Command command) => new([command.FileName, .. command.Arguments], command.StandardInput);

@@ -30,6 +30,40 @@ public sealed class PeerMigration
 
     public static PeerMigration Create(string stateRoot = StateStore.DefaultRoot) => new(MigrationHost.Create(stateRoot), CommandRunner.Instance);
 
+    /// <summary>
+    /// The options of the peer's <c>switchover migrate setup</c>: the other side of the same tunnel (local and remote
+    /// swapped; the same key, MTU, link network and encapsulation), and the tuples when the peer is the new host.
+    /// </summary>
+    internal static List<string> PeerSetupArguments(MigrationSpec spec, bool dryRun)
+    {
+        var other = Other(spec.Side);
+        List<string> arguments =
+        [
+            "--name", spec.Name.Value, "--side", other.ToString().ToLowerInvariant(), "--tunnel", spec.TunnelDevice,
+            "--local", spec.RemoteOuter.ToString(), "--remote", spec.LocalOuter.ToString(),
+            "--key", spec.Key!.Value.ToString(CultureInfo.InvariantCulture), "--mtu", spec.Mtu.ToString(CultureInfo.InvariantCulture),
+            "--link-network", spec.EffectiveLinkNetwork.ToString(),
+        ];
+        if (spec.Encapsulation != Gre.TunnelEncapsulation.Gre)
+        {
+            // Only when not the default, so that a peer from before GRE in UDP still takes a plain-GRE setup, and refuses
+            // (unknown option) rather than silently speaking plain GRE to this host's GRE in UDP.
+            arguments.AddRange(["--encapsulation", MigrationSpec.EncapsulationName(spec.Encapsulation)]);
+        }
+
+        if (other == MigrationSide.New)
+        {
+            arguments.AddRange(spec.Tuples.SelectMany(t => new[] { "--tuple", t.ToString() }));
+        }
+
+        if (dryRun)
+        {
+            arguments.Add("--dry-run");
+        }
+
+        return arguments;
+    }
+
     /// <summary>The peer this host's journal records for the migration, or null (not set up here, or set up without one).</summary>
     public async Task<PeerConnection?> RecordedPeerAsync(NamespaceName name, CancellationToken cancellationToken) =>
         (await _host.ReadAsync(name, cancellationToken).ConfigureAwait(false))?.Peer;
@@ -73,29 +107,7 @@ public sealed class PeerMigration
             await RecordAsync(spec.Name, peer, Exchange("check: switchover --version", ok: true, [version]), cancellationToken).ConfigureAwait(false);
         }
 
-        List<string> arguments =
-        [
-            "--name", spec.Name.Value, "--side", other.ToString().ToLowerInvariant(), "--tunnel", spec.TunnelDevice,
-            "--local", spec.RemoteOuter.ToString(), "--remote", spec.LocalOuter.ToString(),
-            "--key", spec.Key!.Value.ToString(CultureInfo.InvariantCulture), "--mtu", spec.Mtu.ToString(CultureInfo.InvariantCulture),
-            "--link-network", spec.EffectiveLinkNetwork.ToString(),
-        ];
-        if (spec.Encapsulation != Gre.TunnelEncapsulation.Gre)
-        {
-            // Only when not the default, so that a peer from before GRE in UDP still takes a plain-GRE setup, and refuses
-            // (unknown option) rather than silently speaking plain GRE to this host's GRE in UDP.
-            arguments.AddRange(["--encapsulation", MigrationSpec.EncapsulationName(spec.Encapsulation)]);
-        }
-
-        if (other == MigrationSide.New)
-        {
-            arguments.AddRange(spec.Tuples.SelectMany(t => new[] { "--tuple", t.ToString() }));
-        }
-
-        if (dryRun)
-        {
-            arguments.Add("--dry-run");
-        }
+        var arguments = PeerSetupArguments(spec, dryRun);
 
         MigrationAnswer? answer = null;
         string failure;

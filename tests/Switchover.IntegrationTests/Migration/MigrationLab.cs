@@ -36,20 +36,21 @@ internal static class MigrationLab
 
     /// <summary>
     /// Userspace GRE in this process between the old and the new host's outer IPv4 addresses: the old host's own
-    /// address, or <paramref name="oldOuter"/> (another address of the old host's).
+    /// address, or <paramref name="oldOuter"/> (another address of the old host's); plain GRE, or GRE in UDP.
     /// </summary>
-    public static async Task<Tunnels> StartTunnelsAsync(FourHostLab lab, CancellationToken cancellationToken, IPAddress? oldOuter = null)
+    public static async Task<Tunnels> StartTunnelsAsync(FourHostLab lab, CancellationToken cancellationToken, IPAddress? oldOuter = null,
+        TunnelEncapsulation encapsulation = TunnelEncapsulation.Gre)
     {
         oldOuter ??= lab.OldV4;
         var old = await UserspaceGreTunnel.StartAsync(new TunnelOptions
         {
-            Name = Tunnel, Local = oldOuter, Remote = lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.Old.Name,
+            Name = Tunnel, Local = oldOuter, Remote = lab.NewV4, Key = Key, Mtu = 1472, NetworkNamespace = lab.Old.Name, Encapsulation = encapsulation,
         }, cancellationToken);
         try
         {
             var @new = await UserspaceGreTunnel.StartAsync(new TunnelOptions
             {
-                Name = Tunnel, Local = lab.NewV4, Remote = oldOuter, Key = Key, Mtu = 1472, NetworkNamespace = lab.New.Name,
+                Name = Tunnel, Local = lab.NewV4, Remote = oldOuter, Key = Key, Mtu = 1472, NetworkNamespace = lab.New.Name, Encapsulation = encapsulation,
             }, cancellationToken);
             return new Tunnels(old, @new);
         }
@@ -88,8 +89,12 @@ internal static class MigrationLab
 
     public static string TunnelSocket(NetworkNamespace host) => Path.Combine(StateDirectory(host), "tunnel.sock");
 
-    /// <summary>The userspace tunnel as an operator runs it: a long-lived <c>switchover tunnel run</c> agent on each host.</summary>
-    public static async Task<Agents> StartAgentsAsync(FourHostLab lab, CancellationToken cancellationToken)
+    /// <summary>
+    /// The userspace tunnel as an operator runs it: a long-lived <c>switchover tunnel run</c> agent on each host, with
+    /// <c>--dataplane userspace</c> (or <paramref name="dataplane"/>) and plain GRE (or <paramref name="encapsulation"/>).
+    /// </summary>
+    public static async Task<Agents> StartAgentsAsync(FourHostLab lab, CancellationToken cancellationToken, string dataplane = "userspace",
+        TunnelEncapsulation encapsulation = TunnelEncapsulation.Gre)
     {
         var agents = new Agents();
         try
@@ -98,7 +103,8 @@ internal static class MigrationLab
             {
                 Directory.CreateDirectory(StateDirectory(host));
                 var agent = host.StartProcess("dotnet", [Artifacts.Cli, "tunnel", "run", "--name", Tunnel, "--local", local.ToString(), "--remote", remote.ToString(),
-                    "--key", $"{Key}", "--mtu", "1472", "--dataplane", "userspace", "--socket", TunnelSocket(host)]);
+                    "--key", $"{Key}", "--mtu", "1472", "--dataplane", dataplane, "--socket", TunnelSocket(host),
+                    "--encapsulation", encapsulation == TunnelEncapsulation.GreInUdp ? "udp" : "gre"]);
                 agents.Processes.Add(agent);
                 var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
                 while ((await host.TryRunAsync("ip", ["link", "show", "dev", Tunnel], cancellationToken)).ExitCode != 0)

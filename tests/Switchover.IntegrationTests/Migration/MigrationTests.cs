@@ -272,6 +272,53 @@ public sealed partial class MigrationTests(ITestOutputHelper output) : IAsyncLif
         }
     }
 
+    /// <summary>
+    /// Our machines' kernel has neither ip_gre nor fou: GRE in UDP on the kernel dataplane is refused before anything
+    /// changes, saying what to do; the default dataplane choice (auto) takes the userspace tunnel, which needs no fou.
+    /// </summary>
+    [Fact(Timeout = 240_000)]
+    public async Task Gre_in_udp_on_the_kernel_dataplane_without_fou_is_refused_changing_nothing_and_auto_takes_userspace_without_fou()
+    {
+        if ((await _lab.Old.TryRunAsync("ip", ["fou", "show"], Token)).ExitCode == 0)
+        {
+            output.WriteLine("This kernel has FOU: nothing to refuse here (the VM lab's stock kernel runs GRE in UDP on the kernel dataplane).");
+            return;
+        }
+
+        var before = await SnapshotAsync(_lab.Old);
+        string[] old = ["--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25", "--encapsulation", "udp"];
+
+        var refused = await CliAsync(_lab.Old, ["migrate", "setup", "--name", _name, .. old, "--kernel-gre"]);
+        output.WriteLine($"--kernel-gre -> {refused.ExitCode}: {refused.StandardError}");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("This kernel has no FOU (foo-over-UDP; 'ip fou show':", refused.StandardError, StringComparison.Ordinal);
+        Assert.Contains("Load it (modprobe fou) and run the setup again, or start the userspace tunnel first (switchover tunnel run --dataplane userspace " +
+            $"--name {Tunnel} --local 192.0.2.1 --remote 203.0.113.1", refused.StandardError, StringComparison.Ordinal);
+        Assert.Contains("Nothing was changed.", refused.StandardError, StringComparison.Ordinal);
+        Assert.DoesNotContain("undone", refused.StandardError, StringComparison.Ordinal);
+        Assert.Equal(before, await SnapshotAsync(_lab.Old));
+        Assert.False(Directory.Exists(Path.Combine(StateDirectory(_lab.Old), ".migrations")), "The refused setup left migration state.");
+
+        // auto (no --kernel-gre) on a kernel without GRE: the userspace tunnel, which the operator starts with
+        // `tunnel run --dataplane auto`; it speaks GRE in UDP itself, without fou.
+        var noDevice = await CliAsync(_lab.Old, ["migrate", "setup", "--name", _name, .. old]);
+        Assert.Equal(1, noDevice.ExitCode);
+        Assert.Contains($"There is no tunnel device '{Tunnel}'. This kernel has no GRE module: start the userspace tunnel first", noDevice.StandardError, StringComparison.Ordinal);
+        Assert.Contains("--encapsulation udp", noDevice.StandardError, StringComparison.Ordinal);
+
+        await using (var agents = await MigrationLab.StartAgentsAsync(_lab, Token, dataplane: "auto", encapsulation: TunnelEncapsulation.GreInUdp))
+        {
+            Assert.Contains("; using the userspace dataplane", agents.Describe(), StringComparison.Ordinal);
+            var setup = await MigrateAsync(_lab.Old, "setup", old);
+            output.WriteLine(setup);
+            Assert.DoesNotContain("fou", setup, StringComparison.Ordinal);
+            await MigrateAsync(_lab.Old, "teardown");
+        }
+
+        Assert.Equal(before, await SnapshotAsync(_lab.Old));
+    }
+
     [Fact(Timeout = 240_000)]
     public async Task A_second_migration_on_a_host_gets_its_own_mark_table_and_link_network_and_one_that_shares_them_is_refused()
     {

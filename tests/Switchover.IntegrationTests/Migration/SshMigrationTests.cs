@@ -153,6 +153,72 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         AssertNoJournal(_lab.New);
     }
 
+    /// <summary>
+    /// GRE in UDP (userspace tunnels) driven from the old host: the new host's setup over SSH gets --encapsulation udp.
+    /// It shows in its journal and status, and in what it does: the new host holds 192.0.2.1 on lo, and only its rule
+    /// for UDP 4754 to 192.0.2.1 (not the one for protocol 47) keeps the tunnel's own packets leaving by the uplink, so
+    /// the move's health check and the moved flow get through only when the peer really set up udp.
+    /// </summary>
+    [Fact(Timeout = 300_000)]
+    public async Task From_the_old_host_with_gre_in_udp_the_new_host_is_set_up_for_udp_over_ssh_and_the_moved_flow_crosses_as_udp_4754()
+    {
+        await using var tunnels = await MigrationLab.StartTunnelsAsync(_lab, Token, encapsulation: TunnelEncapsulation.GreInUdp);
+        await using var newSshd = await Sshd.StartAsync(_lab.New, _lab.NewV4, _name + "n", Token);
+        var oldBefore = await SnapshotAsync(_lab.Old);
+        var newBefore = await SnapshotAsync(_lab.New);
+        var peer = $"ssh://root@{_lab.NewV4}";
+        string[] options =
+        [
+            "--peer", peer, "--ssh-key", newSshd.ClientKey, "--ssh-known-hosts", newSshd.KnownHosts,
+            "--peer-command", $"{DotnetPath} {Artifacts.Cli}", "--peer-state-dir", StateDirectory(_lab.New), "--peer-timeout", "120s",
+        ];
+
+        var setup = await OldAsync("setup", ["--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}",
+            "--tuple", "tcp/192.0.2.1:25", "--encapsulation", "udp", .. options]);
+        output.WriteLine(setup);
+
+        using (var journal = JsonDocument.Parse(await File.ReadAllTextAsync(Journal(_lab.New), Token)))
+        {
+            Assert.Equal("udp", journal.RootElement.GetProperty("encapsulation").GetString());
+        }
+
+        using (var status = JsonDocument.Parse(await OldAsync("status", ["--json"])))
+        {
+            Assert.Equal("udp", status.RootElement.GetProperty("local").GetProperty("encapsulation").GetString());
+            Assert.Equal("udp", status.RootElement.GetProperty("peer").GetProperty("status").GetProperty("encapsulation").GetString());
+        }
+
+        var newRules = (await _lab.New.RunAsync("ip", ["-4", "rule"], Token)).StandardOutput;
+        Assert.Contains("to 192.0.2.1 ipproto udp dport 4754 lookup main", newRules, StringComparison.Ordinal);
+        Assert.DoesNotContain("ipproto gre", newRules, StringComparison.Ordinal);
+
+        await using (var capture = _lab.Old.StartProcess("tcpdump", ["-l", "-n", "-i", FourHostLab.Link, "udp port 4754 or ip proto 47"]))
+        {
+            await capture.WaitForOutputAsync("listening on", TimeSpan.FromSeconds(30), Token);
+            using var mail = new GreeterServer(_lab.New, new IPEndPoint(_lab.OldV4, 25), "new-25");
+            var move = await OldAsync("move", ["tcp/192.0.2.1:25"]);
+            Assert.Contains("did: move tcp/192.0.2.1:25", move, StringComparison.Ordinal);
+            using (var moved = await LineClient.ConnectAsync(_lab.Peer, new IPEndPoint(_lab.OldV4, 25), Token))
+            {
+                Assert.StartsWith("new-25 sees 198.51.100.10:", await moved.ReadLineAsync(Token), StringComparison.Ordinal);
+                Assert.Equal("new-25: through udp", await moved.AskAsync("through udp", Token));
+            }
+
+            capture.SendSignal(Signals.Interrupt);
+            await capture.Exited.WaitAsync(TimeSpan.FromSeconds(30), Token);
+            output.WriteLine(capture.Output);
+            Assert.Contains(capture.OutputLines, l => l.Contains("192.0.2.1.4754 > 203.0.113.1.4754: UDP", StringComparison.Ordinal));
+            Assert.Contains(capture.OutputLines, l => l.Contains("203.0.113.1.4754 > 192.0.2.1.4754: UDP", StringComparison.Ordinal));
+            Assert.DoesNotContain(capture.OutputLines, l => l.Contains("GRE", StringComparison.Ordinal));
+        }
+
+        await OldAsync("teardown", []);
+        Assert.Equal(oldBefore, await SnapshotAsync(_lab.Old));
+        Assert.Equal(newBefore, await SnapshotAsync(_lab.New));
+        AssertNoJournal(_lab.Old);
+        AssertNoJournal(_lab.New);
+    }
+
     [Fact(Timeout = 300_000)]
     public async Task Finalize_from_the_new_host_finalizes_it_and_tears_down_the_old_host_exactly_over_ssh()
     {

@@ -21,8 +21,31 @@ public sealed class GreSupportTests
         Assert.Equal($"ip netns add {ns}", lines[0]);
         Assert.Contains($"ip -n {ns} link add so-probe type gre local 192.0.2.1 remote 192.0.2.2", lines);
         Assert.Contains($"ip -n {ns} link add so-probe type ip6gre local 2001:db8::1 remote 2001:db8::2", lines);
+        Assert.Contains($"ip -n {ns} fou show", lines);
+        Assert.True(support.Fou);
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp));
         Assert.Equal($"ip netns del {ns}", lines[^1]);
         Assert.All(lines.Skip(1).SkipLast(1), l => Assert.StartsWith($"ip -n {ns} ", l, StringComparison.Ordinal));
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_kernel_with_gre_but_without_fou_takes_the_kernel_for_plain_GRE_and_userspace_for_GRE_in_UDP()
+    {
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.Arguments.Contains("fou")
+                ? RecordingRunner.Fail("RTNETLINK answers: No such file or directory\nError talking to the kernel", 1)
+                : RecordingRunner.Ok(),
+        };
+        var support = await GreSupport.DetectAsync(runner, CancellationToken.None);
+
+        Assert.False(support.Fou);
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetwork));
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.Gre));
+        Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp));
+        Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp));
+        Assert.EndsWith("; fou: RTNETLINK answers: No such file or directory Error talking to the kernel", support.Detail, StringComparison.Ordinal);
+        Assert.StartsWith("ip netns del so-greprobe-", runner.Lines.Last(), StringComparison.Ordinal);
     }
 
     [Fact(Timeout = 10_000)]
