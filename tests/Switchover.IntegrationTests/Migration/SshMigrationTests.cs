@@ -127,11 +127,7 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         var oldBefore = await SnapshotAsync(_lab.Old);
         var newBefore = await SnapshotAsync(_lab.New);
         var peer = $"ssh://root@{_lab.NewV4}";
-        string[] options =
-        [
-            "--peer", peer, "--ssh-key", newSshd.ClientKey, "--ssh-known-hosts", newSshd.KnownHosts,
-            "--peer-command", $"{DotnetPath} {Artifacts.Cli}", "--peer-state-dir", StateDirectory(_lab.New),
-        ];
+        var options = NewHostPeerOptions(peer, newSshd);
 
         var setup = await OldAsync("setup", ["--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}",
             "--tuple", "tcp/192.0.2.1:25", .. options]);
@@ -167,11 +163,7 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         var oldBefore = await SnapshotAsync(_lab.Old);
         var newBefore = await SnapshotAsync(_lab.New);
         var peer = $"ssh://root@{_lab.NewV4}";
-        string[] options =
-        [
-            "--peer", peer, "--ssh-key", newSshd.ClientKey, "--ssh-known-hosts", newSshd.KnownHosts,
-            "--peer-command", $"{DotnetPath} {Artifacts.Cli}", "--peer-state-dir", StateDirectory(_lab.New), "--peer-timeout", "120s",
-        ];
+        string[] options = [.. NewHostPeerOptions(peer, newSshd), "--peer-timeout", "120s"];
 
         var setup = await OldAsync("setup", ["--side", "old", "--tunnel", Tunnel, "--local", "192.0.2.1", "--remote", "203.0.113.1", "--key", $"{Key}",
             "--tuple", "tcp/192.0.2.1:25", "--encapsulation", "udp", .. options]);
@@ -467,6 +459,13 @@ public sealed class SshMigrationTests(ITestOutputHelper output) : IAsyncLifetime
         Directory.GetFiles(Path.Combine(StateDirectory(host), ".migrations"), "migration.json", SearchOption.AllDirectories)
             .SingleOrDefault(f => Path.GetFileName(Path.GetDirectoryName(f)!).StartsWith((name ?? _name) + "@", StringComparison.Ordinal))
         ?? Path.Combine(StateDirectory(host), ".migrations", "none", "migration.json");
+
+    /// <summary>The options that make the old host's command drive the new host through <paramref name="sshd"/>.</summary>
+    private string[] NewHostPeerOptions(string peer, Sshd sshd) =>
+    [
+        "--peer", peer, "--ssh-key", sshd.ClientKey, "--ssh-known-hosts", sshd.KnownHosts,
+        "--peer-command", $"{DotnetPath} {Artifacts.Cli}", "--peer-state-dir", StateDirectory(_lab.New),
+    ];
 
     private static void AssertNoJournal(NetworkNamespace host) =>
         Assert.False(Directory.Exists(Path.Combine(StateDirectory(host), ".migrations")), $"{host} still holds migration state.");
