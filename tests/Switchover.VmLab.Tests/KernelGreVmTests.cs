@@ -6,7 +6,8 @@ namespace Switchover.VmLab.Tests;
 /// <summary>
 /// Kernel GRE for real: Debian's stock kernel (ip_gre, ip6_gre) in one small-init VM, which runs the repository's own
 /// tests from the build outputs (the VM sees them at their paths): the migration flow of MigrationTests over kernel
-/// GRE on both hosts and mixed with our userspace GRE, both outer families, in the four-namespace lab inside the VM;
+/// GRE on both hosts and mixed with our userspace GRE, both outer families, plain and in UDP (the kernel's FOU against
+/// our GRE-in-UDP sockets), in the four-namespace lab inside the VM;
 /// GreSupportTests' real probe; and `switchover tunnel run --dataplane auto`. One VM for the class.
 /// Filter: FullyQualifiedName~KernelGre. Needs a Release (or Debug) build of the solution first.
 /// </summary>
@@ -31,7 +32,8 @@ public sealed class KernelGreVmTests : IClassFixture<KernelGreVmFixture>
         foreach (var pairing in KernelGreVmFixture.KernelPairings)
         {
             var parts = pairing.Split(':');
-            var name = $"oldDataplane: \"{parts[0]}\", newDataplane: \"{parts[1]}\", outer: \"{parts[2]}\"";
+            var name = $"oldDataplane: \"{parts[0]}\", newDataplane: \"{parts[1]}\", outer: \"{parts[2]}\", " +
+                $"encapsulation: \"{(parts.Length > 3 ? parts[3] : "gre")}\"";
             Assert.True(cases.Any(r => r.Name.Contains(name, StringComparison.Ordinal) && r.Outcome == "Passed"), $"{pairing} did not pass:\n{run}");
         }
     }
@@ -104,18 +106,21 @@ public sealed record VmTestRun(IReadOnlyList<VmTestResult> Results, VmCommandRes
 public sealed class KernelGreVmFixture : VmFixture
 {
     /// <summary>
-    /// The pairings run (OLD:NEW:OUTER, see MigrationTests.Dataplanes): SWITCHOVER_MIGRATION_DATAPLANES when it is set
-    /// (all six: "kernel:kernel:ipv4 kernel:userspace:ipv4 userspace:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv6
-    /// userspace:kernel:ipv6"), otherwise the CI's few: kernel GRE on both hosts over each outer family, one mixed case
-    /// per outer family with the kernel on the old host (its packets reach our userspace receiver with partial
-    /// checksums), and userspace:kernel:ipv6. A kernel ip6gre new host is refused while the old host's tunnel end is the
-    /// moved address (MigrationPlanner.ValidateKernelTunnel), then runs with a second address as that end. Durations of
-    /// each case are in the VM lab README.
+    /// The pairings run (OLD:NEW:OUTER[:ENCAPSULATION], see MigrationTests.Dataplanes): SWITCHOVER_MIGRATION_DATAPLANES
+    /// when it is set (all six over GRE: "kernel:kernel:ipv4 kernel:userspace:ipv4 userspace:kernel:ipv4 kernel:kernel:ipv6
+    /// kernel:userspace:ipv6 userspace:kernel:ipv6", each also with ":udp" for GRE in UDP), otherwise the CI's few: kernel
+    /// GRE on both hosts over each outer family, one mixed case per outer family with the kernel on the old host (its
+    /// packets reach our userspace receiver with partial checksums), userspace:kernel:ipv6, and GRE in UDP between the
+    /// kernel's FOU and our userspace sockets: kernel:userspace:ipv4:udp (the interop proof) and userspace:kernel:ipv6:udp
+    /// (fou6, after the refusal below). kernel:kernel:ipv4:udp joins them once the new host's outer rules cover a kernel
+    /// FOU link, whose route lookup says GRE, not UDP (it fails at `move` until then; VM lab README). A kernel ip6gre new
+    /// host is refused while the old host's tunnel end is the moved address (MigrationPlanner.ValidateKernelTunnel), then
+    /// runs with a second address as that end. Durations of each case are in the VM lab README.
     /// </summary>
     public static readonly string[] KernelPairings =
         (Environment.GetEnvironmentVariable("SWITCHOVER_MIGRATION_DATAPLANES") is { Length: > 0 } chosen
             ? chosen
-            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6")
+            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6 kernel:userspace:ipv4:udp userspace:kernel:ipv6:udp")
         .Split([' ', ','], StringSplitOptions.RemoveEmptyEntries);
 
     private readonly string _root;
