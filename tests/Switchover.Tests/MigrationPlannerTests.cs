@@ -144,7 +144,7 @@ public sealed class MigrationPlannerTests
     }
 
     [Fact]
-    public void With_GRE_in_UDP_the_new_hosts_outer_rule_lets_udp_4754_to_the_old_host_leave_by_the_uplink()
+    public void With_GRE_in_UDP_the_new_hosts_outer_rules_let_udp_4754_and_a_kernel_FOU_links_GRE_to_the_old_host_leave_by_the_uplink()
     {
         var spec = Old with
         {
@@ -155,12 +155,16 @@ public sealed class MigrationPlannerTests
 
         var rule = plan.Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto udp dport 4754");
         Assert.Equal(["ip", "-4", "rule", "add", "pref", "50", "to", "192.0.2.1", "ipproto", "udp", "dport", "4754", "lookup", "main"], rule.Apply.Single().Arguments);
-        Assert.DoesNotContain(plan, c => c.Id.Contains("ipproto gre", StringComparison.Ordinal));
+        // A kernel FOU link's route lookup says GRE, not UDP (fou_build_udp leaves the flow alone): it needs the GRE rule too.
+        var gre = plan.Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto gre");
+        Assert.Equal(["ip", "-4", "rule", "add", "pref", "50", "to", "192.0.2.1", "ipproto", "gre", "lookup", "main"], gre.Apply.Single().Arguments);
+        Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "gre", "lookup", "main"], gre.Undo.Single().Arguments);
 
         var done = Fresh with
         {
             LocalAddresses = [IPAddress.Parse("203.0.113.1")],
-            Rules = [.. DefaultRules, new(false, 50, "main", new Dictionary<string, string> { ["dst"] = "192.0.2.1", ["ipproto"] = "udp", ["dport"] = "4754" })],
+            Rules = [.. DefaultRules, new(false, 50, "main", new Dictionary<string, string> { ["dst"] = "192.0.2.1", ["ipproto"] = "udp", ["dport"] = "4754" }),
+                new(false, 50, "main", new Dictionary<string, string> { ["dst"] = "192.0.2.1", ["ipproto"] = "gre" })],
         };
         Assert.DoesNotContain(MigrationPlanner.Plan(spec, done, createKernelTunnel: false), c => c.Id.StartsWith("rule:4:50:", StringComparison.Ordinal));
     }

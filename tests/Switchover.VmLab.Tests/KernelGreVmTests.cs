@@ -112,15 +112,15 @@ public sealed class KernelGreVmFixture : VmFixture
     /// GRE on both hosts over each outer family, one mixed case per outer family with the kernel on the old host (its
     /// packets reach our userspace receiver with partial checksums), userspace:kernel:ipv6, and GRE in UDP between the
     /// kernel's FOU and our userspace sockets: kernel:userspace:ipv4:udp (the interop proof) and userspace:kernel:ipv6:udp
-    /// (fou6, after the refusal below). kernel:kernel:ipv4:udp joins them once the new host's outer rules cover a kernel
-    /// FOU link, whose route lookup says GRE, not UDP (it fails at `move` until then; VM lab README). A kernel ip6gre new
+    /// (fou6, after the refusal below), and kernel:kernel:ipv4:udp (FOU on both hosts: the new host's outer rules must
+    /// cover a kernel FOU link, whose route lookup says GRE, not UDP; found here, VM lab README). A kernel ip6gre new
     /// host is refused while the old host's tunnel end is the moved address (MigrationPlanner.ValidateKernelTunnel), then
     /// runs with a second address as that end. Durations of each case are in the VM lab README.
     /// </summary>
     public static readonly string[] KernelPairings =
         (Environment.GetEnvironmentVariable("SWITCHOVER_MIGRATION_DATAPLANES") is { Length: > 0 } chosen
             ? chosen
-            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6 kernel:userspace:ipv4:udp userspace:kernel:ipv6:udp")
+            : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6 kernel:userspace:ipv4:udp userspace:kernel:ipv6:udp kernel:kernel:ipv4:udp")
         .Split([' ', ','], StringSplitOptions.RemoveEmptyEntries);
 
     private readonly string _root;

@@ -292,16 +292,22 @@ public static class MigrationPlanner
 
                 if ((spec.RemoteOuter.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(spec.RemoteOuter))
                 {
-                    // The old host's outer address is now local here too: our own outer GRE packets must still leave.
-                    var outer = spec.OuterSelectors;
-                    var selectors = new Dictionary<string, string> { ["dst"] = spec.RemoteOuter.ToString() };
-                    for (var i = 0; i < outer.Length; i += 2)
+                    // The old host's outer address is now local here too: our own outer GRE packets must still leave. GRE in
+                    // UDP: the UDP rule routes a userspace tunnel's socket and passes the reverse-path check of the datagrams
+                    // from the old host's port 4754; a kernel FOU link looks up its route as GRE (fou_build_udp leaves the
+                    // flow alone), so without the GRE rule its packets to the old host are delivered here (found in the VM lab).
+                    string[][] outers = spec.Encapsulation == TunnelEncapsulation.GreInUdp ? [spec.OuterSelectors, ["ipproto", "gre"]] : [spec.OuterSelectors];
+                    foreach (var outer in outers)
                     {
-                        selectors[outer[i]] = outer[i + 1];
-                    }
+                        var selectors = new Dictionary<string, string> { ["dst"] = spec.RemoteOuter.ToString() };
+                        for (var i = 0; i < outer.Length; i += 2)
+                        {
+                            selectors[outer[i]] = outer[i + 1];
+                        }
 
-                    Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", selectors,
-                        ["to", spec.RemoteOuter.ToString(), .. outer], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
+                        Rule(changes, facts, ipv6, MigrationSpec.OuterRulePriority, "main", selectors,
+                            ["to", spec.RemoteOuter.ToString(), .. outer], $"outer GRE packets to {spec.RemoteOuter} still leave by the uplink");
+                    }
                 }
 
                 foreach (var control in spec.Control.Where(c => (c.AddressFamily == AddressFamily.InterNetworkV6) == ipv6 && spec.MovedAddresses.Contains(c.Address)).Distinct())
