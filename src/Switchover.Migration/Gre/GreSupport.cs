@@ -9,14 +9,15 @@ namespace Switchover.Migration.Gre;
 /// <param name="Ip6Gre">`ip link add … type ip6gre` works.</param>
 /// <param name="Detail">What the probe saw, for a log line or status output.</param>
 /// <param name="Fou">`ip fou show` works: the kernel's GRE can be carried in UDP (encap fou).</param>
-public sealed record GreSupportResult(bool Gre, bool Ip6Gre, string Detail, bool Fou = false)
+/// <param name="Fou6">fou6 is there too: ip6gre can be carried in UDP.</param>
+public sealed record GreSupportResult(bool Gre, bool Ip6Gre, string Detail, bool Fou = false, bool Fou6 = false)
 {
     /// <summary>
     /// The kernel dataplane where the kernel supports this outer family (and, for GRE in UDP, has FOU), else the
     /// userspace one, which speaks both encapsulations itself.
     /// </summary>
     public GreDataplaneKind DataplaneFor(AddressFamily outerFamily, TunnelEncapsulation encapsulation = TunnelEncapsulation.Gre) =>
-        (outerFamily == AddressFamily.InterNetworkV6 ? Ip6Gre : Gre) && (encapsulation == TunnelEncapsulation.Gre || Fou)
+        (outerFamily == AddressFamily.InterNetworkV6 ? Ip6Gre : Gre) && (encapsulation == TunnelEncapsulation.Gre || (outerFamily == AddressFamily.InterNetworkV6 ? Fou6 : Fou))
             ? GreDataplaneKind.Kernel
             : GreDataplaneKind.Userspace;
 }
@@ -27,8 +28,8 @@ public static class GreSupport
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Creates a temporary namespace, tries `ip link add` of type gre and ip6gre and `ip fou show` in it (which also
-    /// load the modules when they exist) and deletes it. Nothing outside that namespace changes. Needs root; without it, or without
+    /// Creates a temporary namespace, tries `ip link add` of type gre and ip6gre (which load their modules when they
+    /// exist) and, with fou and fou6 loaded (<see cref="FouModules"/>), `ip fou show` in it, and deletes it. Nothing outside that namespace changes but the modules loaded. Needs root; without it, or without
     /// `ip`, the answer is "no kernel GRE", with the reason in <see cref="GreSupportResult.Detail"/>.
     /// </summary>
     public static Task<GreSupportResult> DetectAsync(CancellationToken cancellationToken) =>
@@ -57,11 +58,15 @@ public static class GreSupport
         {
             var gre = await ProbeAsync(runner, ns, "gre", "192.0.2.1", "192.0.2.2", cancellationToken).ConfigureAwait(false);
             var ip6gre = await ProbeAsync(runner, ns, "ip6gre", "2001:db8::1", "2001:db8::2", cancellationToken).ConfigureAwait(false);
+            var modules = await FouModules.LoadAsync(runner, ipv6: true, cancellationToken).ConfigureAwait(false);
             var fouResult = await runner.TryRunAsync(Command.Create("ip", "-n", ns, "fou", "show"), cancellationToken).ConfigureAwait(false);
             var fou = fouResult.ExitCode == 0 ? null
                 : fouResult.StandardError.Trim().ReplaceLineEndings(" ") is { Length: > 0 } error ? error : $"ip exited with {fouResult.ExitCode}";
-            return new GreSupportResult(gre is null, ip6gre is null, $"gre: {gre ?? "supported"}; ip6gre: {ip6gre ?? "supported"}; fou: {fou ?? "supported"}",
-                fou is null);
+            // modprobe -a fou fou6 fails as a whole when either is missing (or modprobe is): fou answering says which.
+            var fou6 = fou is null && modules is null;
+            return new GreSupportResult(gre is null, ip6gre is null,
+                $"gre: {gre ?? "supported"}; ip6gre: {ip6gre ?? "supported"}; fou: {fou ?? "supported"}; fou6: {(fou6 ? "supported" : modules ?? fou)}",
+                fou is null, fou6);
         }
         finally
         {

@@ -219,6 +219,7 @@ public sealed class KernelGreDataplane : ITunnelDataplane
     /// </summary>
     private async Task AddFouAsync(CancellationToken cancellationToken)
     {
+        var modules = await FouModules.LoadAsync(_runner, Options.OuterFamily == AddressFamily.InterNetworkV6, cancellationToken).ConfigureAwait(false);
         try
         {
             await _runner.RunAsync(FouAddCommand(Options), cancellationToken).ConfigureAwait(false);
@@ -230,7 +231,7 @@ public sealed class KernelGreDataplane : ITunnelDataplane
         catch (CommandException e)
         {
             throw new TunnelException($"Could not open the FOU receive port {TunnelOptions.GreInUdpPort} for GRE in UDP ('{FouAddCommand(Options)}': " +
-                $"{e.StandardError.Trim()}). This kernel may lack FOU: load it (modprobe fou), or use the userspace dataplane (--dataplane userspace). " +
+                $"{e.StandardError.Trim()}{(modules is null ? "" : "; " + modules)}). This kernel may lack FOU: load it (modprobe fou), or use the userspace dataplane (--dataplane userspace). " +
                 "Nothing was changed.", e);
         }
     }

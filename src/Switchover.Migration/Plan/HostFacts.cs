@@ -110,11 +110,12 @@ public sealed record HostFacts(
     }
 
     /// <summary>
-    /// These facts with the host's FOU ports (GRE in UDP on the kernel dataplane only): `ip -j [-6] fou show`, which
-    /// loads the fou module where there is one, or why the kernel has none.
+    /// These facts with the host's FOU ports (GRE in UDP on the kernel dataplane only): the fou module (and fou6 for
+    /// an IPv6 outer) loaded (<see cref="Gre.FouModules"/>), then `ip -j [-6] fou show`; or why the kernel has none.
     /// </summary>
-    internal async Task<HostFacts> WithFouAsync(ICommandRunner runner, CancellationToken cancellationToken)
+    internal async Task<HostFacts> WithFouAsync(ICommandRunner runner, bool ipv6Outer, CancellationToken cancellationToken)
     {
+        var modules = await Gre.FouModules.LoadAsync(runner, ipv6Outer, cancellationToken).ConfigureAwait(false);
         var ports = new List<FouPortFact>();
         foreach (var ipv6 in HasIPv6 ? new[] { false, true } : [false])
         {
@@ -124,13 +125,18 @@ public sealed record HostFacts(
             if (result.ExitCode != 0)
             {
                 var error = result.StandardError.Trim().ReplaceLineEndings(" ");
-                return this with { FouPorts = [], FouUnavailable = error.Length > 0 ? error : $"ip fou show exited with {result.ExitCode}" };
+                return this with
+                {
+                    FouPorts = [],
+                    FouUnavailable = (error.Length > 0 ? error : $"ip fou show exited with {result.ExitCode}") + (modules is null ? "" : "; " + modules),
+                };
             }
 
             ports.AddRange(ParseFouPorts(result.StandardOutput, ipv6).Where(p => !ports.Contains(p)));
         }
 
-        return this with { FouPorts = ports, FouUnavailable = null };
+        // fou answers, but an IPv6 outer's `encap fou` needs fou6 as well.
+        return this with { FouPorts = ports, FouUnavailable = ipv6Outer && modules is not null ? "IPv6 FOU (fou6) is missing: " + modules : null };
     }
 
     /// <summary>

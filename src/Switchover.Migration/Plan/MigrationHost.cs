@@ -83,7 +83,7 @@ public sealed class MigrationHost
         {
             // GRE in UDP on the kernel's GRE needs its FOU, and the host's FOU port: refused now, before anything changes,
             // rather than at `ip fou add`. Read only here, so that a userspace tunnel never loads the fou module.
-            facts = await facts.WithFouAsync(_runner, cancellationToken).ConfigureAwait(false);
+            facts = await facts.WithFouAsync(_runner, spec.HasIPv6Outer, cancellationToken).ConfigureAwait(false);
             errors = [.. errors, .. MigrationPlanner.ValidateFou(spec, facts)];
         }
 

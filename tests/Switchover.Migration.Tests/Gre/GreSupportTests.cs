@@ -22,10 +22,14 @@ public sealed class GreSupportTests
         Assert.Contains($"ip -n {ns} link add so-probe type gre local 192.0.2.1 remote 192.0.2.2", lines);
         Assert.Contains($"ip -n {ns} link add so-probe type ip6gre local 2001:db8::1 remote 2001:db8::2", lines);
         Assert.Contains($"ip -n {ns} fou show", lines);
-        Assert.True(support.Fou);
+        Assert.True(support.Fou && support.Fou6);
         Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp));
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp));
         Assert.Equal($"ip netns del {ns}", lines[^1]);
-        Assert.All(lines.Skip(1).SkipLast(1), l => Assert.StartsWith($"ip -n {ns} ", l, StringComparison.Ordinal));
+
+        // Everything in the throwaway namespace, but loading fou and fou6 first (the kernel's, not the namespace's).
+        Assert.True(lines.IndexOf("modprobe -a fou fou6") is var load and > 0 && load < lines.IndexOf($"ip -n {ns} fou show"), string.Join('\n', lines));
+        Assert.All(lines.Skip(1).SkipLast(1).Where(l => !l.StartsWith("modprobe ", StringComparison.Ordinal)), l => Assert.StartsWith($"ip -n {ns} ", l, StringComparison.Ordinal));
     }
 
     [Fact(Timeout = 10_000)]
@@ -44,8 +48,25 @@ public sealed class GreSupportTests
         Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.Gre));
         Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp));
         Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp));
-        Assert.EndsWith("; fou: RTNETLINK answers: No such file or directory Error talking to the kernel", support.Detail, StringComparison.Ordinal);
+        Assert.Contains("; fou: RTNETLINK answers: No such file or directory Error talking to the kernel;", support.Detail, StringComparison.Ordinal);
         Assert.StartsWith("ip netns del so-greprobe-", runner.Lines.Last(), StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_kernel_with_fou_but_without_fou6_takes_the_kernel_for_GRE_in_UDP_over_IPv4_only()
+    {
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.FileName == "modprobe" ? RecordingRunner.Fail("modprobe: FATAL: Module fou6 not found in directory /lib/modules/6.1.0", 1) : RecordingRunner.Ok(),
+        };
+        var support = await GreSupport.DetectAsync(runner, CancellationToken.None);
+
+        Assert.True(support.Fou);
+        Assert.False(support.Fou6);
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetwork, TunnelEncapsulation.GreInUdp));
+        Assert.Equal(GreDataplaneKind.Userspace, support.DataplaneFor(AddressFamily.InterNetworkV6, TunnelEncapsulation.GreInUdp));
+        Assert.Equal(GreDataplaneKind.Kernel, support.DataplaneFor(AddressFamily.InterNetworkV6));
+        Assert.EndsWith("; fou6: 'modprobe -a fou fou6' failed: modprobe: FATAL: Module fou6 not found in directory /lib/modules/6.1.0", support.Detail, StringComparison.Ordinal);
     }
 
     [Fact(Timeout = 10_000)]

@@ -151,13 +151,14 @@ public sealed class KernelGreDataplaneTests
             await dataplane.StartAsync(CancellationToken.None);
             Assert.Equal(
             [
+                "modprobe -a fou",
                 "ip fou add port 4754 ipproto 47",
                 "ip link add gre0 type gre local 192.0.2.1 remote 203.0.113.1 ttl 64 key 42 encap fou encap-sport 4754 encap-dport 4754",
                 "nft -f -",
                 "ip link set dev gre0 mtu 1464 up",
             ], runner.Lines);
-            Assert.Contains("ip daddr 192.0.2.1 udp dport 4754 ip saddr != 203.0.113.1 counter name \"stray\" drop", runner.Commands[2].StandardInput, StringComparison.Ordinal);
-            Assert.DoesNotContain("l4proto 47", runner.Commands[2].StandardInput, StringComparison.Ordinal);
+            Assert.Contains("ip daddr 192.0.2.1 udp dport 4754 ip saddr != 203.0.113.1 counter name \"stray\" drop", runner.Commands[3].StandardInput, StringComparison.Ordinal);
+            Assert.DoesNotContain("l4proto 47", runner.Commands[3].StandardInput, StringComparison.Ordinal);
         }
 
         Assert.Equal(["nft -f -", "ip link del dev gre0", "ip fou del port 4754"], runner.Lines.TakeLast(3));
@@ -170,10 +171,11 @@ public sealed class KernelGreDataplaneTests
         await using (var dataplane = new KernelGreDataplane(V6 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner))
         {
             await dataplane.StartAsync(CancellationToken.None);
-            Assert.Equal("ip fou add port 4754 ipproto 47 -6", runner.Lines.First());
+            // ip6gre's `encap fou` needs fou6 as well, which nothing else loads.
+            Assert.Equal(["modprobe -a fou fou6", "ip fou add port 4754 ipproto 47 -6"], runner.Lines.Take(2));
             Assert.Equal("ip link add gre0 type ip6gre local 2001:db8::1 remote 2001:db8::2 ttl 64 key 42 encap fou encap-sport 4754 encap-dport 4754 " +
-                "encaplimit none allow-localremote", runner.Lines.ElementAt(1));
-            Assert.Contains("ip6 daddr 2001:db8::1 udp dport 4754 ip6 saddr != 2001:db8::2", runner.Commands[2].StandardInput, StringComparison.Ordinal);
+                "encaplimit none allow-localremote", runner.Lines.ElementAt(2));
+            Assert.Contains("ip6 daddr 2001:db8::1 udp dport 4754 ip6 saddr != 2001:db8::2", runner.Commands[3].StandardInput, StringComparison.Ordinal);
         }
 
         Assert.Equal("ip fou del port 4754 -6", runner.Lines.Last());
@@ -182,12 +184,17 @@ public sealed class KernelGreDataplaneTests
     [Fact(Timeout = 10_000)]
     public async Task A_kernel_without_fou_is_reported_with_the_way_out_and_nothing_is_left()
     {
-        var runner = new RecordingRunner { Answer = c => c.Arguments[0] == "fou" ? RecordingRunner.Fail("Error: Generic Netlink family not found.") : RecordingRunner.Ok() };
+        var runner = new RecordingRunner
+        {
+            Answer = c => c.FileName == "modprobe" ? RecordingRunner.Fail("modprobe: FATAL: Module fou not found in directory /lib/modules/6.18.0", 1)
+                : c.Arguments[0] == "fou" ? RecordingRunner.Fail("Error: Generic Netlink family not found.") : RecordingRunner.Ok(),
+        };
         await using var dataplane = new KernelGreDataplane(V4 with { Encapsulation = TunnelEncapsulation.GreInUdp }, runner);
         var error = await Assert.ThrowsAsync<TunnelException>(() => dataplane.StartAsync(CancellationToken.None));
         Assert.Contains("modprobe fou", error.Message, StringComparison.Ordinal);
+        Assert.Contains("'modprobe -a fou' failed: modprobe: FATAL: Module fou not found", error.Message, StringComparison.Ordinal);
         Assert.Contains("userspace dataplane", error.Message, StringComparison.Ordinal);
-        Assert.Single(runner.Commands);
+        Assert.Equal(["modprobe -a fou", "ip fou add port 4754 ipproto 47"], runner.Lines);
     }
 
     [Fact(Timeout = 10_000)]
