@@ -96,9 +96,16 @@ public sealed class MigrationPlannerTests
         Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "dport", "2222", "lookup", "main"], rule.Undo.Single().Arguments);
 
         // Driven from the old host: the replies of this host's sshd to the moved address leave by the uplink.
-        var session = MigrationPlanner.Plan(spec with { ControlClient = MigrationSpec.ParseSshConnection("192.0.2.1 50122 203.0.113.1 22") }, facts, false)
-            .Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto tcp sport 22");
+        var drivenPlan = MigrationPlanner.Plan(spec with { ControlClient = MigrationSpec.ParseSshConnection("192.0.2.1 50122 203.0.113.1 22") }, facts, false);
+        var driven = drivenPlan.Select(c => c.Id).ToList();
+        var session = drivenPlan.Single(c => c.Id == "rule:4:50:to 192.0.2.1 ipproto tcp sport 22");
         Assert.Equal(["ip", "-4", "rule", "del", "pref", "50", "to", "192.0.2.1", "ipproto", "tcp", "sport", "22", "lookup", "main"], session.Undo.Single().Arguments);
+
+        // The address becomes local only once those rules and the moved local rule are in: before them, the sshd's
+        // replies to it would loop into lo and draw a RST that resets the session driving this setup.
+        var held = driven.IndexOf("addr:lo:192.0.2.1");
+        Assert.True(held > driven.IndexOf("rule:4:50:to 192.0.2.1 ipproto tcp sport 22") && held > driven.IndexOf("rule:4:50:to 192.0.2.1 ipproto gre")
+            && held > driven.FindLastIndex(id => id.StartsWith("local-rule:", StringComparison.Ordinal)), string.Join('\n', driven));
         Assert.Null(MigrationSpec.ParseSshConnection("not an ssh connection"));
 
         // A peer named by a host name that resolves to several moved addresses: a rule for each, once each.

@@ -232,6 +232,7 @@ public static class MigrationPlanner
                 [HostCommand.Of("ip", "addr", "del", spec.LinkAddress, "dev", tun)]));
         }
 
+        var holds = new List<HostChange>();
         if (spec.Side == MigrationSide.Old)
         {
             Sysctl(changes, facts, "net.ipv4.ip_forward", "1", "forward the moved flows into the tunnel");
@@ -244,6 +245,9 @@ public static class MigrationPlanner
         }
         else
         {
+            // Held last, after the rules below: from the moment the address is local here, replies to it (this host's sshd
+            // answering the old host driving it, our outer GRE) go to lo unless rule 50 and the moved local rule already
+            // send them out; looped back, a reply draws a RST that resets the sshd session (found in the VM lab).
             foreach (var address in spec.MovedAddresses)
             {
                 var prefix = address.AddressFamily == AddressFamily.InterNetworkV6 ? "/128" : "/32";
@@ -254,7 +258,7 @@ public static class MigrationPlanner
                     string[] add = address.AddressFamily == AddressFamily.InterNetworkV6
                         ? ["ip", "addr", "add", address + prefix, "dev", "lo", "noprefixroute"]
                         : ["ip", "addr", "add", address + prefix, "dev", "lo"];
-                    changes.Add(new HostChange($"addr:lo:{address}", $"hold the moved address {address} on lo, so services can bind it",
+                    holds.Add(new HostChange($"addr:lo:{address}", $"hold the moved address {address} on lo, so services can bind it",
                         [HostCommand.Of(add)],
                         [HostCommand.Of("ip", "addr", "del", address + prefix, "dev", "lo")]));
                 }
@@ -332,6 +336,7 @@ public static class MigrationPlanner
             MoveLocalRule(changes, facts, ipv6);
         }
 
+        changes.AddRange(holds);
         var steering = new SteeringTable(spec.Name.Value, spec.Side == MigrationSide.Old, tun, spec.Mark, spec.Tuples, spec.MovedAddresses);
         if (facts.NftTables.Contains("inet " + steering.TableName))
         {
