@@ -56,7 +56,7 @@ public sealed class KernelGreVmTests : IClassFixture<KernelGreVmFixture>
         // Linux 6.1 takes no USO on a TUN device (6.2), and refuses a UDP GSO send on a device without checksum
         // offload (EIO, until 6.6): the tunnel falls back to a datagram per send. This container's kernel has neither limit.
         var run = await _fixture.RepositoryTestsAsync();
-        var cases = run.Results.Where(r => r.Name.Contains("Gre_in_udp", StringComparison.Ordinal)).ToList();
+        var cases = run.Results.Where(r => r.Name.Contains("UserspaceTunnelTests.Gre_in_udp", StringComparison.Ordinal)).ToList();
 
         Assert.True(cases.Count == 4 && cases.All(r => r.Outcome == "Passed"), run.ToString());
         Assert.Contains(cases, r => r.Name.Contains("without_checksum_offload", StringComparison.Ordinal));
@@ -131,7 +131,7 @@ public sealed class KernelGreVmFixture : VmFixture
         : base(VmInit.Small)
     {
         _repositoryTests = new(() => RunTestsAsync(
-            ["Switchover.IntegrationTests", "Switchover.Migration.Tests"], "FullyQualifiedName~over_each_dataplane|FullyQualifiedName~GreSupportTests|FullyQualifiedName~Gre_in_udp",
+            ["Switchover.IntegrationTests", "Switchover.Migration.Tests"], "FullyQualifiedName~over_each_dataplane|FullyQualifiedName~GreSupportTests|FullyQualifiedName~UserspaceTunnelTests.Gre_in_udp",
             $"export SWITCHOVER_MIGRATION_DATAPLANES='{string.Join(' ', KernelPairings)}'", TimeSpan.FromMinutes(45)));
         var root = new DirectoryInfo(AppContext.BaseDirectory);
         while (root is not null && !File.Exists(Path.Combine(root.FullName, "Switchover.sln")))
