@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.Extensions.Time.Testing;
 using Switchover.Hosting;
 
 namespace Switchover.Tests;
@@ -35,27 +36,36 @@ public sealed class Http2GoAwayTests
     [Fact(Timeout = 10000)]
     public async Task Requests_that_keep_arriving_postpone_the_goaway_until_the_client_is_quiet()
     {
-        // Arrivals every quiet/4, so that a delay that oversleeps on a loaded machine (by up to 3/4 of the window)
-        // still arrives inside it; with Quiet/2 gaps of 75 ms, an oversleep of 75 ms made this test fail now and then.
+        // On a fake clock: with real delays, an oversleep on a loaded machine (450 ms and more, seen in a full CI run)
+        // passed the quiet window between two arrivals. The go-away loop goes on from a fired delay on the thread
+        // pool, so the test lets it catch up after each Advance; it reads the fake clock, so when it runs changes nothing.
         var quiet = TimeSpan.FromMilliseconds(600);
-        var clock = Stopwatch.StartNew();
-        var lifetime = new RecordingLifetime(clock);
-        var goAway = new Http2GoAway(lifetime, quiet, Grace, TimeProvider.System);
+        var time = new FakeTimeProvider();
+        var start = time.GetTimestamp();
+        var lifetime = new RecordingLifetime(() => time.GetElapsedTime(start));
+        var goAway = new Http2GoAway(lifetime, quiet, Grace, time);
 
         var held = new List<Task> { goAway.EnterAsync() };
-        TimeSpan lastArrival = default;
         for (var i = 0; i < 4; i++)
         {
-            await Task.Delay(quiet / 4);
+            time.Advance(quiet / 4);
+            await Task.Delay(20);
             Assert.Equal(0, lifetime.CloseRequests);
-            lastArrival = clock.Elapsed;
             held.Add(goAway.EnterAsync());
         }
 
-        await Task.WhenAll(held);
-
-        Assert.True(lifetime.ClosedAt - lastArrival >= quiet - Slack,
-            $"GOAWAY was requested {lifetime.ClosedAt - lastArrival} after the last request arrived, within the quiet window of {quiet}.");
+        // The last arrival was at 600 ms: nothing until a whole quiet window after it, then GOAWAY, then the grace.
+        var lastArrival = time.GetElapsedTime(start);
+        time.Advance(quiet - TimeSpan.FromMilliseconds(1));
+        await Task.Delay(20);
+        Assert.Equal(0, lifetime.CloseRequests);
+        Assert.All(held, t => Assert.False(t.IsCompleted, "A held request ran before GOAWAY."));
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(SpinWait.SpinUntil(() => lifetime.CloseRequests > 0, TimeSpan.FromSeconds(5)), "No GOAWAY a quiet window after the last arrival.");
+        Assert.Equal(1, lifetime.CloseRequests);
+        Assert.Equal(quiet, lifetime.ClosedAt - lastArrival);
+        time.Advance(Grace);
+        await Task.WhenAll(held).WaitAsync(TimeSpan.FromSeconds(5));
     }
 
     [Fact(Timeout = 10000)]
@@ -97,9 +107,14 @@ public sealed class Http2GoAwayTests
         Assert.Null(Http2GoAway.SmoothedRoundTrip(udp));
     }
 
-    private sealed class RecordingLifetime(Stopwatch clock) : IConnectionLifetimeNotificationFeature
+    private sealed class RecordingLifetime(Func<TimeSpan> now) : IConnectionLifetimeNotificationFeature
     {
         private int _closeRequests;
+
+        public RecordingLifetime(Stopwatch clock)
+            : this(() => clock.Elapsed)
+        {
+        }
 
         public CancellationToken ConnectionClosedRequested { get; set; }
 
@@ -110,7 +125,7 @@ public sealed class Http2GoAwayTests
 
         public void RequestClose()
         {
-            ClosedAt = clock.Elapsed;
+            ClosedAt = now();
             Interlocked.Increment(ref _closeRequests);
         }
     }
