@@ -200,6 +200,10 @@ public sealed class Handoff
 
             var now = _time.GetUtcNow();
             var previous = state.Generations.Where(g => g.Id != id && g.State == GenerationState.Active).ToList();
+            if (previous.Count > 0)
+            {
+                TestPause.At(TestPause.TakeoverBegun);
+            }
 
             // A repeated takeover: the agent's client asks again when the agent died after the commit but before its
             // answer. The state says it all already, but the previous generations may never have been told; they are

@@ -5,7 +5,7 @@ namespace Switchover;
 
 /// <summary>
 /// Test only: lets the fault-injection suite stop a process at an instant of the takeover that no log line marks.
-/// With <c>SWITCHOVER_TEST_PAUSE_AT=transaction-applied</c> (or <c>state-written</c>, <c>old-signalled</c>) in its
+/// With <c>SWITCHOVER_TEST_PAUSE_AT=transaction-applied</c> (or <c>takeover-begun</c>, <c>state-written</c>, <c>old-signalled</c>) in its
 /// environment, the process that carries out a takeover (the generation, or the agent) says so on standard error and
 /// stops itself with SIGSTOP on reaching that point of a takeover that supersedes a generation, once; the test then injects its fault and sends SIGCONT or SIGKILL.
 /// Off unless the variable names one of the points exactly; read once, at the first takeover.
@@ -13,6 +13,9 @@ namespace Switchover;
 internal static class TestPause
 {
     public const string EnvironmentVariable = "SWITCHOVER_TEST_PAUSE_AT";
+
+    /// <summary>The takeover holds the namespace lock and has read the state; nothing is changed yet (no table, no state, no answer).</summary>
+    public const string TakeoverBegun = "takeover-begun";
 
     /// <summary>The kernel committed the takeover's table; the state (with the pending mark) is not yet written; the lock is held.</summary>
     public const string TransactionApplied = "transaction-applied";
@@ -28,6 +31,7 @@ internal static class TestPause
     // The constants themselves (not the variable's copy): At compares references.
     private static string? s_point = Environment.GetEnvironmentVariable(EnvironmentVariable) switch
     {
+        TakeoverBegun => TakeoverBegun,
         TransactionApplied => TransactionApplied,
         StateWritten => StateWritten,
         OldSignalled => OldSignalled,

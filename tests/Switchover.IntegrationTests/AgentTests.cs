@@ -92,7 +92,9 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
     [Fact(Timeout = 240_000)]
     public async Task The_agent_killed_and_started_again_mid_deploy_loses_no_request_and_watches_every_generation_again()
     {
-        var app = await StartAsync();
+        // The first agent stops itself when v2's takeover has begun, before it changes anything: killed there, it dies
+        // before v2 takes over for certain (v2 gets ready while it registers, so waiting for "registered" raced the takeover).
+        var app = await StartAsync(new Dictionary<string, string> { ["SWITCHOVER_TEST_PAUSE_AT"] = "takeover-begun" });
         var v1 = await app.DeployAsync("v1", TakeoverTimeout, Token);
         await using var load = HttpLoad.Start(AllPaths(), Load(ConnectionMode.NewConnectionPerRequest, TimeSpan.FromMinutes(3)), Token);
         await Task.Delay(TimeSpan.FromSeconds(1), Token);
@@ -101,6 +103,8 @@ public sealed class AgentTests(ITestOutputHelper output) : TestBase(output)
         var v2 = app.Launch("v2");
         await v2.WaitForOutputAsync("registered", TakeoverTimeout, Token);
         var first = Agent.Process;
+        await first.WaitForOutputAsync("SWITCHOVER_TEST_PAUSE_AT=takeover-begun", TakeoverTimeout, Token);
+        await first.WaitUntilStoppedAsync(TimeSpan.FromSeconds(5), Token);
         await Agent.KillAsync();
         await Task.Delay(TimeSpan.FromSeconds(1.5), Token);
         await Agent.StartAgainAsync(Token);
