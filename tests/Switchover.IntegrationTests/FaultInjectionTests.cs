@@ -26,7 +26,11 @@ public enum HandoffStep
     /// <summary>v2 is recorded Starting: its private ports are guarded, nothing is sent to it.</summary>
     Registered,
 
-    /// <summary>v2 passed its health checks and its readiness request; the transaction is next.</summary>
+    /// <summary>
+    /// v2 passed its health checks and its readiness request and holds the lock (a test pause at the takeover's start);
+    /// the transaction is next. Its log line alone raced: one CI run killed v2 a few milliseconds after it, when its
+    /// transaction was already applied, and the test counted the requests sent to it as not attributable.
+    /// </summary>
     Ready,
 
     /// <summary>Inside the takeover (a test pause, <c>SWITCHOVER_TEST_PAUSE_AT</c>): the kernel steers to v2, the state still says v1 (pending mark), the lock is held.</summary>
@@ -87,7 +91,6 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
         var marker = step switch
         {
             HandoffStep.Registered => (v2, "registered (pid"),
-            HandoffStep.Ready => (v2, "is ready after"),
             HandoffStep.TookOver => (v2, "launch to serving"),
             HandoffStep.Draining => (v1.Process, "drains: listeners stay open"),
             _ => (v2, $"{PauseVariable}={pause}"),
@@ -316,6 +319,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : TestBase(out
     /// <summary>The test pause (<c>SWITCHOVER_TEST_PAUSE_AT</c>) that marks a step inside the takeover; null for a step a log line marks.</summary>
     private static string? PausePoint(HandoffStep step) => step switch
     {
+        HandoffStep.Ready => "takeover-begun",
         HandoffStep.TransactionApplied => "transaction-applied",
         HandoffStep.StateWritten => "state-written",
         HandoffStep.OldSignalled => "old-signalled",
