@@ -156,30 +156,48 @@ public sealed class StateStore
     /// </summary>
     public async Task<StateLock> LockAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
+        var handle = await LockFileAsync(LockPath, CreateDirectory, () => LockFileOpenedForTesting?.Invoke(), timeout,
+            () => new StateException($"Timed out after {timeout.TotalSeconds:0.#} s waiting for the namespace lock {LockPath}. " +
+                "Another deploy of this namespace is in progress; retry when it has finished.")
+            {
+                IsLockTimeout = true,
+            },
+            cancellationToken).ConfigureAwait(false);
+        return new StateLock(this, handle);
+    }
+
+    /// <summary>
+    /// Takes an exclusive flock on <paramref name="path"/> (created if needed, after <paramref name="prepare"/>, e.g.
+    /// its directory), waiting up to <paramref name="timeout"/>, then throws what <paramref name="timedOut"/> makes.
+    /// <paramref name="opened"/> runs each time the file is open and not yet locked (tests race a deletion there).
+    /// Whoever holds the lock may unlink the file (the last user of a directory removes it): a lock taken on a file
+    /// that was unlinked meanwhile protects nothing, so it is taken again on the file the path names now.
+    /// </summary>
+    internal static async Task<SafeFileHandle> LockFileAsync(string path, Action prepare, Action opened, TimeSpan timeout, Func<Exception> timedOut,
+        CancellationToken cancellationToken)
+    {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            CreateDirectory();
+            prepare();
             SafeFileHandle handle;
             try
             {
-                handle = Libc.OpenLockFile(LockPath);
+                handle = Libc.OpenLockFile(path);
             }
             catch (Exception e) when (e is UnauthorizedAccessException or IOException)
             {
-                throw new StateException($"Cannot open the lock file {LockPath}: {e.Message}. " +
+                throw new StateException($"Cannot open the lock file {path}: {e.Message}. " +
                     "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
             }
 
-            LockFileOpenedForTesting?.Invoke();
+            opened();
             if (Libc.Flock(handle, Libc.LOCK_EX | Libc.LOCK_NB) == 0)
             {
-                // The last generation of a namespace deletes the directory; a lock taken on a file that was
-                // unlinked meanwhile protects nothing, so check that the path still names our inode.
-                if (StillLinked(handle))
+                if (StillLinked(handle, path))
                 {
-                    return new StateLock(this, handle);
+                    return handle;
                 }
 
                 handle.Dispose();
@@ -189,11 +207,7 @@ public sealed class StateStore
             handle.Dispose();
             if (DateTime.UtcNow >= deadline)
             {
-                throw new StateException($"Timed out after {timeout.TotalSeconds:0.#} s waiting for the namespace lock {LockPath}. " +
-                    "Another deploy of this namespace is in progress; retry when it has finished.")
-                {
-                    IsLockTimeout = true,
-                };
+                throw timedOut();
             }
 
             await Task.Delay(25, cancellationToken).ConfigureAwait(false);
@@ -216,10 +230,10 @@ public sealed class StateStore
         }
     }
 
-    private bool StillLinked(SafeFileHandle handle)
+    private static bool StillLinked(SafeFileHandle handle, string path)
     {
         var held = Libc.FileIdentity(handle);
-        var named = Libc.FileIdentity(LockPath);
+        var named = Libc.FileIdentity(path);
         return held is not null && held == named;
     }
 

@@ -42,6 +42,7 @@ public sealed class MigrationHost
             throw new MigrationException(specErrors);
         }
 
+        using var host = await LockHostAsync(cancellationToken).ConfigureAwait(false);
         using var held = await Store(spec.Name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
         var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal);
         var facts = await ReadFactsAsync(spec, cancellationToken).ConfigureAwait(false);
@@ -196,6 +197,7 @@ public sealed class MigrationHost
     /// <summary>Undoes everything the migration changed on this host, in reverse order, and forgets it.</summary>
     public async Task<MigrationOutcome> TeardownAsync(NamespaceName name, bool dryRun, CancellationToken cancellationToken)
     {
+        using var host = await LockHostAsync(cancellationToken).ConfigureAwait(false);
         using var held = await Store(name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
         var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal);
         if (journal is null)
@@ -288,6 +290,7 @@ public sealed class MigrationHost
     /// </summary>
     public async Task<MigrationOutcome> FinalizeAsync(NamespaceName name, bool force, bool dryRun, CancellationToken cancellationToken)
     {
+        using var host = await LockHostAsync(cancellationToken).ConfigureAwait(false);
         using var held = await Store(name).LockAsync(LockTimeout, cancellationToken).ConfigureAwait(false);
         var journal = held.ReadJson(MigrationJournal.FileName, MigrationJsonContext.Default.MigrationJournal)
             ?? throw new MigrationException([$"Migration '{name}' is not set up on this host."]);
@@ -397,17 +400,59 @@ public sealed class MigrationHost
         new($"tuple:{tuple}", move ? $"move {tuple}: its new flows go to the new host" : $"return {tuple}: its new flows stay here",
             [new HostCommand(["nft", "-f", "-"], move ? steering.RenderMove(tuple) : steering.RenderReturn(tuple))], []);
 
-    /// <summary>Forgets a migration: its directory, and the migrations directory when it was the last.</summary>
-    private void Forget(StateLock held)
+    /// <summary>Forgets a migration: its directory goes; the host lock, held, removes the lock file and the root when they are the last.</summary>
+    private static void Forget(StateLock held) => held.DeleteNamespace();
+
+    /// <summary>
+    /// The host's migration lock, one per network namespace beside the migrations' directories: setup, teardown and
+    /// finalize of every migration take it before their own. Each reads the host (free marks, route tables and link
+    /// networks, the FOU port, the local table's rule, sysctls, the other journals) and then changes it: interleaved,
+    /// two setups picked the same mark and table, or one's undo took back a value the other had come to rely on.
+    /// </summary>
+    private async Task<HostLock> LockHostAsync(CancellationToken cancellationToken)
     {
-        held.DeleteNamespace();
+        var path = Path.Combine(_stateRoot, string.Create(CultureInfo.InvariantCulture, $".host@{NetworkNamespaces.Current}.lock"));
+        var handle = await StateStore.LockFileAsync(path, CreateRoot, static () => { }, LockTimeout,
+            () => new MigrationException([$"Timed out after {LockTimeout.TotalSeconds:0} s waiting for {path}: another migration's setup, " +
+                "teardown or finalize is running on this host. Retry when it has finished."]),
+            cancellationToken).ConfigureAwait(false);
+        return new HostLock(_stateRoot, path, handle);
+    }
+
+    private void CreateRoot()
+    {
         try
         {
-            System.IO.Directory.Delete(_stateRoot);
+            System.IO.Directory.CreateDirectory(_stateRoot);
         }
-        catch (IOException)
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
         {
-            // Other migrations remain (or one is being set up right now).
+            throw new MigrationException([$"Cannot create the migrations' directory {_stateRoot}: {e.Message}. Run as root, or give --state-dir a directory this user can write."]);
+        }
+    }
+
+    private sealed class HostLock(string root, string path, Microsoft.Win32.SafeHandles.SafeFileHandle handle) : IDisposable
+    {
+        public void Dispose()
+        {
+            // The last migration of this network namespace takes the lock file with it (whoever waits for it takes a lock
+            // on the file the path names next), and the directory when no other network namespace's migration is there.
+            try
+            {
+                if (!StateStore.List(root).Any(e => e.NetworkNamespace == NetworkNamespaces.Current))
+                {
+                    File.Delete(path);
+                    System.IO.Directory.Delete(root);
+                }
+            }
+            catch (IOException)
+            {
+                // Another network namespace's migrations (or lock) remain.
+            }
+            finally
+            {
+                handle.Dispose();
+            }
         }
     }
 

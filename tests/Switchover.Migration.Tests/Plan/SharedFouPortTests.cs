@@ -185,14 +185,14 @@ public sealed class SharedFouPortTests : IDisposable
 
     private MigrationHost Host() => new(_host.Runner, _stateRoot);
 
-    private static MigrationSpec Spec(string name, string tunnel, uint key) => new(NamespaceName.Parse(name), MigrationSide.Old, tunnel,
+    internal static MigrationSpec Spec(string name, string tunnel, uint key) => new(NamespaceName.Parse(name), MigrationSide.Old, tunnel,
         IPAddress.Parse("192.0.2.1"), IPAddress.Parse("203.0.113.1"), key, 1464, MigrationSpec.PickFree, MigrationSpec.PickFree, [])
     {
         Encapsulation = TunnelEncapsulation.GreInUdp,
     };
 
     /// <summary>One IPv4 host with eth0 (192.0.2.1), nothing set up, and FOU ports that behave as the kernel's.</summary>
-    private sealed class FakeHost
+    internal sealed class FakeHost
     {
         public FakeHost() => Runner.Answer = Answer;
 
