@@ -119,7 +119,7 @@ internal static class MarkdownReport
             var chains = result.ChainProfiles.FirstOrDefault(p => p.Client == group.Key.Client && p.Mode == group.Key.Mode && p.Variant == OverheadVariant.Switchover);
             var program = result.ChainProfiles.FirstOrDefault(p => p.Client == group.Key.Client && p.Mode == group.Key.Mode && p.Variant == OverheadVariant.SkLookup);
             md.AppendLine(Inv($"- Steering overhead, {ClientName(group.Key.Client)}, {Modes.Name(group.Key.Mode)}: Switchover (TPROXY) ÷ direct throughput = **{ratio:0.000}** (target ≥ 0.97); with Steering=Redirect {redirect:0.000}") +
-                          (chains is null ? "" : Inv($"; Switchover's chains {chains.ChainsPercent:0.00} % of busy CPU (target < 0.5 %)")) +
+                          (chains is null ? "" : Inv($"; Switchover's chains {chains.ChainsPercent:0.00} % of busy CPU (target < 0.5 %), {chains.ChainsWithoutLookupsPercent:0.00} % without the socket lookups TPROXY does in the kernel's place")) +
                           (double.IsFinite(skLookup) ? Inv($"; the sk_lookup prototype {skLookup:0.000}") + (program is null ? "" : Inv($", its program {program.SkLookupPercent:0.00} % of busy CPU")) : "") + ".");
         }
 
@@ -335,11 +335,13 @@ internal static class MarkdownReport
                 md.AppendLine("Where the CPU went, one more round per variant under `perf record -a -g` (cpu-clock, 1999 Hz, the whole machine; " +
                               "busy = every sample but the idle loop). *In nftables chains*: samples with `nft_do_chain` on the stack, which in the " +
                               "Switchover variants are Switchover's own chains (target < 0.5 %); *in conntrack*: `nf_conntrack_in`; *in sk_lookup*: the kernel running the " +
-                              "SkLookup variant's BPF program (`inet_lookup_run_sk_lookup`), the program included.").AppendLine()
-                    .AppendLine("| variant | busy samples | in nftables chains | in conntrack | in sk_lookup | the chains' samples, by what nft_do_chain called |").AppendLine("|---|---:|---:|---:|---:|---|");
+                              "SkLookup variant's BPF program (`inet_lookup_run_sk_lookup`), the program included; *socket lookups*: the kernel's TCP socket lookups " +
+                              "(established and listener), wherever called; *chains without their lookups*: the chains' samples less those in a lookup that TPROXY " +
+                              "did, after which the kernel takes the assigned socket and skips its own (compare the socket lookups with the direct variant's).").AppendLine()
+                    .AppendLine("| variant | busy samples | in nftables chains | chains without their lookups | socket lookups | in conntrack | in sk_lookup | the chains' samples, by what nft_do_chain called |").AppendLine("|---|---:|---:|---:|---:|---:|---:|---|");
                 foreach (var p in profiles)
                 {
-                    md.AppendLine(Inv($"| {p.Variant} | {p.Busy:N0} | {p.InChains:N0} ({p.ChainsPercent:0.00} %) | {p.InConntrack:N0} ({p.ConntrackPercent:0.00} %) | {p.InSkLookup:N0} ({p.SkLookupPercent:0.00} %) | ") +
+                    md.AppendLine(Inv($"| {p.Variant} | {p.Busy:N0} | {p.InChains:N0} ({p.ChainsPercent:0.00} %) | {p.InChains - p.InChainLookups:N0} ({p.ChainsWithoutLookupsPercent:0.00} %) | {p.InLookups:N0} ({p.LookupsPercent:0.00} %) | {p.InConntrack:N0} ({p.ConntrackPercent:0.00} %) | {p.InSkLookup:N0} ({p.SkLookupPercent:0.00} %) | ") +
                                   string.Join(", ", p.ChainCallees.Select(c => Inv($"{c.Function} {c.Samples}"))) + " |");
                 }
 

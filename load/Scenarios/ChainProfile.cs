@@ -11,7 +11,11 @@ namespace Switchover.Load.Scenarios;
 /// counts as busy), those with <c>nft_do_chain</c> on the stack (every nftables chain the packets traversed: in the
 /// Switchover variants only Switchover's own, since its namespace has no other table) and those in conntrack
 /// (<c>nf_conntrack_in</c>), and those in the kernel's run of sk_lookup programs (<c>inet_lookup_run_sk_lookup</c>, its
-/// IPv6 twin, or the program itself): what the <see cref="OverheadVariant.SkLookup"/> variant's steering costs.
+/// IPv6 twin, or the program itself): what the <see cref="OverheadVariant.SkLookup"/> variant's steering costs. It
+/// also counts the kernel's TCP socket lookups (<see cref="LookupFunctions"/>), everywhere and inside the chains:
+/// TPROXY's lookup assigns the socket to the packet, and the kernel then skips its own (early demux and
+/// <c>tcp_v4_rcv</c> take the assigned socket), so the chains' share net of their lookups is what they add, and the
+/// lookups' share beside the direct variant's shows whether that holds.
 /// </summary>
 internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, ConnectionMode Mode, long Samples, long Busy, long InChains, long InConntrack)
 {
@@ -19,6 +23,27 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
     public long InSkLookup { get; init; }
 
     public double SkLookupPercent => Busy > 0 ? 100.0 * InSkLookup / Busy : double.NaN;
+
+    /// <summary>Busy samples in a TCP socket lookup, wherever it was called from.</summary>
+    public long InLookups { get; init; }
+
+    /// <summary>Busy samples in a TCP socket lookup called from an nftables chain (TPROXY's).</summary>
+    public long InChainLookups { get; init; }
+
+    public double LookupsPercent => Busy > 0 ? 100.0 * InLookups / Busy : double.NaN;
+
+    /// <summary>The chains' share without the socket lookups they did in the kernel's place, in percent.</summary>
+    public double ChainsWithoutLookupsPercent => Busy > 0 ? 100.0 * (InChains - InChainLookups) / Busy : double.NaN;
+
+    /// <summary>
+    /// The kernel's TCP socket lookups (IPv4 and IPv6, established and listener; Linux 6.x names): what the stack runs
+    /// for each arriving segment without an assigned socket, and what TPROXY runs for the packets it steers.
+    /// </summary>
+    internal static readonly string[] LookupFunctions =
+    [
+        "__inet_lookup_established", "__inet_lookup_listener", "inet_lhash2_lookup",
+        "__inet6_lookup_established", "inet6_lookup_listener", "inet6_lhash2_lookup",
+    ];
 
     /// <summary>What the chains' samples were in: the function <c>nft_do_chain</c> called (itself when in its own code), most first.</summary>
     public IReadOnlyList<(string Function, long Samples)> ChainCallees { get; init; } = [];
@@ -57,12 +82,14 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
                 return (null, $"perf script failed ({script.ExitCode}): {script.StandardError.Trim()}");
             }
 
-            var (samples, busy, chains, conntrack, skLookup, callees) = Count(script.StandardOutput);
+            var (samples, busy, chains, conntrack, skLookup, callees, lookups, chainLookups) = Count(script.StandardOutput);
             return samples == 0
                 ? (null, "perf recorded no sample")
                 : (new ChainProfile(variant, client, mode, samples, busy, chains, conntrack)
                 {
                     InSkLookup = skLookup,
+                    InLookups = lookups,
+                    InChainLookups = chainLookups,
                     ChainCallees = [.. callees.OrderByDescending(c => c.Value).Take(6).Select(c => (c.Key, c.Value))],
                 }, null);
         }
@@ -81,9 +108,9 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
     /// Counts <c>perf script -F comm,ip,sym</c> output: one block a sample (its command, then one frame a line,
     /// "address symbol", innermost first), blocks separated by an empty line.
     /// </summary>
-    internal static (long Samples, long Busy, long InChains, long InConntrack, long InSkLookup, Dictionary<string, long> ChainCallees) Count(string script)
+    internal static (long Samples, long Busy, long InChains, long InConntrack, long InSkLookup, Dictionary<string, long> ChainCallees, long InLookups, long InChainLookups) Count(string script)
     {
-        long samples = 0, busy = 0, chains = 0, conntrack = 0, skLookup = 0;
+        long samples = 0, busy = 0, chains = 0, conntrack = 0, skLookup = 0, lookups = 0, chainLookups = 0;
         var callees = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var block in script.Split("\n\n", StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
@@ -104,11 +131,21 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
 
             busy++;
             var chain = frames.FindIndex(f => f.StartsWith("nft_do_chain", StringComparison.Ordinal));
+            var lookup = frames.FindIndex(f => LookupFunctions.Any(l => f.StartsWith(l, StringComparison.Ordinal)));
+            if (lookup >= 0)
+            {
+                lookups++;
+            }
+
             if (chain >= 0)
             {
                 chains++;
                 var callee = chain == 0 ? frames[0] : frames[chain - 1];
                 callees[callee] = callees.GetValueOrDefault(callee) + 1;
+                if (lookup >= 0 && lookup < chain)
+                {
+                    chainLookups++;
+                }
             }
 
             if (Has("nf_conntrack_in"))
@@ -122,6 +159,6 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
             }
         }
 
-        return (samples, busy, chains, conntrack, skLookup, callees);
+        return (samples, busy, chains, conntrack, skLookup, callees, lookups, chainLookups);
     }
 }

@@ -144,9 +144,9 @@ internal sealed class OverheadScenario(SuiteSettings settings, Progress progress
             _profiles.Add(profile);
         }
 
-        progress.Line("  overhead profile (share of busy CPU in nftables chains / conntrack): " + string.Join(", ",
+        progress.Line("  overhead profile (share of busy CPU in nftables chains, the same without their socket lookups / socket lookups / conntrack): " + string.Join(", ",
             _profiles.Where(p => p.Client == client && p.Mode == mode).Select(p => string.Create(CultureInfo.InvariantCulture,
-                $"{p.Variant} {p.ChainsPercent:0.00} % / {p.ConntrackPercent:0.00} %"))));
+                $"{p.Variant} {p.ChainsPercent:0.00} %, {p.ChainsWithoutLookupsPercent:0.00} % / {p.LookupsPercent:0.00} % / {p.ConntrackPercent:0.00} %"))));
     }
 
     private async Task<OverheadRound> MeasureAsync(Host host, ClientKind client, ConnectionMode mode, int round, TimeSpan duration, CancellationToken cancellationToken)
