@@ -77,7 +77,7 @@ public sealed class KernelGreVmTests : IClassFixture<KernelGreVmFixture>
     [Fact(Timeout = Timeout)]
     public async Task Tunnel_run_with_dataplane_auto_picks_kernel_GRE_there_with_its_peer_filter_and_removes_both_on_SIGTERM()
     {
-        var cli = _fixture.Built("Switchover.Cli", "switchover.dll");
+        var cli = RepositoryBuild.Built("Switchover.Cli", "switchover.dll");
         var result = await Vm.RunAsync($"""
             set -u
             ip netns add kg-auto && ip -n kg-auto link add eth0 type dummy && ip -n kg-auto addr add 198.51.100.1/24 dev eth0 && ip -n kg-auto link set eth0 up || exit 10
@@ -135,8 +135,6 @@ public sealed class KernelGreVmFixture : VmFixture
             : "kernel:kernel:ipv4 kernel:kernel:ipv6 kernel:userspace:ipv4 kernel:userspace:ipv6 userspace:kernel:ipv6 kernel:userspace:ipv4:udp userspace:kernel:ipv6:udp kernel:kernel:ipv4:udp")
         .Split([' ', ','], StringSplitOptions.RemoveEmptyEntries);
 
-    private readonly string _root;
-    private readonly string _configuration;
     private readonly Lazy<Task<VmTestRun>> _repositoryTests;
 
     public KernelGreVmFixture()
@@ -145,23 +143,6 @@ public sealed class KernelGreVmFixture : VmFixture
         _repositoryTests = new(() => RunTestsAsync(
             ["Switchover.IntegrationTests", "Switchover.Migration.Tests"], "FullyQualifiedName~over_each_dataplane|FullyQualifiedName~GreSupportTests|FullyQualifiedName~UserspaceTunnelTests.Gre_in_udp|FullyQualifiedName~SshMigrationTests.From_the_old_host_with_gre_in_udp",
             $"export SWITCHOVER_MIGRATION_DATAPLANES='{string.Join(' ', KernelPairings)}'", TimeSpan.FromMinutes(45)));
-        var root = new DirectoryInfo(AppContext.BaseDirectory);
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Switchover.sln")))
-        {
-            root = root.Parent;
-        }
-
-        _root = root?.FullName ?? throw new DirectoryNotFoundException($"No Switchover.sln above {AppContext.BaseDirectory}.");
-        _configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Name;
-    }
-
-    /// <summary>A build output, which the VM sees at the same path.</summary>
-    public string Built(string project, string file)
-    {
-        var path = Path.Combine(_root, "artifacts", "bin", project, _configuration, file);
-        return File.Exists(path)
-            ? path
-            : throw new FileNotFoundException($"{path} is missing. Build the solution first: dotnet build Switchover.sln -c {_configuration}.", path);
     }
 
     /// <summary>
@@ -178,7 +159,7 @@ public sealed class KernelGreVmFixture : VmFixture
     /// </summary>
     public async Task<VmTestRun> RunTestsAsync(IReadOnlyList<string> projects, string filter, string prelude, TimeSpan timeout)
     {
-        var assemblies = projects.Select(p => Built(p, p + ".dll")).ToList();
+        var assemblies = projects.Select(p => RepositoryBuild.Built(p, p + ".dll")).ToList();
         var trx = $"tests-{Guid.NewGuid():N}.trx";
         var watch = Stopwatch.StartNew();
         var command = await Vm.RunAsync($"""

@@ -139,35 +139,11 @@ public sealed record EchoPaths(string Unit, string EchoDirectory, string Cli, st
 {
     public static EchoPaths Find()
     {
-        string? root = null;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Switchover.sln")))
-            {
-                root = dir.FullName;
-                break;
-            }
-        }
-
-        if (root is null)
-        {
-            throw new DirectoryNotFoundException($"No Switchover.sln above {AppContext.BaseDirectory}.");
-        }
-
-        var configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Name;
-        string Built(string project, string file)
-        {
-            var path = Path.Combine(root, "artifacts", "bin", project, configuration, file);
-            return File.Exists(path)
-                ? path
-                : throw new FileNotFoundException($"{path} is missing. Build the solution first: dotnet build Switchover.sln -c {configuration}.", path);
-        }
-
         return new EchoPaths(
-            Path.Combine(root, "samples", "systemd", "echo.service"),
-            Path.GetDirectoryName(Built("EchoServer", "EchoServer.dll"))!,
-            Built("Switchover.Cli", "switchover.dll"),
-            Built("Switchover.TestServer", "Switchover.TestServer.dll"));
+            Path.Combine(RepositoryBuild.Root, "samples", "systemd", "echo.service"),
+            Path.GetDirectoryName(RepositoryBuild.Built("EchoServer", "EchoServer.dll"))!,
+            RepositoryBuild.Built("Switchover.Cli", "switchover.dll"),
+            RepositoryBuild.Built("Switchover.TestServer", "Switchover.TestServer.dll"));
     }
 }
 
