@@ -82,16 +82,8 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
                 return (null, $"perf script failed ({script.ExitCode}): {script.StandardError.Trim()}");
             }
 
-            var (samples, busy, chains, conntrack, skLookup, callees, lookups, chainLookups) = Count(script.StandardOutput);
-            return samples == 0
-                ? (null, "perf recorded no sample")
-                : (new ChainProfile(variant, client, mode, samples, busy, chains, conntrack)
-                {
-                    InSkLookup = skLookup,
-                    InLookups = lookups,
-                    InChainLookups = chainLookups,
-                    ChainCallees = [.. callees.OrderByDescending(c => c.Value).Take(6).Select(c => (c.Key, c.Value))],
-                }, null);
+            var profile = Count(variant, client, mode, script.StandardOutput);
+            return profile.Samples == 0 ? (null, "perf recorded no sample") : (profile, null);
         }
         catch (CommandNotFoundException)
         {
@@ -108,7 +100,7 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
     /// Counts <c>perf script -F comm,ip,sym</c> output: one block a sample (its command, then one frame a line,
     /// "address symbol", innermost first), blocks separated by an empty line.
     /// </summary>
-    internal static (long Samples, long Busy, long InChains, long InConntrack, long InSkLookup, Dictionary<string, long> ChainCallees, long InLookups, long InChainLookups) Count(string script)
+    internal static ChainProfile Count(OverheadVariant variant, ClientKind client, ConnectionMode mode, string script)
     {
         long samples = 0, busy = 0, chains = 0, conntrack = 0, skLookup = 0, lookups = 0, chainLookups = 0;
         var callees = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -159,6 +151,12 @@ internal sealed record ChainProfile(OverheadVariant Variant, ClientKind Client, 
             }
         }
 
-        return (samples, busy, chains, conntrack, skLookup, callees, lookups, chainLookups);
+        return new ChainProfile(variant, client, mode, samples, busy, chains, conntrack)
+        {
+            InSkLookup = skLookup,
+            InLookups = lookups,
+            InChainLookups = chainLookups,
+            ChainCallees = [.. callees.OrderByDescending(c => c.Value).Take(6).Select(c => (c.Key, c.Value))],
+        };
     }
 }

@@ -156,7 +156,8 @@ public sealed class StateStore
     /// </summary>
     public async Task<StateLock> LockAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var handle = await LockFileAsync(LockPath, CreateDirectory, () => LockFileOpenedForTesting?.Invoke(), timeout,
+        var handle = await LockFileAsync(LockPath, CreateDirectory, () => LockFileOpenedForTesting?.Invoke(),
+            "set Switchover:StateDirectory to a directory this user can write", timeout,
             () => new StateException($"Timed out after {timeout.TotalSeconds:0.#} s waiting for the namespace lock {LockPath}. " +
                 "Another deploy of this namespace is in progress; retry when it has finished.")
             {
@@ -169,11 +170,12 @@ public sealed class StateStore
     /// <summary>
     /// Takes an exclusive flock on <paramref name="path"/> (created if needed, after <paramref name="prepare"/>, e.g.
     /// its directory), waiting up to <paramref name="timeout"/>, then throws what <paramref name="timedOut"/> makes.
-    /// <paramref name="opened"/> runs each time the file is open and not yet locked (tests race a deletion there).
+    /// <paramref name="opened"/> runs each time the file is open and not yet locked (tests race a deletion there);
+    /// <paramref name="remedy"/> completes "Run as root, or ..." when the file cannot be opened.
     /// Whoever holds the lock may unlink the file (the last user of a directory removes it): a lock taken on a file
     /// that was unlinked meanwhile protects nothing, so it is taken again on the file the path names now.
     /// </summary>
-    internal static async Task<SafeFileHandle> LockFileAsync(string path, Action prepare, Action opened, TimeSpan timeout, Func<Exception> timedOut,
+    internal static async Task<SafeFileHandle> LockFileAsync(string path, Action prepare, Action opened, string remedy, TimeSpan timeout, Func<Exception> timedOut,
         CancellationToken cancellationToken)
     {
         var deadline = DateTime.UtcNow + timeout;
@@ -188,8 +190,7 @@ public sealed class StateStore
             }
             catch (Exception e) when (e is UnauthorizedAccessException or IOException)
             {
-                throw new StateException($"Cannot open the lock file {path}: {e.Message}. " +
-                    "Run as root, or set Switchover:StateDirectory to a directory this user can write.", e);
+                throw new StateException($"Cannot open the lock file {path}: {e.Message}. Run as root, or {remedy}.", e);
             }
 
             opened();

@@ -98,7 +98,7 @@ public sealed class MigrationHost
         {
             if (journal is null)
             {
-                Forget(held);
+                held.DeleteNamespace();
             }
 
             throw new MigrationException(errors);
@@ -109,7 +109,7 @@ public sealed class MigrationHost
         {
             if (journal is null)
             {
-                Forget(held);
+                held.DeleteNamespace();
             }
 
             return new MigrationOutcome(plan, DryRun: true);
@@ -136,7 +136,7 @@ public sealed class MigrationHost
             var remaining = applied.Except(appliedNow).ToList();
             if (remaining.Count == 0)
             {
-                Forget(held);
+                held.DeleteNamespace();
             }
             else
             {
@@ -204,7 +204,7 @@ public sealed class MigrationHost
         {
             if (!dryRun)
             {
-                Forget(held);
+                held.DeleteNamespace();
             }
 
             return new MigrationOutcome([], dryRun, $"migration '{name}' is not set up on this host: nothing to tear down");
@@ -223,7 +223,7 @@ public sealed class MigrationHost
             throw new MigrationException(["Teardown could not undo everything; the journal is kept so that it can be run again.", .. errors]);
         }
 
-        Forget(held);
+        held.DeleteNamespace();
         return new MigrationOutcome(undo, DryRun: false);
     }
 
@@ -320,7 +320,7 @@ public sealed class MigrationHost
             throw new MigrationException(["Finalize could not undo everything; the journal is kept.", .. errors]);
         }
 
-        Forget(held);
+        held.DeleteNamespace();
         return new MigrationOutcome([.. Enumerable.Reverse(retire)], DryRun: false,
             $"the moved addresses stay on lo and are served directly; tear down the old host's side with 'switchover migrate teardown --name {name}'");
     }
@@ -400,9 +400,6 @@ public sealed class MigrationHost
         new($"tuple:{tuple}", move ? $"move {tuple}: its new flows go to the new host" : $"return {tuple}: its new flows stay here",
             [new HostCommand(["nft", "-f", "-"], move ? steering.RenderMove(tuple) : steering.RenderReturn(tuple))], []);
 
-    /// <summary>Forgets a migration: its directory goes; the host lock, held, removes the lock file and the root when they are the last.</summary>
-    private static void Forget(StateLock held) => held.DeleteNamespace();
-
     /// <summary>
     /// The host's migration lock, one per network namespace beside the migrations' directories: setup, teardown and
     /// finalize of every migration take it before their own. Each reads the host (free marks, route tables and link
@@ -412,7 +409,7 @@ public sealed class MigrationHost
     private async Task<HostLock> LockHostAsync(CancellationToken cancellationToken)
     {
         var path = Path.Combine(_stateRoot, string.Create(CultureInfo.InvariantCulture, $".host@{NetworkNamespaces.Current}.lock"));
-        var handle = await StateStore.LockFileAsync(path, CreateRoot, static () => { }, LockTimeout,
+        var handle = await StateStore.LockFileAsync(path, CreateRoot, static () => { }, "give --state-dir a directory this user can write", LockTimeout,
             () => new MigrationException([$"Timed out after {LockTimeout.TotalSeconds:0} s waiting for {path}: another migration's setup, " +
                 "teardown or finalize is running on this host. Retry when it has finished."]),
             cancellationToken).ConfigureAwait(false);
